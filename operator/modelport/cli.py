@@ -1,0 +1,45 @@
+"""The `modelport` command line: one entry point, one subcommand per job.
+
+Each subcommand lives in the module that owns the job and is registered here by
+name, so `modelport --help` lists what the installed version can do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from modelport import __version__
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _version(_: argparse.Namespace) -> int:
+    print(f"modelport {__version__}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(
+        prog="modelport",
+        description="Model serving endpoints on Kubernetes: the operator, the gateway and tools.",
+    )
+    parser.add_argument("--version", action="version", version=f"modelport {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    version_cmd = sub.add_parser("version", help="print the version and exit")
+    version_cmd.set_defaults(run=_version)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse `argv` and run the chosen subcommand; return its exit status."""
+    args = build_parser().parse_args(argv)
+    run: Command = args.run
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
