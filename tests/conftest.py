@@ -4,8 +4,9 @@ Tests that need Kubernetes carry `@pytest.mark.cluster` and take the `cluster`
 fixture (one real control plane for the whole session) and, usually, the
 `namespace` fixture (a fresh namespace per test, deleted afterwards).
 
-The cluster is the one `KUBECONFIG` points at when it answers; otherwise the
-session starts one with `hack/cluster up` and stops it with `hack/cluster down`.
+The cluster is the one `KUBECONFIG` points at when it answers, else the one
+`hack/cluster up` already runs for this checkout; otherwise the session starts
+one with `hack/cluster up` and stops it with `hack/cluster down` at its end.
 """
 
 from __future__ import annotations
@@ -87,17 +88,22 @@ def cluster() -> Iterator[Cluster]:
         return
 
     env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
-    subprocess.run([str(HACK / "cluster"), "up"], env=env, check=True)
+    kubeconfig = Path(
+        subprocess.run(
+            [str(HACK / "cluster"), "kubeconfig"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    )
+    # A cluster that `hack/cluster up` started earlier is used and left running;
+    # only a cluster this session starts is stopped at its end.
+    if kubeconfig.is_file() and _answers(kubeconfig, tools / "kubectl"):
+        yield Cluster(kubeconfig, tools)
+        return
+    subprocess.run([str(HACK / "cluster"), "up"], env=env, check=True, stdout=subprocess.DEVNULL)
     try:
-        kubeconfig = Path(
-            subprocess.run(
-                [str(HACK / "cluster"), "kubeconfig"],
-                env=env,
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout.strip()
-        )
         yield Cluster(kubeconfig, tools)
     finally:
         if not os.environ.get("MODELPORT_KEEP_CLUSTER"):
