@@ -31,6 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     version_cmd = sub.add_parser("version", help="print the version and exit")
     version_cmd.set_defaults(run=_version)
+
+    from modelport.api import crd  # imported here: only `crds` needs the generator
+
+    crd.add_subcommand(sub)
     return parser
 
 

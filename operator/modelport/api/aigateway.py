@@ -1,0 +1,177 @@
+"""The AI gateway settings of an endpoint: usage tracking, payload logging, rate
+limits, guardrails and fallback. Names follow the reference service's `ai_gateway`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Self
+
+from pydantic import ConfigDict, Field, model_validator
+
+from modelport.api.meta import NAME, TEXT, ApiModel, CelRule, SecretValue, cel_rules
+
+RateLimitKey = Literal["user", "user_group", "service_principal", "endpoint"]
+PiiBehavior = Literal["NONE", "BLOCK", "MASK"]
+SinkType = Literal["log", "postgres"]
+
+
+class UsageTrackingConfig(ApiModel):
+    """Count requests and tokens per caller and entity (Prometheus metrics and, with a
+    postgres sink, the usage table)."""
+
+    enabled: bool = Field(default=False, description="Track usage.")
+
+
+class InferenceTableSink(ApiModel):
+    """Modelport extension: where payload rows go (the reference service writes to a
+    table of its own catalog; a cluster has none)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            CelRule(
+                "self.type != 'postgres' || has(self.postgresDsn)",
+                "inferenceTableConfig.sink.postgresDsn is required when type is postgres; "
+                "set it to a {secretKeyRef} holding the connection string",
+                ".postgresDsn",
+            )
+        )
+    )
+
+    type: SinkType = Field(
+        default="log",
+        description="log (one JSON line per request on the gateway's stdout, the default) "
+        "or postgres.",
+    )
+    postgres_dsn: SecretValue | None = Field(
+        default=None,
+        description="Secret key holding the PostgreSQL connection string (type postgres).",
+    )
+
+    @model_validator(mode="after")
+    def _check_dsn(self) -> Self:
+        if self.type == "postgres" and self.postgres_dsn is None:
+            raise ValueError(
+                "inferenceTableConfig.sink.postgresDsn is required when type is postgres; "
+                "set it to a {secretKeyRef} holding the connection string"
+            )
+        return self
+
+
+class InferenceTableConfig(ApiModel):
+    """Log request and response payloads ("inference table")."""
+
+    enabled: bool = Field(default=False, description="Log payloads.")
+    catalog_name: Annotated[str, Field(max_length=NAME)] | None = Field(
+        default=None,
+        description="Catalog of the table (reference-service field; with a "
+        "postgres sink: the database schema's prefix).",
+    )
+    schema_name: Annotated[str, Field(max_length=NAME)] | None = Field(
+        default=None, description="Schema of the table (with a postgres sink: the schema)."
+    )
+    table_name_prefix: Annotated[str, Field(max_length=NAME)] | None = Field(
+        default=None, description="Prefix of the table name; default: the endpoint's name."
+    )
+    sink: InferenceTableSink | None = Field(
+        default=None, description="Modelport extension: where the rows go; default: log."
+    )
+
+
+class RateLimit(ApiModel):
+    """A limit on calls and/or tokens per renewal period, per key."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            CelRule(
+                "has(self.calls) || has(self.tokens)",
+                "rateLimits[]: set calls, tokens or both",
+            ),
+            CelRule(
+                "self.key != 'endpoint' || !has(self.principal)",
+                "rateLimits[].principal needs key user, user_group or service_principal; "
+                "remove it for an endpoint-wide limit",
+                ".principal",
+            ),
+        )
+    )
+
+    calls: Annotated[int, Field(ge=0, le=1000000000)] | None = Field(
+        default=None, description="Requests allowed per renewalPeriod."
+    )
+    tokens: Annotated[int, Field(ge=0, le=1000000000000)] | None = Field(
+        default=None, description="Tokens (input + output) allowed per renewalPeriod."
+    )
+    key: RateLimitKey = Field(
+        default="endpoint",
+        description="What the limit is counted per: user, user_group, service_principal "
+        "or endpoint (the default: one shared budget).",
+    )
+    principal: Annotated[str, Field(min_length=1, max_length=NAME)] | None = Field(
+        default=None,
+        description="Limit only this user, group or service principal; default: each one.",
+    )
+    renewal_period: Literal["minute"] = Field(
+        default="minute", description="Window the limit is counted over; only minute."
+    )
+
+    @model_validator(mode="after")
+    def _check_limit(self) -> Self:
+        if self.calls is None and self.tokens is None:
+            raise ValueError("rateLimits[]: set calls, tokens or both")
+        if self.key == "endpoint" and self.principal is not None:
+            raise ValueError(
+                "rateLimits[].principal needs key user, user_group or service_principal; "
+                "remove it for an endpoint-wide limit"
+            )
+        return self
+
+
+class PiiGuardrail(ApiModel):
+    """What to do with personally identifiable information."""
+
+    behavior: PiiBehavior = Field(
+        default="NONE", description="NONE, BLOCK (refuse the request) or MASK (redact it)."
+    )
+
+
+class GuardrailParameters(ApiModel):
+    """Checks applied to one direction of traffic."""
+
+    safety: bool | None = Field(default=None, description="Block unsafe content.")
+    pii: PiiGuardrail | None = Field(default=None, description="PII detection.")
+    invalid_keywords: list[Annotated[str, Field(max_length=TEXT)]] | None = Field(
+        default=None, max_length=100, description="Refuse text containing any of these."
+    )
+    valid_topics: list[Annotated[str, Field(max_length=TEXT)]] | None = Field(
+        default=None, max_length=100, description="Refuse text about none of these topics."
+    )
+
+
+class Guardrails(ApiModel):
+    """Guardrails on requests (input) and responses (output)."""
+
+    input: GuardrailParameters | None = Field(default=None, description="On requests.")
+    output: GuardrailParameters | None = Field(default=None, description="On responses.")
+
+
+class FallbackConfig(ApiModel):
+    """On a provider error (429 or 5xx), retry on the other entities in route order."""
+
+    enabled: bool = Field(default=False, description="Fall back to the next entity.")
+
+
+class AiGatewayConfig(ApiModel):
+    """Gateway features of the endpoint."""
+
+    usage_tracking_config: UsageTrackingConfig | None = Field(
+        default=None, description="Usage tracking."
+    )
+    inference_table_config: InferenceTableConfig | None = Field(
+        default=None, description="Payload logging."
+    )
+    rate_limits: list[RateLimit] | None = Field(
+        default=None, max_length=20, description="Rate limits; at most 20."
+    )
+    guardrails: Guardrails | None = Field(default=None, description="Guardrails.")
+    fallback_config: FallbackConfig | None = Field(
+        default=None, description="Fallback to other entities on errors."
+    )

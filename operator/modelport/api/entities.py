@@ -1,0 +1,347 @@
+"""Served entities: what an endpoint serves, either an external model or a
+self-hosted model run by the operator on the cluster's GPUs.
+
+Self-hosted fields follow the reference service (`entityName`, `workloadType`,
+`workloadSize`, provisioned concurrency and throughput, `scaleToZeroEnabled`,
+`environmentVars`); `task`, `runtime`, `modelCache` and `hfTokenSecretRef` are
+Modelport extensions for what Kubernetes needs to know to run the model.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Self
+
+from pydantic import ConfigDict, Field, model_validator
+
+from modelport.api.meta import (
+    DNS_SUBDOMAIN,
+    NAME,
+    SHORT,
+    TEXT,
+    ApiModel,
+    CelRule,
+    SecretKeySelector,
+    cel_rules,
+    list_map,
+)
+from modelport.api.providers import ExternalModel, Task
+
+ENTITY_NAME = r"^[A-Za-z0-9_-]+$"
+# A catalog name (system.ai.meta_llama_v3_1_8b_instruct) or a URI of the weights.
+ENTITY_SOURCE = (
+    r"^(hf://[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)?"
+    r"|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/[^\s]*)?"
+    r"|s3://[a-z0-9][a-z0-9.-]*(/[^\s]*)?"
+    r"|[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*)$"
+)
+# CPU, GPU_SMALL … MULTIGPU_MEDIUM and sized variants (GPU_MEDIUM_4); profiles are
+# cluster-configurable, so any upper-case name is accepted here and the operator
+# reports an unknown one in status.
+WORKLOAD_TYPE = r"^[A-Z][A-Z0-9_]*$"
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+WorkloadSize = Literal["Small", "Medium", "Large"]
+Engine = Literal["vllm", "sglang", "llamacpp"]
+Quantity = Annotated[
+    int | str,
+    Field(
+        json_schema_extra={"x-kubernetes-int-or-string": True},
+        description="A Kubernetes quantity, e.g. 8, 16Gi or 500m.",
+    ),
+]
+
+# Self-hosted-only fields, by camelCase name (checked against externalModel).
+SELF_HOSTED_FIELDS = (
+    "entityVersion",
+    "task",
+    "workloadType",
+    "workloadSize",
+    "minProvisionedConcurrency",
+    "maxProvisionedConcurrency",
+    "scaleToZeroEnabled",
+    "minProvisionedThroughput",
+    "maxProvisionedThroughput",
+    "environmentVars",
+    "runtime",
+    "modelCache",
+    "hfTokenSecretRef",
+)
+
+
+class EnvironmentVar(ApiModel):
+    """An environment variable of the inference pods: a value or a Secret key."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            CelRule(
+                "has(self.value) != has(self.secretKeyRef)",
+                "environmentVars[]: set exactly one of value or secretKeyRef",
+            )
+        )
+    )
+
+    name: Annotated[str, Field(min_length=1, max_length=NAME, pattern=ENV_NAME)] = Field(
+        description="Name of the variable."
+    )
+    value: Annotated[str, Field(max_length=TEXT)] | None = Field(
+        default=None, description="Literal value. Exclusive with secretKeyRef."
+    )
+    secret_key_ref: SecretKeySelector | None = Field(
+        default=None, description="Take the value from a Secret key. Exclusive with value."
+    )
+
+    @model_validator(mode="after")
+    def _check_source(self) -> Self:
+        if (self.value is None) == (self.secret_key_ref is None):
+            raise ValueError("environmentVars[]: set exactly one of value or secretKeyRef")
+        return self
+
+
+class ResourceRequirements(ApiModel):
+    """Compute resources of one inference pod, as in a container's `resources`."""
+
+    limits: dict[str, Quantity] | None = Field(
+        default=None, max_length=16, description="Upper bounds, e.g. {nvidia.com/gpu: 1}."
+    )
+    requests: dict[str, Quantity] | None = Field(
+        default=None, max_length=16, description="Amounts reserved for scheduling."
+    )
+
+
+class Toleration(ApiModel):
+    """A pod toleration, as in a Pod's `spec.tolerations`."""
+
+    key: Annotated[str, Field(max_length=NAME)] | None = Field(
+        default=None, description="Taint key; empty with operator Exists matches all."
+    )
+    operator: Literal["Exists", "Equal"] | None = Field(
+        default=None, description="Exists or Equal (the default)."
+    )
+    value: Annotated[str, Field(max_length=SHORT)] | None = Field(
+        default=None, description="Taint value to match with operator Equal."
+    )
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        default=None, description="Taint effect to match; empty matches all."
+    )
+    toleration_seconds: int | None = Field(
+        default=None, description="How long a NoExecute taint is tolerated."
+    )
+
+
+class Runtime(ApiModel):
+    """Modelport extension: how the inference pods of a self-hosted entity run."""
+
+    engine: Engine = Field(
+        default="vllm", description="Inference server: vllm (default), sglang or llamacpp."
+    )
+    image: Annotated[str, Field(max_length=NAME)] | None = Field(
+        default=None,
+        description="Container image; default: the engine's image pinned by the operator.",
+    )
+    args: list[Annotated[str, Field(max_length=TEXT)]] | None = Field(
+        default=None, max_length=64, description="Extra command-line arguments of the engine."
+    )
+    resources: ResourceRequirements | None = Field(
+        default=None,
+        description="Container resources; default: those of the workloadType's GPU profile.",
+    )
+    node_selector: dict[str, Annotated[str, Field(max_length=SHORT)]] | None = Field(
+        default=None, max_length=32, description="Node labels the pods must run on."
+    )
+    tolerations: list[Toleration] | None = Field(
+        default=None, max_length=32, description="Taints the pods tolerate (e.g. GPU nodes')."
+    )
+
+
+class ModelCache(ApiModel):
+    """Modelport extension: a PersistentVolumeClaim that caches downloaded weights, so a
+    restarted or scaled-up pod does not download them again."""
+
+    claim_name: Annotated[str, Field(max_length=NAME, pattern=DNS_SUBDOMAIN)] = Field(
+        description="Name of the PersistentVolumeClaim, in the endpoint's namespace."
+    )
+    sub_path: Annotated[str, Field(max_length=TEXT)] | None = Field(
+        default=None, description="Directory inside the volume; default: its root."
+    )
+
+
+_EXCLUSIVE_SIZING = (
+    "!has(self.workloadSize) || "
+    "!(has(self.minProvisionedConcurrency) || has(self.maxProvisionedConcurrency))"
+)
+
+
+class ServedEntity(ApiModel):
+    """One model behind the endpoint: set `externalModel`, or `entityName` for a
+    self-hosted model (plus its optional sizing and runtime fields)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            CelRule(
+                "has(self.externalModel) != has(self.entityName)",
+                "servedEntities[]: set exactly one of externalModel (a provider's model) "
+                "or entityName (a self-hosted model)",
+            ),
+            *(
+                CelRule(
+                    f"!has(self.externalModel) || !has(self.{field})",
+                    f"servedEntities[].{field} applies only to self-hosted entities; remove it "
+                    "or replace externalModel by entityName",
+                    f".{field}",
+                )
+                for field in SELF_HOSTED_FIELDS
+            ),
+            CelRule(
+                _EXCLUSIVE_SIZING,
+                "servedEntities[].workloadSize and min/maxProvisionedConcurrency are "
+                "mutually exclusive; keep one",
+                ".workloadSize",
+            ),
+            CelRule(
+                "!has(self.minProvisionedConcurrency) || !has(self.maxProvisionedConcurrency)"
+                " || self.minProvisionedConcurrency <= self.maxProvisionedConcurrency",
+                "servedEntities[].minProvisionedConcurrency must be <= "
+                "maxProvisionedConcurrency; lower the min or raise the max",
+                ".minProvisionedConcurrency",
+            ),
+            CelRule(
+                "!has(self.minProvisionedThroughput) || !has(self.maxProvisionedThroughput)"
+                " || self.minProvisionedThroughput <= self.maxProvisionedThroughput",
+                "servedEntities[].minProvisionedThroughput must be <= "
+                "maxProvisionedThroughput; lower the min or raise the max",
+                ".minProvisionedThroughput",
+            ),
+            CelRule(
+                "!has(self.scaleToZeroEnabled) || !self.scaleToZeroEnabled"
+                " || !has(self.minProvisionedConcurrency) || self.minProvisionedConcurrency == 0",
+                "servedEntities[].minProvisionedConcurrency must be 0 when scaleToZeroEnabled "
+                "is true; set it to 0 or disable scale to zero",
+                ".minProvisionedConcurrency",
+            ),
+        )
+    )
+
+    name: Annotated[str, Field(min_length=1, max_length=SHORT, pattern=ENTITY_NAME)] = Field(
+        description="Name of the entity in this endpoint, used by trafficConfig.routes and "
+        "returned in the served-model-name header: letters, digits, - and _, at most 63."
+    )
+    external_model: ExternalModel | None = Field(
+        default=None,
+        description="A model served by an external provider. Exclusive with entityName.",
+    )
+    entity_name: Annotated[str, Field(max_length=NAME, pattern=ENTITY_SOURCE)] | None = Field(
+        default=None,
+        description="The self-hosted model: a catalog name such as "
+        "system.ai.meta_llama_v3_1_8b_instruct, or hf://org/model, pvc://claim/path, "
+        "s3://bucket/path. Exclusive with externalModel.",
+    )
+    entity_version: Annotated[str, Field(max_length=SHORT)] | None = Field(
+        default=None, description="Version of the catalog model; default: the latest."
+    )
+    task: Task | None = Field(
+        default=None,
+        description="Modelport extension, self-hosted only: the API the model serves "
+        "(llm/v1/chat, llm/v1/completions, llm/v1/embeddings). Unset means the catalog's "
+        "task; an unset task is compatible with any other entity's task.",
+    )
+    workload_type: Annotated[str, Field(max_length=SHORT, pattern=WORKLOAD_TYPE)] | None = Field(
+        default=None,
+        description="Compute profile: CPU, GPU_SMALL, GPU_MEDIUM, GPU_LARGE, GPU_XLARGE, "
+        "MULTIGPU_MEDIUM, or a sized variant such as GPU_MEDIUM_4; profiles are "
+        "configured per cluster. Default: the catalog's recommendation.",
+    )
+    workload_size: WorkloadSize | None = Field(
+        default=None,
+        description="Concurrency band: Small (4), Medium (16) or Large (64) concurrent "
+        "requests. Exclusive with min/maxProvisionedConcurrency; Small if neither is set.",
+    )
+    min_provisioned_concurrency: Annotated[int, Field(ge=0, le=100000)] | None = Field(
+        default=None,
+        description="Concurrent requests always provisioned. Exclusive with workloadSize.",
+    )
+    max_provisioned_concurrency: Annotated[int, Field(ge=1, le=100000)] | None = Field(
+        default=None,
+        description="Concurrent requests provisioned at most. Exclusive with workloadSize.",
+    )
+    scale_to_zero_enabled: bool | None = Field(
+        default=None,
+        description="Scale the inference pods to zero when idle (default false).",
+    )
+    min_provisioned_throughput: Annotated[int, Field(ge=0, le=100000000)] | None = Field(
+        default=None, description="Tokens per second always provisioned."
+    )
+    max_provisioned_throughput: Annotated[int, Field(ge=0, le=100000000)] | None = Field(
+        default=None, description="Tokens per second provisioned at most."
+    )
+    environment_vars: list[EnvironmentVar] | None = Field(
+        default=None,
+        max_length=64,
+        json_schema_extra=list_map("name"),
+        description="Environment variables of the inference pods, as a list of "
+        "{name, value} or {name, secretKeyRef} (the reference service's map, made safe "
+        "for secrets).",
+    )
+    runtime: Runtime | None = Field(
+        default=None,
+        description="Modelport extension: inference engine, image, args, resources and "
+        "placement of the pods.",
+    )
+    model_cache: ModelCache | None = Field(
+        default=None, description="Modelport extension: a PVC caching the weights."
+    )
+    hf_token_secret_ref: SecretKeySelector | None = Field(
+        default=None,
+        description="Modelport extension: Secret key holding a Hugging Face token, for "
+        "gated hf:// models.",
+    )
+
+    @model_validator(mode="after")
+    def _check_entity(self) -> Self:
+        if (self.external_model is None) == (self.entity_name is None):
+            raise ValueError(
+                "servedEntities[]: set exactly one of externalModel (a provider's model) "
+                "or entityName (a self-hosted model)"
+            )
+        if self.external_model is not None:
+            body = self.model_dump(by_alias=True, exclude_none=True)
+            if misplaced := [f for f in SELF_HOSTED_FIELDS if f in body]:
+                raise ValueError(
+                    f"servedEntities[].{', '.join(misplaced)} applies only to self-hosted "
+                    "entities; remove it or replace externalModel by entityName"
+                )
+        lo, hi = self.min_provisioned_concurrency, self.max_provisioned_concurrency
+        if self.workload_size is not None and (lo is not None or hi is not None):
+            raise ValueError(
+                "servedEntities[].workloadSize and min/maxProvisionedConcurrency are "
+                "mutually exclusive; keep one"
+            )
+        if lo is not None and hi is not None and lo > hi:
+            raise ValueError(
+                f"servedEntities[].minProvisionedConcurrency ({lo}) must be <= "
+                f"maxProvisionedConcurrency ({hi}); lower the min or raise the max"
+            )
+        tlo, thi = self.min_provisioned_throughput, self.max_provisioned_throughput
+        if tlo is not None and thi is not None and tlo > thi:
+            raise ValueError(
+                f"servedEntities[].minProvisionedThroughput ({tlo}) must be <= "
+                f"maxProvisionedThroughput ({thi}); lower the min or raise the max"
+            )
+        if self.scale_to_zero_enabled and lo:
+            raise ValueError(
+                "servedEntities[].minProvisionedConcurrency must be 0 when scaleToZeroEnabled "
+                "is true; set it to 0 or disable scale to zero"
+            )
+        return self
+
+    @property
+    def effective_task(self) -> Task | None:
+        """The entity's task: the external model's, or the self-hosted `task` (None when
+        left to the catalog, which is compatible with any task)."""
+        if self.external_model is not None:
+            return self.external_model.task
+        return self.task
+
+    @property
+    def is_self_hosted(self) -> bool:
+        """True for a model the operator runs on the cluster."""
+        return self.entity_name is not None
