@@ -26,6 +26,10 @@ ROOT = Path(__file__).resolve().parent.parent
 HACK = ROOT / "hack"
 
 
+class KubectlError(RuntimeError):
+    """kubectl failed; the message holds its stderr."""
+
+
 @dataclass(frozen=True)
 class Cluster:
     """A running control plane: its kubeconfig and a way to drive it."""
@@ -45,16 +49,23 @@ class Cluster:
     def kubectl(
         self, *args: str, input: str | None = None, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
-        """Run the pinned kubectl against this cluster and capture its output."""
-        return subprocess.run(
+        """Run the pinned kubectl against this cluster and capture its output.
+
+        With `check`, a failure raises an error that carries kubectl's stderr,
+        so the test report says why.
+        """
+        done = subprocess.run(
             [str(self.tools / "kubectl"), *args],
             input=input,
             env=self.env,
             capture_output=True,
             text=True,
-            check=check,
+            check=False,
             timeout=120,
         )
+        if check and done.returncode != 0:
+            raise KubectlError(f"kubectl {' '.join(args)} exited {done.returncode}: {done.stderr}")
+        return done
 
     def api_client(self) -> Any:
         """A `kubernetes` ApiClient configured from this cluster's kubeconfig."""
