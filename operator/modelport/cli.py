@@ -35,6 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     from modelport.api import crd  # imported here: only `crds` needs the generator
 
     crd.add_subcommand(sub)
+
+    from modelport.gateway import command as gateway_command  # argparse only: no heavy imports
+
+    gateway_command.add_parser(sub)
     return parser
 
 

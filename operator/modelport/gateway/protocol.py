@@ -1,0 +1,237 @@
+"""The OpenAI request bodies the gateway accepts, validated once at the boundary.
+
+Top-level unknown fields are rejected (a typo such as ``max_token`` would otherwise be
+silently ignored by some providers and honoured by others). Messages and content parts
+allow extra keys, because the OpenAI API grows them often and OpenAI-compatible upstreams
+understand them; providers that translate read only the fields modelled here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from modelport.gateway.errors import GatewayError, invalid
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class FunctionCall(_Open):
+    """A tool call's function: its name and JSON-encoded arguments."""
+
+    name: str
+    arguments: str = ""
+
+
+class ToolCall(_Open):
+    """An assistant message's tool call."""
+
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class ContentPart(_Open):
+    """One part of a message's content; only text parts are translated for every provider."""
+
+    type: str
+    text: str | None = None
+
+
+class Message(_Open):
+    """A chat message."""
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+
+    def text(self) -> str:
+        """The message's text, parts joined; a non-text part is an error for translators."""
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        out = []
+        for i, part in enumerate(self.content):
+            if part.type != "text" or part.text is None:
+                raise invalid(
+                    f"messages.content.{i}.type",
+                    f"content part type {part.type!r} is not supported by this provider; "
+                    "send text parts only",
+                )
+            out.append(part.text)
+        return "".join(out)
+
+
+class FunctionDefinition(_Open):
+    """A tool's function declaration."""
+
+    name: str = Field(min_length=1)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class Tool(_Open):
+    """A tool the model may call."""
+
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class StreamOptions(_Open):
+    """``stream_options``; only ``include_usage`` changes what the gateway sends."""
+
+    include_usage: bool = False
+
+
+class ChatRequest(_Body):
+    """``POST /v1/chat/completions``."""
+
+    model: str | None = None
+    messages: list[Message] = Field(min_length=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    top_k: int | None = Field(default=None, ge=0)
+    n: int | None = Field(default=None, ge=1, le=128)
+    stop: str | list[str] | None = None
+    stream: bool | None = None
+    stream_options: StreamOptions | None = None
+    tools: list[Tool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: dict[str, Any] | None = None
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    logit_bias: dict[str, float] | None = None
+    seed: int | None = None
+    user: str | None = None
+    metadata: dict[str, str] | None = None
+    reasoning_effort: str | None = None
+    service_tier: str | None = None
+    store: bool | None = None
+
+    def max_output_tokens(self) -> int | None:
+        """``max_completion_tokens`` wins over the older ``max_tokens``."""
+        return self.max_completion_tokens or self.max_tokens
+
+    def stop_list(self) -> list[str] | None:
+        """``stop`` as a list."""
+        if self.stop is None:
+            return None
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+
+    def forced_tool(self) -> str | None:
+        """The function name when ``tool_choice`` forces one function, else None."""
+        if isinstance(self.tool_choice, dict):
+            fn = self.tool_choice.get("function")
+            if isinstance(fn, dict) and isinstance(fn.get("name"), str):
+                return str(fn["name"])
+            raise invalid(
+                "tool_choice",
+                "tool_choice object must be {'type': 'function', 'function': {'name': ...}}",
+            )
+        return None
+
+
+class CompletionRequest(_Body):
+    """``POST /v1/completions``."""
+
+    model: str | None = None
+    prompt: str | list[str] = Field(min_length=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    top_k: int | None = Field(default=None, ge=0)
+    n: int | None = Field(default=None, ge=1, le=128)
+    stop: str | list[str] | None = None
+    stream: bool | None = None
+    stream_options: StreamOptions | None = None
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    logprobs: int | None = Field(default=None, ge=0, le=5)
+    logit_bias: dict[str, float] | None = None
+    echo: bool | None = None
+    suffix: str | None = None
+    best_of: int | None = Field(default=None, ge=1)
+    seed: int | None = None
+    user: str | None = None
+
+    def as_chat(self) -> ChatRequest:
+        """The same request as a one-message chat, for providers with only a chat API."""
+        if isinstance(self.prompt, list):
+            if len(self.prompt) != 1:
+                raise invalid("prompt", "this provider takes one prompt per request; send a string")
+            prompt = self.prompt[0]
+        else:
+            prompt = self.prompt
+        for name in ("logprobs", "echo", "suffix", "best_of", "logit_bias"):
+            if getattr(self, name) is not None:
+                raise invalid(name, f"'{name}' is not supported by this provider; remove it")
+        return ChatRequest(
+            model=self.model,
+            messages=[Message(role="user", content=prompt)],
+            max_tokens=self.max_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            n=self.n,
+            stop=self.stop,
+            stream=self.stream,
+            stream_options=self.stream_options,
+            presence_penalty=self.presence_penalty,
+            frequency_penalty=self.frequency_penalty,
+            seed=self.seed,
+            user=self.user,
+        )
+
+
+class EmbeddingRequest(_Body):
+    """``POST /v1/embeddings``."""
+
+    model: str | None = None
+    input: str | list[str] | list[int] | list[list[int]]
+    encoding_format: Literal["float", "base64"] | None = None
+    dimensions: int | None = Field(default=None, ge=1)
+    user: str | None = None
+
+    def texts(self) -> list[str]:
+        """The inputs as strings; token-id inputs only work with OpenAI-compatible upstreams."""
+        if isinstance(self.input, str):
+            return [self.input]
+        if all(isinstance(x, str) for x in self.input):
+            return [str(x) for x in self.input]
+        raise invalid("input", "token-id input is not supported by this provider; send text")
+
+
+Request = ChatRequest | CompletionRequest | EmbeddingRequest
+
+
+def validate(model: type[Request], body: dict[str, Any]) -> Request:
+    """Validate ``body``; a failure names the first offending field and what is wrong."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise _to_error(exc) from None
+
+
+def _to_error(exc: ValidationError) -> GatewayError:
+    err = exc.errors(include_url=False)[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "(body)"
+    if err["type"] == "extra_forbidden":
+        return invalid(loc, f"unknown field '{loc}': remove it or check its spelling")
+    if err["type"] == "missing":
+        return invalid(loc, f"missing required field '{loc}'")
+    return invalid(loc, f"invalid value for '{loc}': {err['msg']}")

@@ -1,0 +1,389 @@
+"""The gateway's configuration file: the contract between the operator and the gateway.
+
+The operator renders one file per endpoint into the ConfigMap ``<ep>-gateway`` under the
+key :data:`CONFIG_FILE_NAME` (``gateway.json``) and mounts it at the gateway's
+``--config`` directory. Credentials never appear in it: each credential is a *path*,
+relative to the gateway's ``--secrets`` directory, of a file that a projected Secret
+volume puts there. The suggested layout is ``<secretName>/<key>``, which is what
+:func:`secret_file_path` returns, so that a ``secretKeyRef: {name: llm-keys, key: openai}``
+becomes the file ``<secrets>/llm-keys/openai``::
+
+    volumes:
+      - name: secrets
+        projected:
+          sources:
+            - secret:
+                name: llm-keys
+                items: [{key: openai, path: llm-keys/openai}]
+
+Kubernetes updates such files in place (an atomic symlink swap), and the gateway re-reads
+a file whenever its inode or mtime changes, so rotating a key needs no restart. A change
+to *this* file does need one: the operator should put a hash of the rendered file in the
+Deployment's pod template so that a config change rolls the pods.
+
+Example (``gateway.json``; YAML shown for readability, the file is JSON)::
+
+    version: 1
+    endpointName: chat
+    requestTimeoutSeconds: 297
+    entities:
+      - name: gpt-4o
+        task: llm/v1/chat
+        provider: openai
+        modelName: gpt-4o
+        openai: {apiType: openai, organization: org-123}
+        credentials: {apiKey: llm-keys/openai}
+      - name: claude
+        task: llm/v1/chat
+        provider: anthropic
+        modelName: claude-sonnet-4-5
+        baseUrl: https://anthropic.internal.example.com    # optional override
+        credentials: {apiKey: llm-keys/anthropic}
+      - name: llama-8b
+        task: llm/v1/chat
+        provider: self-hosted
+        modelName: llama-8b                 # the runtime's --served-model-name
+        baseUrl: http://chat-llama-8b.team-a.svc.cluster.local:8000/v1
+    routes:
+      - {servedEntityName: gpt-4o, trafficPercentage: 80}
+      - {servedEntityName: llama-8b, trafficPercentage: 20}
+    aiGateway: {fallbackEnabled: false, rateLimits: []}
+
+The file is parsed and validated here and nowhere else; this module deliberately imports
+nothing from ``modelport.api`` so the gateway image and the operator can evolve the CRD
+without the gateway having to load it.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+CONFIG_FILE_NAME = "gateway.json"
+"""The file name inside the ``--config`` directory (the ConfigMap key)."""
+
+FORMAT_VERSION: Literal[1] = 1
+DEFAULT_REQUEST_TIMEOUT_SECONDS = 297.0
+DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
+
+
+class Task(StrEnum):
+    """What an entity does; every entity of one endpoint has the same task."""
+
+    CHAT = "llm/v1/chat"
+    COMPLETIONS = "llm/v1/completions"
+    EMBEDDINGS = "llm/v1/embeddings"
+
+
+class ProviderName(StrEnum):
+    """The upstream an entity is translated to; one gateway provider module each."""
+
+    OPENAI = "openai"
+    ANTHROPIC = "anthropic"
+    COHERE = "cohere"
+    AMAZON_BEDROCK = "amazon-bedrock"
+    GOOGLE_CLOUD_VERTEX_AI = "google-cloud-vertex-ai"
+    AI21LABS = "ai21labs"
+    DATABRICKS_MODEL_SERVING = "databricks-model-serving"
+    CUSTOM = "custom"
+    SELF_HOSTED = "self-hosted"
+    """An in-cluster inference Service (vLLM and friends) speaking the OpenAI API."""
+
+
+class _Strict(BaseModel):
+    """Unknown keys are errors: a typo in the rendered file must fail loudly at start-up."""
+
+    # Constructed and serialised by the camelCase aliases (the file's names); Python code
+    # reads the snake_case attributes.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+RelativeSecretPath = Annotated[
+    str,
+    Field(
+        description="A file path relative to the --secrets directory, e.g. 'llm-keys/openai'.",
+        min_length=1,
+    ),
+]
+
+
+class Credentials(_Strict):
+    """Where each credential an entity needs is mounted; every value is a relative path.
+
+    Which fields a provider needs: ``apiKey`` for openai (apiType openai/azure), anthropic,
+    cohere, ai21labs, databricks-model-serving (the API token) and custom (the bearer
+    token or the api-key header's value); ``clientSecret`` for openai apiType azuread;
+    ``awsAccessKeyId`` + ``awsSecretAccessKey`` (+ optional ``awsSessionToken``) for
+    amazon-bedrock; ``privateKey`` (a service-account JSON key file) for
+    google-cloud-vertex-ai. Self-hosted entities need none.
+    """
+
+    api_key: RelativeSecretPath | None = Field(default=None, alias="apiKey")
+    client_secret: RelativeSecretPath | None = Field(default=None, alias="clientSecret")
+    aws_access_key_id: RelativeSecretPath | None = Field(default=None, alias="awsAccessKeyId")
+    aws_secret_access_key: RelativeSecretPath | None = Field(
+        default=None, alias="awsSecretAccessKey"
+    )
+    aws_session_token: RelativeSecretPath | None = Field(default=None, alias="awsSessionToken")
+    private_key: RelativeSecretPath | None = Field(default=None, alias="privateKey")
+
+    @field_validator("*")
+    @classmethod
+    def _stays_inside_secrets_dir(cls, value: str | None) -> str | None:
+        # A path that escapes --secrets could read any file the pod can see.
+        if value is None:
+            return None
+        path = PurePosixPath(value)
+        if path.is_absolute() or ".." in path.parts:
+            raise ValueError(
+                f"credential path {value!r} must be relative to --secrets and must not "
+                "contain '..'; use '<secretName>/<key>'"
+            )
+        return value
+
+
+class OpenAISettings(_Strict):
+    """openaiConfig without its secrets."""
+
+    api_type: Literal["openai", "azure", "azuread"] = Field(default="openai", alias="apiType")
+    api_version: str | None = Field(default=None, alias="apiVersion")
+    deployment_name: str | None = Field(default=None, alias="deploymentName")
+    organization: str | None = Field(default=None, alias="organization")
+    tenant_id: str | None = Field(default=None, alias="tenantId")
+    client_id: str | None = Field(default=None, alias="clientId")
+    token_url: str | None = Field(
+        default=None,
+        alias="tokenUrl",
+        description="Entra ID token endpoint; defaults to the public cloud's for tenantId.",
+    )
+
+
+class BedrockSettings(_Strict):
+    """amazonBedrockConfig without its secrets."""
+
+    region: str = Field(alias="region", min_length=1)
+    bedrock_provider: Literal["anthropic", "cohere", "ai21labs", "amazon", "meta", "mistral"] = (
+        Field(default="anthropic", alias="bedrockProvider")
+    )
+
+
+class VertexSettings(_Strict):
+    """googleCloudVertexAiConfig without its secrets."""
+
+    project_id: str = Field(alias="projectId", min_length=1)
+    region: str = Field(alias="region", min_length=1)
+    token_url: str | None = Field(
+        default=None,
+        alias="tokenUrl",
+        description="OAuth token endpoint; defaults to the key file's token_uri.",
+    )
+
+
+class CustomSettings(_Strict):
+    """customProviderConfig without its secrets: which header carries the credential."""
+
+    api_key_header: str | None = Field(
+        default=None,
+        alias="apiKeyHeader",
+        description="apiKeyAuth.key: the header that carries credentials.apiKey; "
+        "unset means 'Authorization: Bearer <apiKey>' (bearerTokenAuth).",
+    )
+
+
+class EntityConfig(_Strict):
+    """One served entity as the gateway sees it: where to send requests and how."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,63}$")
+    task: Task
+    provider: ProviderName
+    model_name: str = Field(alias="modelName", min_length=1)
+    base_url: str | None = Field(
+        default=None,
+        alias="baseUrl",
+        description="Overrides the provider's public API base URL (required for custom, "
+        "databricks-model-serving, self-hosted and Azure).",
+    )
+    openai: OpenAISettings | None = None
+    bedrock: BedrockSettings | None = None
+    vertex: VertexSettings | None = None
+    custom: CustomSettings | None = None
+    credentials: Credentials = Field(default_factory=Credentials)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"baseUrl {value!r} must start with http:// or https://")
+        return value.rstrip("/") if value else value
+
+    @model_validator(mode="after")
+    def _provider_has_what_it_needs(self) -> Self:
+        problem = _missing_for_provider(self)
+        if problem:
+            raise ValueError(f"entity {self.name!r} ({self.provider.value}): {problem}")
+        return self
+
+
+def _missing_for_provider(entity: EntityConfig) -> str | None:
+    """Name what a provider needs and the entity lacks, or None when it is complete."""
+    creds = entity.credentials
+    p = ProviderName
+    match entity.provider:
+        case p.OPENAI:
+            settings = entity.openai or OpenAISettings()
+            if settings.api_type == "openai":
+                return None if creds.api_key else "credentials.apiKey is required"
+            if not (entity.base_url and settings.api_version and settings.deployment_name):
+                return (
+                    f"openai apiType {settings.api_type} needs baseUrl, openai.apiVersion "
+                    "and openai.deploymentName"
+                )
+            if settings.api_type == "azure":
+                return None if creds.api_key else "credentials.apiKey is required"
+            if not (settings.tenant_id and settings.client_id and creds.client_secret):
+                return (
+                    "apiType azuread needs openai.tenantId, openai.clientId and "
+                    "credentials.clientSecret"
+                )
+        case p.ANTHROPIC | p.COHERE | p.AI21LABS:
+            return None if creds.api_key else "credentials.apiKey is required"
+        case p.DATABRICKS_MODEL_SERVING | p.CUSTOM:
+            if not entity.base_url:
+                return "baseUrl is required"
+            return None if creds.api_key else "credentials.apiKey is required"
+        case p.AMAZON_BEDROCK:
+            if entity.bedrock is None:
+                return "bedrock.region is required"
+            if not (creds.aws_access_key_id and creds.aws_secret_access_key):
+                return "credentials.awsAccessKeyId and credentials.awsSecretAccessKey are required"
+        case p.GOOGLE_CLOUD_VERTEX_AI:
+            if entity.vertex is None:
+                return "vertex.projectId and vertex.region are required"
+            if not creds.private_key:
+                return "credentials.privateKey (a service-account JSON key) is required"
+        case p.SELF_HOSTED:
+            if not entity.base_url:
+                return "baseUrl (the in-cluster Service URL, ending in /v1) is required"
+    return None
+
+
+class Route(_Strict):
+    """A share of the endpoint's traffic, as in trafficConfig.routes."""
+
+    served_entity_name: str = Field(alias="servedEntityName")
+    traffic_percentage: int = Field(alias="trafficPercentage", ge=0, le=100)
+
+
+class RateLimit(_Strict):
+    """aiGateway.rateLimits[]: parsed now, enforced by a later gateway version."""
+
+    calls: int | None = Field(default=None, ge=0)
+    tokens: int | None = Field(default=None, ge=0)
+    key: Literal["user", "user_group", "service_principal", "endpoint"] = "endpoint"
+    principal: str | None = None
+    renewal_period: Literal["minute"] = Field(default="minute", alias="renewalPeriod")
+
+
+class AiGatewayConfig(_Strict):
+    """The seam for the AI-gateway features; the gateway reads these through one policy hook."""
+
+    fallback_enabled: bool = Field(default=False, alias="fallbackEnabled")
+    usage_tracking_enabled: bool = Field(default=False, alias="usageTrackingEnabled")
+    rate_limits: list[RateLimit] = Field(default_factory=list, alias="rateLimits", max_length=20)
+
+
+class GatewayConfig(_Strict):
+    """The whole file: one endpoint, its entities and its traffic split."""
+
+    version: Literal[1] = FORMAT_VERSION
+    endpoint_name: str = Field(alias="endpointName", min_length=1)
+    request_timeout_seconds: float = Field(
+        default=DEFAULT_REQUEST_TIMEOUT_SECONDS, alias="requestTimeoutSeconds", gt=0
+    )
+    max_request_bytes: int = Field(default=DEFAULT_MAX_REQUEST_BYTES, alias="maxRequestBytes", gt=0)
+    entities: list[EntityConfig] = Field(min_length=1)
+    routes: list[Route] = Field(default_factory=list)
+    ai_gateway: AiGatewayConfig = Field(default_factory=AiGatewayConfig, alias="aiGateway")
+
+    @model_validator(mode="after")
+    def _routes_are_consistent(self) -> Self:
+        names = [e.name for e in self.entities]
+        if len(set(names)) != len(names):
+            raise ValueError(f"entity names must be unique, got {names}")
+        if len({e.task for e in self.entities}) != 1:
+            raise ValueError("all entities of one endpoint must share one task")
+        if not self.routes:
+            if len(self.entities) != 1:
+                raise ValueError("routes are required when there is more than one entity")
+            return self
+        for route in self.routes:
+            if route.served_entity_name not in names:
+                raise ValueError(
+                    f"routes: servedEntityName {route.served_entity_name!r} is not an "
+                    f"entity; choose one of {names}"
+                )
+        total = sum(r.traffic_percentage for r in self.routes)
+        if total != 100:
+            raise ValueError(f"routes: trafficPercentage must sum to 100, got {total}")
+        return self
+
+    @property
+    def task(self) -> Task:
+        """The endpoint's task (the validator ensures every entity has it)."""
+        return self.entities[0].task
+
+    def weights(self) -> list[tuple[str, int]]:
+        """(entity name, percentage) pairs; a lone entity without routes gets 100."""
+        if not self.routes:
+            return [(self.entities[0].name, 100)]
+        return [(r.served_entity_name, r.traffic_percentage) for r in self.routes]
+
+
+class ConfigError(ValueError):
+    """The config file is missing or invalid; the message says where and how to fix it."""
+
+
+def secret_file_path(secret_name: str, key: str) -> str:
+    """The relative path the operator should mount ``secretKeyRef{name, key}`` at."""
+    return f"{secret_name}/{key}"
+
+
+def dumps(config: GatewayConfig) -> str:
+    """Serialise deterministically (stable key order), so rendering twice writes nothing."""
+    data = config.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
+def loads(text: str | bytes) -> GatewayConfig:
+    """Parse and validate a config file's content."""
+    try:
+        return GatewayConfig.model_validate_json(text)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def load(config_dir: Path) -> GatewayConfig:
+    """Read ``<config_dir>/gateway.json``."""
+    path = config_dir / CONFIG_FILE_NAME
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read {path}: {exc.strerror}; mount the endpoint's ConfigMap there"
+        ) from None
+    try:
+        return loads(text)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(file)"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
