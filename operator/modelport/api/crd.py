@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import sys
 from pathlib import Path
 from typing import Any
@@ -238,13 +239,21 @@ def rendered_files() -> dict[str, str]:
     return {CRD_FILENAME: render_crd()}
 
 
+# Where the CRDs are committed: for `kubectl apply`, and inside the Helm chart,
+# which installs them from its crds/ directory.
+DEFAULT_OUTPUT_DIRS = (Path("crds"), Path("charts/modelport/crds"))
+
+
 def add_subcommand(sub: Any) -> None:
     """Register `modelport crds` on the CLI's subparsers."""
     cmd = sub.add_parser(
         "crds", help="write the generated CRDs (or check that the committed ones are current)"
     )
     cmd.add_argument(
-        "--output-dir", type=Path, default=Path("crds"), help="directory (default: ./crds)"
+        "--output-dir",
+        type=Path,
+        action="append",
+        help="directory, repeatable (default: ./crds and the Helm chart's ./charts/modelport/crds)",
     )
     cmd.add_argument(
         "--check",
@@ -256,9 +265,9 @@ def add_subcommand(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """`modelport crds`: write the CRDs, or with --check report the stale ones."""
-    out: Path = args.output_dir
+    dirs: list[Path] = args.output_dir or list(DEFAULT_OUTPUT_DIRS)
     stale = []
-    for name, text in rendered_files().items():
+    for (name, text), out in itertools.product(rendered_files().items(), dirs):
         target = out / name
         if args.check:
             if not target.is_file() or target.read_text(encoding="utf-8") != text:

@@ -20,6 +20,7 @@ from modelport.cli import main
 
 ROOT = Path(__file__).resolve().parents[3]
 COMMITTED = ROOT / "crds" / CRD_FILENAME
+CHART_COPY = ROOT / "charts" / "modelport" / "crds" / CRD_FILENAME
 
 
 def _schema() -> dict[str, Any]:
@@ -37,10 +38,11 @@ def _walk(node: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str,
         yield from _walk(node["additionalProperties"], f"{path}{{}}")
 
 
-def test_committed_crd_matches_the_models() -> None:
+@pytest.mark.parametrize("committed", [COMMITTED, CHART_COPY], ids=["crds", "chart"])
+def test_committed_crd_matches_the_models(committed: Path) -> None:
     """The drift test: regenerate with `modelport crds` after changing a model."""
-    assert COMMITTED.read_text(encoding="utf-8") == render_crd(), (
-        f"{COMMITTED} is stale; run `modelport crds` and commit the result"
+    assert committed.read_text(encoding="utf-8") == render_crd(), (
+        f"{committed} is stale; run `modelport crds` and commit the result"
     )
 
 
