@@ -1,0 +1,1 @@
+"""Self-hosted models: the inference runtimes and the model catalog."""
