@@ -39,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     from modelport.gateway import command as gateway_command  # argparse only: no heavy imports
 
     gateway_command.add_parser(sub)
+
+    from modelport import settings  # argparse only: Kopf is imported when `operator` runs
+
+    settings.add_operator_subcommand(sub)
     return parser
 
 

@@ -255,3 +255,18 @@ def test_service_account_token_authenticates_and_rbac_denies_the_rest(
         with pytest.raises(client.ApiException) as denied:
             call()
         assert denied.value.status == 403
+
+
+def test_kwok_renews_node_leases(cluster: Cluster) -> None:
+    # Without Leases the node controller marks kwok's nodes, and every pod on
+    # them, NotReady each minute (kwok's status heartbeat is slower than the
+    # controller's grace period).
+    def renew_time() -> str:
+        out = cluster.kubectl(
+            "-n", "kube-node-lease", "get", "lease", "kwok-cpu-0", "-o",
+            "jsonpath={.spec.renewTime}",
+        )  # fmt: skip
+        return out.stdout
+
+    first = renew_time()
+    eventually(lambda: renew_time() != first, timeout=30, interval=1)

@@ -1,0 +1,68 @@
+"""Rendering: an endpoint (plus cluster settings) in, the desired child manifests out.
+
+Pure and deterministic: no I/O, no clock, no randomness, so that rendering an
+unchanged endpoint twice gives equal manifests and the operator writes nothing.
+
+    rendered = render(endpoint, settings)
+    rendered.children      # manifests, in apply order
+    rendered.secret_refs   # Secret keys to check (never their values)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from modelport import gatewayconfig as gc
+from modelport.api import API_VERSION, KIND, ServingEndpoint
+from modelport.render.config import RenderError, SecretRef, render_gateway_config, secret_refs
+from modelport.render.gateway import gateway_children
+from modelport.render.inference import entity_children
+from modelport.render.manifest import Manifest, OwnerRef
+from modelport.render.names import endpoint_labels, service_name, stable_hash
+from modelport.settings import Settings
+
+__all__ = [
+    "Manifest",
+    "OwnerRef",
+    "RenderError",
+    "Rendered",
+    "SecretRef",
+    "endpoint_labels",
+    "endpoint_url",
+    "render",
+]
+
+CONFIG_HASH_LEN = 16
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """The desired state of one endpoint."""
+
+    children: list[Manifest]
+    config: gc.GatewayConfig
+    config_hash: str
+    secret_refs: list[SecretRef]
+
+
+def render(endpoint: ServingEndpoint, settings: Settings) -> Rendered:
+    """The children `endpoint` should have; raises `RenderError` naming field and fix."""
+    meta = endpoint.metadata
+    namespace = meta.namespace or "default"
+    if not meta.uid:
+        raise RenderError(f"metadata.uid of {meta.name} is empty; read the endpoint from the API")
+    owner = OwnerRef(API_VERSION, KIND, meta.name, meta.uid)
+    config = render_gateway_config(endpoint)
+    text = gc.dumps(config)
+    config_hash = stable_hash(text, CONFIG_HASH_LEN)
+    refs = secret_refs(endpoint)
+    children = gateway_children(meta.name, namespace, owner, text, config_hash, refs, settings)
+    for index, entity in enumerate(endpoint.spec.served_entities):
+        if entity.is_self_hosted:
+            children += entity_children(meta.name, namespace, owner, index, entity, settings)
+    return Rendered(children, config, config_hash, refs)
+
+
+def endpoint_url(name: str, namespace: str) -> str:
+    """The endpoint's in-cluster URL (the gateway Service on port 80)."""
+    return f"http://{service_name(name)}.{namespace}.svc.cluster.local"

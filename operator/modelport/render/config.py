@@ -1,0 +1,250 @@
+"""The gateway's config file, rendered from an endpoint: entities, routes, features.
+
+Credentials become file paths (`<secretName>/<key>` under the gateway's --secrets
+directory); the values themselves are never read here. `secret_refs` lists every
+Secret key an endpoint needs, with the field that names it, so that the pod spec
+can mount exactly those keys and status can say which one is missing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from modelport import gatewayconfig as gc
+from modelport.api import ServingEndpoint
+from modelport.api.entities import ServedEntity
+from modelport.api.meta import SecretKeySelector, SecretValue
+from modelport.api.providers import PROVIDER_CONFIG_FIELDS, ExternalModel
+from modelport.render.names import entity_name
+
+INFERENCE_PORT = 8000
+DEFAULT_TASK = gc.Task.CHAT
+
+
+class RenderError(ValueError):
+    """The endpoint cannot be rendered; the message names the field and the fix."""
+
+
+@dataclass(frozen=True, order=True)
+class SecretRef:
+    """One Secret key the endpoint refers to.
+
+    `field` is where in the spec it is named (for messages); `mounted` is True for
+    the keys the gateway reads as files, False for those the inference pods get as
+    environment variables.
+    """
+
+    name: str
+    key: str
+    field: str
+    entity: str
+    mounted: bool = True
+
+
+def render_gateway_config(endpoint: ServingEndpoint) -> gc.GatewayConfig:
+    """The `GatewayConfig` of `endpoint` (raises `RenderError` when it is not valid)."""
+    spec = endpoint.spec
+    namespace = endpoint.metadata.namespace or "default"
+    entities = [
+        _entity_config(endpoint.metadata.name, namespace, e, spec.task)
+        for e in spec.served_entities
+    ]
+    ai = spec.ai_gateway
+    rate_limits = [
+        gc.RateLimit(
+            calls=r.calls,
+            tokens=r.tokens,
+            key=r.key,
+            principal=r.principal,
+            renewalPeriod=r.renewal_period,
+        )
+        for r in (ai.rate_limits or [] if ai else [])
+    ]
+    try:
+        return gc.GatewayConfig(
+            endpointName=endpoint.metadata.name,
+            entities=entities,
+            routes=[
+                gc.Route(
+                    servedEntityName=r.served_entity_name, trafficPercentage=r.traffic_percentage
+                )
+                for r in spec.routes()
+            ],
+            aiGateway=gc.AiGatewayConfig(
+                fallbackEnabled=bool(ai and ai.fallback_config and ai.fallback_config.enabled),
+                usageTrackingEnabled=bool(
+                    ai and ai.usage_tracking_config and ai.usage_tracking_config.enabled
+                ),
+                rateLimits=rate_limits,
+            ),
+        )
+    except ValidationError as exc:
+        raise RenderError(f"spec cannot be served by the gateway: {_describe(exc)}") from None
+
+
+def secret_refs(endpoint: ServingEndpoint) -> list[SecretRef]:
+    """Every Secret key the endpoint refers to, sorted, without duplicates."""
+    refs: set[SecretRef] = set()
+    for i, entity in enumerate(endpoint.spec.served_entities):
+        where = f"spec.servedEntities[{i}]"
+        if entity.external_model is not None:
+            for path, value in _credentials(entity.external_model):
+                ref = value.secret_key_ref
+                refs.add(SecretRef(ref.name, ref.key, f"{where}.externalModel.{path}", entity.name))
+        if entity.hf_token_secret_ref is not None:
+            ref = entity.hf_token_secret_ref
+            refs.add(SecretRef(ref.name, ref.key, f"{where}.hfTokenSecretRef", entity.name, False))
+        for j, var in enumerate(entity.environment_vars or []):
+            if var.secret_key_ref is not None:
+                ref = var.secret_key_ref
+                field = f"{where}.environmentVars[{j}].secretKeyRef"
+                refs.add(SecretRef(ref.name, ref.key, field, entity.name, False))
+    return sorted(refs)
+
+
+def _credentials(model: ExternalModel) -> list[tuple[str, SecretValue]]:
+    """(camelCase path under externalModel, value) of each credential of `model`."""
+    block_alias = PROVIDER_CONFIG_FIELDS[model.provider]
+    found: list[tuple[str, SecretValue]] = []
+
+    def walk(path: str, obj: object) -> None:
+        if isinstance(obj, SecretValue):
+            found.append((path, obj))
+            return
+        fields = getattr(type(obj), "model_fields", None)
+        if fields is None:
+            return
+        for attr, info in fields.items():
+            value = getattr(obj, attr)
+            if value is not None:
+                walk(f"{path}.{info.alias or attr}", value)
+
+    walk(block_alias, model.config)
+    return found
+
+
+def _path(ref: SecretValue | SecretKeySelector | None) -> str | None:
+    if ref is None:
+        return None
+    selector = ref.secret_key_ref if isinstance(ref, SecretValue) else ref
+    return gc.secret_file_path(selector.name, selector.key)
+
+
+def _entity_config(
+    endpoint: str, namespace: str, entity: ServedEntity, endpoint_task: str | None
+) -> gc.EntityConfig:
+    """One entity as the gateway sees it."""
+    try:
+        if entity.external_model is None:
+            task = entity.task or endpoint_task or DEFAULT_TASK
+            host = f"{entity_name(endpoint, entity.name)}.{namespace}.svc.cluster.local"
+            return gc.EntityConfig(
+                name=entity.name,
+                task=gc.Task(task),
+                provider=gc.ProviderName.SELF_HOSTED,
+                modelName=entity.name,
+                baseUrl=f"http://{host}:{INFERENCE_PORT}/v1",
+            )
+        return _external_config(entity.name, entity.external_model)
+    except ValidationError as exc:
+        raise RenderError(f"spec.servedEntities[{entity.name}]: {_describe(exc)}") from None
+
+
+def _external_config(name: str, model: ExternalModel) -> gc.EntityConfig:
+    """Translate an external model's config block into the gateway's terms."""
+    common: dict[str, Any] = {"name": name, "task": gc.Task(model.task), "modelName": model.name}
+    provider = gc.ProviderName(model.provider)
+    if (c := model.openai_config) is not None:
+        return gc.EntityConfig(
+            **common,
+            provider=provider,
+            baseUrl=c.openai_api_base,
+            openai=gc.OpenAISettings(
+                apiType=c.openai_api_type,
+                apiVersion=c.openai_api_version,
+                deploymentName=c.openai_deployment_name,
+                organization=c.openai_organization,
+                tenantId=c.microsoft_entra_tenant_id,
+                clientId=c.microsoft_entra_client_id,
+            ),
+            credentials=gc.Credentials(
+                apiKey=_path(c.openai_api_key),
+                clientSecret=_path(c.microsoft_entra_client_secret),
+            ),
+        )
+    if (a := model.anthropic_config) is not None:
+        return gc.EntityConfig(
+            **common,
+            provider=provider,
+            baseUrl=a.anthropic_api_base,
+            credentials=gc.Credentials(apiKey=_path(a.anthropic_api_key)),
+        )
+    if (co := model.cohere_config) is not None:
+        return gc.EntityConfig(
+            **common,
+            provider=provider,
+            baseUrl=co.cohere_api_base,
+            credentials=gc.Credentials(apiKey=_path(co.cohere_api_key)),
+        )
+    if (ai21 := model.ai21labs_config) is not None:
+        return gc.EntityConfig(
+            **common,
+            provider=provider,
+            baseUrl=ai21.ai21labs_api_base,
+            credentials=gc.Credentials(apiKey=_path(ai21.ai21labs_api_key)),
+        )
+    if (b := model.amazon_bedrock_config) is not None:
+        return gc.EntityConfig(
+            **common,
+            provider=provider,
+            baseUrl=b.endpoint_url,
+            bedrock=gc.BedrockSettings(region=b.aws_region, bedrockProvider=b.bedrock_provider),
+            credentials=gc.Credentials(
+                awsAccessKeyId=_path(b.aws_access_key_id),
+                awsSecretAccessKey=_path(b.aws_secret_access_key),
+            ),
+        )
+    if (v := model.google_cloud_vertex_ai_config) is not None:
+        return gc.EntityConfig(
+            **common,
+            provider=provider,
+            baseUrl=v.api_base,
+            vertex=gc.VertexSettings(projectId=v.project_id, region=v.region),
+            credentials=gc.Credentials(privateKey=_path(v.private_key)),
+        )
+    if (d := model.databricks_model_serving_config) is not None:
+        return gc.EntityConfig(
+            **common,
+            provider=provider,
+            baseUrl=d.databricks_workspace_url,
+            credentials=gc.Credentials(apiKey=_path(d.databricks_api_token)),
+        )
+    if (cu := model.custom_provider_config) is not None:
+        header = cu.api_key_auth.key if cu.api_key_auth else None
+        secret = cu.api_key_auth.value if cu.api_key_auth else None
+        if cu.bearer_token_auth is not None:
+            secret = cu.bearer_token_auth.token
+        return gc.EntityConfig(
+            **common,
+            provider=provider,
+            baseUrl=cu.custom_provider_url,
+            custom=gc.CustomSettings(apiKeyHeader=header),
+            credentials=gc.Credentials(apiKey=_path(secret)),
+        )
+    # The API model guarantees exactly one block; this names a new provider's gap.
+    raise RenderError(
+        f"spec.servedEntities[{name}].externalModel.provider {model.provider!r} is not "
+        "supported by this operator version; upgrade the operator"
+    )
+
+
+def _describe(exc: ValidationError) -> str:
+    # include_input=False: an error must never echo a value (it could be a pasted key).
+    parts = []
+    for err in exc.errors(include_input=False, include_url=False):
+        where = ".".join(str(p) for p in err["loc"])
+        parts.append(f"{where}: {err['msg']}" if where else err["msg"])
+    return "; ".join(parts)

@@ -1,0 +1,205 @@
+"""The gateway's children: ConfigMap, Deployment, Service and HPA of one endpoint.
+
+The gateway pod reads `gateway.json` from the ConfigMap and each credential from a
+file of one projected volume (`<secretName>/<key>`, mode 0400, read-only). Secret
+sources are `optional`, so that a missing Secret leaves that entity failing (status
+says which key) instead of keeping the whole pod from starting; when the Secret
+appears, the kubelet fills in the file and the gateway picks it up without a restart.
+"""
+
+from __future__ import annotations
+
+from itertools import groupby
+
+from modelport import gatewayconfig as gc
+from modelport.render.config import SecretRef
+from modelport.render.manifest import Manifest, OwnerRef, metadata
+from modelport.render.names import (
+    COMPONENT_LABEL,
+    CONFIG_HASH_ANNOTATION,
+    GATEWAY,
+    endpoint_labels,
+    gateway_name,
+    gateway_selector,
+    service_name,
+)
+from modelport.settings import Settings
+
+GATEWAY_PORT = 8080
+SERVICE_PORT = 80
+CONFIG_DIR = "/etc/modelport/config"
+SECRETS_DIR = "/var/run/modelport/secrets"
+# A non-root UID/GID; fsGroup makes the 0400 secret files group-readable by it
+# (the kubelet adds the group read bit for fsGroup-owned volumes).
+RUN_AS = 65532
+SECRET_FILE_MODE = 0o400
+CPU_TARGET_PERCENT = 70
+
+
+def gateway_children(
+    endpoint: str,
+    namespace: str,
+    owner: OwnerRef,
+    config_text: str,
+    config_hash: str,
+    refs: list[SecretRef],
+    settings: Settings,
+) -> list[Manifest]:
+    """ConfigMap, Service, Deployment and HPA of the gateway, in apply order."""
+    labels = {**endpoint_labels(endpoint), COMPONENT_LABEL: GATEWAY}
+    name = gateway_name(endpoint)
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": metadata(name, namespace, labels, owner),
+            "data": {gc.CONFIG_FILE_NAME: config_text},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": metadata(service_name(endpoint), namespace, labels, owner),
+            "spec": {
+                "type": "ClusterIP",
+                "selector": gateway_selector(endpoint),
+                "ports": [
+                    {"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}
+                ],
+            },
+        },
+        _deployment(endpoint, namespace, owner, labels, config_hash, refs, settings),
+        {
+            "apiVersion": "autoscaling/v2",
+            "kind": "HorizontalPodAutoscaler",
+            "metadata": metadata(name, namespace, labels, owner),
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+                "minReplicas": settings.gateway_min_replicas,
+                "maxReplicas": settings.gateway_max_replicas,
+                "metrics": [_cpu_metric(CPU_TARGET_PERCENT)],
+            },
+        },
+    ]
+
+
+def _cpu_metric(percent: int) -> Manifest:
+    return {
+        "type": "Resource",
+        "resource": {
+            "name": "cpu",
+            "target": {"type": "Utilization", "averageUtilization": percent},
+        },
+    }
+
+
+def _deployment(
+    endpoint: str,
+    namespace: str,
+    owner: OwnerRef,
+    labels: dict[str, str],
+    config_hash: str,
+    refs: list[SecretRef],
+    settings: Settings,
+) -> Manifest:
+    name = gateway_name(endpoint)
+    selector = gateway_selector(endpoint)
+    mounted = [r for r in refs if r.mounted]
+    sources = [
+        {
+            "secret": {
+                "name": secret,
+                # Missing Secrets must not block the pod: see the module docstring.
+                "optional": True,
+                "items": [
+                    {"key": key, "path": gc.secret_file_path(secret, key)}
+                    for key in sorted({r.key for r in group})
+                ],
+            }
+        }
+        for secret, group in groupby(mounted, key=lambda r: r.name)
+    ]
+    secrets_volume: Manifest = (
+        {"name": "secrets", "projected": {"defaultMode": SECRET_FILE_MODE, "sources": sources}}
+        if sources
+        else {"name": "secrets", "emptyDir": {}}
+    )
+    probe = {"periodSeconds": 5, "timeoutSeconds": 2, "failureThreshold": 3}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata(name, namespace, labels, owner),
+        "spec": {
+            # replicas is left to the HPA: setting it here would fight the autoscaler.
+            "selector": {"matchLabels": selector},
+            "progressDeadlineSeconds": settings.progress_deadline_seconds,
+            "revisionHistoryLimit": 3,
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+            },
+            "template": {
+                "metadata": {
+                    "labels": {**labels, **selector},
+                    # A changed config file rolls the pods; a rotated Secret does not
+                    # need to (the gateway re-reads the files).
+                    "annotations": {CONFIG_HASH_ANNOTATION: config_hash},
+                },
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": RUN_AS,
+                        "runAsGroup": RUN_AS,
+                        "fsGroup": RUN_AS,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [
+                        {
+                            "name": GATEWAY,
+                            "image": settings.gateway_image,
+                            "command": [
+                                "modelport",
+                                "gateway",
+                                "--config",
+                                CONFIG_DIR,
+                                "--secrets",
+                                SECRETS_DIR,
+                            ],
+                            "ports": [
+                                {"name": "http", "containerPort": GATEWAY_PORT, "protocol": "TCP"}
+                            ],
+                            "readinessProbe": {
+                                "httpGet": {"path": "/readyz", "port": "http"},
+                                **probe,
+                            },
+                            "livenessProbe": {
+                                "httpGet": {"path": "/healthz", "port": "http"},
+                                **probe,
+                                "periodSeconds": 10,
+                            },
+                            "resources": {
+                                "requests": {"cpu": "100m", "memory": "128Mi"},
+                                "limits": {"memory": "512Mi"},
+                            },
+                            "securityContext": {
+                                "allowPrivilegeEscalation": False,
+                                "readOnlyRootFilesystem": True,
+                                "capabilities": {"drop": ["ALL"]},
+                            },
+                            "volumeMounts": [
+                                {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+                                {"name": "secrets", "mountPath": SECRETS_DIR, "readOnly": True},
+                                {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - a pod's own emptyDir
+                            ],
+                        }
+                    ],
+                    "volumes": [
+                        {"name": "config", "configMap": {"name": name}},
+                        secrets_volume,
+                        {"name": "tmp", "emptyDir": {}},
+                    ],
+                },
+            },
+        },
+    }

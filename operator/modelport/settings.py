@@ -1,0 +1,214 @@
+"""Operator settings: what a cluster admin can tune, from flags or the environment.
+
+Every setting has an environment variable, so that `kopf run -m modelport.controller`
+(which knows none of our flags) and `modelport operator` (whose flags only set these
+variables) configure the operator the same way.
+
+Each line: environment variable, `modelport operator` flag, default.
+
+- MODELPORT_NAMESPACES, --namespace NS (repeatable): all namespaces
+- MODELPORT_GATEWAY_IMAGE, --gateway-image: modelport:<version>
+- MODELPORT_VLLM_IMAGE, --vllm-image: vllm/vllm-openai:v0.11.0
+- MODELPORT_GPU_PROFILES, --gpu-profiles (JSON, or @file): the built-in table
+- MODELPORT_DEFAULT_WORKLOAD_TYPE, --default-workload-type: GPU_SMALL
+- MODELPORT_GATEWAY_MIN_REPLICAS / _MAX_REPLICAS, --gateway-min/max-replicas: 1 / 5
+- MODELPORT_PROGRESS_DEADLINE_SECONDS, --progress-deadline-seconds: 600
+- MODELPORT_RESYNC_SECONDS, --resync-seconds: 300
+- MODELPORT_LOG_LEVEL, --log-level: INFO
+- MODELPORT_LOG_FORMAT, --log-format (json or plain): json
+- MODELPORT_LIVENESS, --liveness (URL, or "off"): http://0.0.0.0:8081/healthz
+
+`MODELPORT_NAMESPACES` is a comma-separated list; empty means every namespace.
+`MODELPORT_GPU_PROFILES` is a JSON object ``{"GPU_MEDIUM": {"gpus": 1, "cpu": "8",
+"memory": "32Gi", "nodeSelector": {...}}, ...}`` whose entries replace or add to the
+built-in table (see `modelport.render.profiles`); a value starting with ``@`` names a
+file holding that JSON. `MODELPORT_RESYNC_SECONDS` is the period of the safety-net
+reconcile of every endpoint (0 turns it off); watches on children and Secrets do the
+real work, so it can stay long.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from modelport import __version__
+
+ENV_PREFIX = "MODELPORT_"
+DEFAULT_GATEWAY_IMAGE = f"modelport:{__version__}"
+DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.11.0"
+DEFAULT_LIVENESS = "http://0.0.0.0:8081/healthz"
+
+
+class SettingsError(ValueError):
+    """A setting has a value the operator cannot use; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class GpuProfile:
+    """The compute one replica of a workloadType gets."""
+
+    gpus: int
+    cpu: str
+    memory: str
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything rendering and the controller need to know about the cluster."""
+
+    namespaces: tuple[str, ...] = ()
+    gateway_image: str = DEFAULT_GATEWAY_IMAGE
+    vllm_image: str = DEFAULT_VLLM_IMAGE
+    gpu_profiles: Mapping[str, GpuProfile] = field(default_factory=dict)
+    default_workload_type: str = "GPU_SMALL"
+    gateway_min_replicas: int = 1
+    gateway_max_replicas: int = 5
+    progress_deadline_seconds: int = 600
+    resync_seconds: float = 300.0
+    log_level: str = "INFO"
+    log_format: str = "json"
+    liveness: str = DEFAULT_LIVENESS
+
+    @property
+    def clusterwide(self) -> bool:
+        """True when no namespace is named: the operator watches them all."""
+        return not self.namespaces
+
+
+def from_env(env: Mapping[str, str] | None = None) -> Settings:
+    """Read the settings from `env` (default: the process environment)."""
+    from modelport.render.profiles import DEFAULT_PROFILES
+
+    env = os.environ if env is None else env
+
+    def get(name: str, default: str) -> str:
+        return env.get(ENV_PREFIX + name, "").strip() or default
+
+    def integer(name: str, default: int, minimum: int) -> int:
+        raw = get(name, str(default))
+        try:
+            value = int(raw)
+        except ValueError:
+            raise SettingsError(
+                f"{ENV_PREFIX}{name}={raw!r} is not an integer; set a whole number"
+            ) from None
+        if value < minimum:
+            raise SettingsError(f"{ENV_PREFIX}{name}={value} must be at least {minimum}")
+        return value
+
+    log_format = get("LOG_FORMAT", "json").lower()
+    if log_format not in ("json", "plain"):
+        raise SettingsError(f"{ENV_PREFIX}LOG_FORMAT={log_format!r}: use 'json' or 'plain'")
+    profiles = dict(DEFAULT_PROFILES)
+    profiles.update(_parse_profiles(get("GPU_PROFILES", "")))
+    settings = Settings(
+        namespaces=tuple(n.strip() for n in get("NAMESPACES", "").split(",") if n.strip()),
+        gateway_image=get("GATEWAY_IMAGE", DEFAULT_GATEWAY_IMAGE),
+        vllm_image=get("VLLM_IMAGE", DEFAULT_VLLM_IMAGE),
+        gpu_profiles=profiles,
+        default_workload_type=get("DEFAULT_WORKLOAD_TYPE", "GPU_SMALL"),
+        gateway_min_replicas=integer("GATEWAY_MIN_REPLICAS", 1, 1),
+        gateway_max_replicas=integer("GATEWAY_MAX_REPLICAS", 5, 1),
+        progress_deadline_seconds=integer("PROGRESS_DEADLINE_SECONDS", 600, 10),
+        resync_seconds=float(integer("RESYNC_SECONDS", 300, 0)),
+        log_level=get("LOG_LEVEL", "INFO").upper(),
+        log_format=log_format,
+        liveness=get("LIVENESS", DEFAULT_LIVENESS),
+    )
+    if settings.gateway_max_replicas < settings.gateway_min_replicas:
+        raise SettingsError(
+            f"{ENV_PREFIX}GATEWAY_MAX_REPLICAS ({settings.gateway_max_replicas}) is below "
+            f"{ENV_PREFIX}GATEWAY_MIN_REPLICAS ({settings.gateway_min_replicas}); raise it"
+        )
+    if settings.default_workload_type not in profiles:
+        raise SettingsError(
+            f"{ENV_PREFIX}DEFAULT_WORKLOAD_TYPE={settings.default_workload_type!r} is not a "
+            f"GPU profile; choose one of {sorted(profiles)}"
+        )
+    return settings
+
+
+def _parse_profiles(raw: str) -> dict[str, GpuProfile]:
+    """Parse MODELPORT_GPU_PROFILES (JSON, or @file holding JSON)."""
+    if not raw:
+        return {}
+    where = f"{ENV_PREFIX}GPU_PROFILES"
+    if raw.startswith("@"):
+        where = raw[1:]
+        raw = Path(raw[1:]).read_text(encoding="utf-8")
+    try:
+        data: Any = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise SettingsError(f"{where}: not JSON ({exc.msg}); give an object of profiles") from None
+    if not isinstance(data, dict):
+        raise SettingsError(f"{where}: give a JSON object {{name: {{gpus, cpu, memory}}}}")
+    profiles: dict[str, GpuProfile] = {}
+    for name, spec in data.items():
+        try:
+            profiles[str(name)] = GpuProfile(
+                gpus=int(spec["gpus"]),
+                cpu=str(spec["cpu"]),
+                memory=str(spec["memory"]),
+                node_selector={str(k): str(v) for k, v in spec.get("nodeSelector", {}).items()},
+            )
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise SettingsError(
+                f"{where}: profile {name!r} needs gpus (int), cpu and memory "
+                "(quantities) and optionally nodeSelector (object)"
+            ) from None
+    return profiles
+
+
+# --- the `modelport operator` command line -----------------------------------------
+
+_OPERATOR_FLAGS: list[tuple[str, str, str]] = [
+    ("--gateway-image", "GATEWAY_IMAGE", "image of the gateway pods"),
+    ("--vllm-image", "VLLM_IMAGE", "default image of vLLM inference pods"),
+    ("--gpu-profiles", "GPU_PROFILES", "GPU profiles: JSON, or @file holding JSON"),
+    ("--default-workload-type", "DEFAULT_WORKLOAD_TYPE", "profile when workloadType is unset"),
+    ("--gateway-min-replicas", "GATEWAY_MIN_REPLICAS", "gateway HPA minimum"),
+    ("--gateway-max-replicas", "GATEWAY_MAX_REPLICAS", "gateway HPA maximum"),
+    ("--progress-deadline-seconds", "PROGRESS_DEADLINE_SECONDS", "Deployment progress deadline"),
+    ("--resync-seconds", "RESYNC_SECONDS", "period of the safety-net reconcile (0: off)"),
+    ("--log-level", "LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR"),
+    ("--log-format", "LOG_FORMAT", "json (default) or plain"),
+    ("--liveness", "LIVENESS", f"liveness endpoint URL, or 'off' (default {DEFAULT_LIVENESS})"),
+]
+
+
+def add_operator_subcommand(sub: Any) -> None:
+    """Register `modelport operator` on the `modelport` parser's subparsers."""
+    cmd = sub.add_parser("operator", help="run the ServingEndpoint operator")
+    cmd.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=[],
+        help="watch this namespace (repeatable); default: all namespaces (MODELPORT_NAMESPACES)",
+    )
+    for flag, env, text in _OPERATOR_FLAGS:
+        cmd.add_argument(flag, dest=env.lower(), default=None, help=f"{text} (MODELPORT_{env})")
+    cmd.set_defaults(run=_run_operator)
+
+
+def _run_operator(args: argparse.Namespace) -> int:
+    """Set the environment from the flags, then import and run the controller."""
+    if args.namespace:
+        os.environ[ENV_PREFIX + "NAMESPACES"] = ",".join(args.namespace)
+    for _, env, _text in _OPERATOR_FLAGS:
+        value = getattr(args, env.lower())
+        if value is not None:
+            os.environ[ENV_PREFIX + env] = str(value)
+    try:
+        from modelport.controller.cli import main
+    except SettingsError as exc:
+        print(f"modelport operator: {exc}")
+        return 2
+    return main()

@@ -1,0 +1,52 @@
+"""Fixtures of the operator's integration tests: the CRD, a namespace and one
+operator process per test module (the machine is small; starting Kopf per test
+would dominate the run time)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Cluster
+from tests.integration.operator.support import Operator, install_crd
+
+
+@pytest.fixture(scope="session")
+def crd(cluster: Cluster) -> Cluster:
+    """The cluster, with the ServingEndpoint CRD installed."""
+    install_crd(cluster)
+    return cluster
+
+
+def make_namespace(cluster: Cluster, prefix: str) -> str:
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    cluster.kubectl("create", "namespace", name)
+    deadline = time.monotonic() + 60
+    while cluster.kubectl("-n", name, "get", "sa", "default", check=False).returncode != 0:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"namespace {name}: ServiceAccount 'default' never appeared")
+        time.sleep(0.2)
+    return name
+
+
+@pytest.fixture(scope="module")
+def op_namespace(crd: Cluster) -> Iterator[str]:
+    """A namespace for the module's endpoints, deleted at the module's end."""
+    name = make_namespace(crd, "op")
+    yield name
+    crd.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="module")
+def operator(
+    crd: Cluster, op_namespace: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Operator]:
+    """`modelport operator` watching the module's namespace."""
+    log = Path(tmp_path_factory.mktemp("operator")) / "operator.log"
+    op = Operator(crd, [op_namespace], log).start()
+    yield op
+    op.stop()
