@@ -42,6 +42,9 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # Kopf's per-handler INFO events would be API writes on every child change.
     settings.posting.level = logging.WARNING
     settings.peering.standalone = True
+    # Watching named namespaces needs no cluster-wide rights: Kopf's discovery of
+    # namespaces and CRDs would list them cluster-wide, so it is off there.
+    settings.scanning.disabled = not SETTINGS.clusterwide
     settings.watching.server_timeout = 300
     logging.getLogger().setLevel(SETTINGS.log_level)
     _reconciler = Reconciler(connect(), SETTINGS)

@@ -1,0 +1,143 @@
+"""The chart's RBAC is enough, and no more: the operator runs with a token of the
+chart's ServiceAccount and reconciles every sample to READY in a namespace that
+enforces the restricted Pod Security level."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from modelport.api import ServingEndpoint
+from modelport.render.config import secret_refs
+from tests.conftest import ROOT, Cluster
+from tests.integration.operator.support import (
+    FAKE_SECRET_PREFIX,
+    SAMPLES,
+    Operator,
+    apply,
+    create_secret,
+    sample,
+    wait_ready,
+)
+from tests.integration.operator.test_samples import _bound_pvc
+
+pytestmark = pytest.mark.cluster
+
+CHART = str(ROOT / "charts" / "modelport")
+SAMPLE_NAMES = sorted(p.stem for p in SAMPLES.glob("*.yaml"))
+
+
+def token_kubeconfig(cluster: Cluster, namespace: str, sa: str, path: Path) -> Path:
+    """A kubeconfig that authenticates as `namespace:sa` with a bound token."""
+    admin = json.loads(cluster.kubeconfig.read_text())
+    token = cluster.kubectl("-n", namespace, "create", "token", sa, "--duration=1h").stdout
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": admin["clusters"],
+        "users": [{"name": sa, "user": {"token": token.strip()}}],
+        "contexts": [
+            {"name": "sa", "context": {"cluster": admin["clusters"][0]["name"], "user": sa}}
+        ],
+        "current-context": "sa",
+    }
+    path.write_text(json.dumps(config))
+    return path
+
+
+def can_i(cluster: Cluster, *args: str) -> bool:
+    done = cluster.kubectl("auth", "can-i", *args, check=False)
+    return done.stdout.strip() == "yes"
+
+
+@pytest.fixture
+def release(cluster: Cluster, namespace: str) -> str:
+    cluster.kubectl(
+        "label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted"
+    )
+    name = f"mp-{uuid.uuid4().hex[:6]}"
+    subprocess.run(
+        [str(cluster.tools / "helm"), "install", name, CHART, "--namespace", namespace,
+         "--set", f"watchNamespaces={{{namespace}}}", "--wait", "--timeout", "120s"],
+        env=cluster.env, capture_output=True, text=True, check=True, timeout=180,
+    )  # fmt: skip
+    return name
+
+
+def test_chart_rbac_is_sufficient_and_least_privilege(
+    cluster: Cluster, namespace: str, release: str, tmp_path: Path
+) -> None:
+    sa = f"{release}-modelport"
+    as_operator = Cluster(
+        token_kubeconfig(cluster, namespace, sa, tmp_path / "sa.kubeconfig"), cluster.tools
+    )
+
+    # What it needs, in the namespace it manages.
+    for verb, resource in [
+        ("watch", "servingendpoints.serving.modelport.io"),
+        ("patch", "servingendpoints.serving.modelport.io/status"),
+        ("create", "deployments.apps"),
+        ("delete", "horizontalpodautoscalers.autoscaling"),
+        ("get", "secrets"),
+        ("create", "events"),
+    ]:
+        assert can_i(as_operator, verb, resource, "-n", namespace), (verb, resource)
+    # What it must not do.
+    for verb, resource, where in [
+        ("get", "secrets", "default"),
+        ("list", "secrets", "--all-namespaces"),
+        ("create", "secrets", namespace),
+        ("update", "secrets", namespace),
+        ("delete", "servingendpoints.serving.modelport.io", namespace),
+        ("create", "servingendpoints.serving.modelport.io", namespace),
+        ("create", "roles.rbac.authorization.k8s.io", namespace),
+        ("create", "pods", namespace),
+        ("create", "deployments.apps", "default"),
+        ("list", "nodes", ""),
+        ("create", "customresourcedefinitions.apiextensions.k8s.io", ""),
+    ]:
+        scope = (
+            [] if not where else (["--all-namespaces"] if where.startswith("--") else ["-n", where])
+        )
+        assert not can_i(as_operator, verb, resource, *scope), (verb, resource, where)
+
+    # Every sample, reconciled by the operator with only these rights.
+    values: dict[str, dict[str, str]] = {}
+    for name in SAMPLE_NAMES:
+        body = sample(name)
+        body["metadata"].update(namespace=namespace, uid="x")
+        for ref in secret_refs(ServingEndpoint.parse(body)):
+            values.setdefault(ref.name, {})[ref.key] = (
+                f"{FAKE_SECRET_PREFIX}-{uuid.uuid4().hex[:8]}"
+            )
+    for secret, data in values.items():
+        create_secret(cluster, namespace, secret, data)
+    _bound_pvc(cluster, namespace, "model-cache")
+
+    log = tmp_path / "operator.log"
+    operator = Operator(as_operator, [namespace], log).start()
+    try:
+        names = []
+        for name in SAMPLE_NAMES:
+            body = sample(name)
+            apply(cluster, namespace, body)
+            names.append(body["metadata"]["name"])
+        for name in names:
+            wait_ready(cluster, namespace, name, timeout=120)
+        operator.assert_alive()
+    finally:
+        operator.stop()
+    text = log.read_text()
+    assert "Forbidden" not in text and '"status": 403' not in text, text[-3000:]
+
+    # Every pod Modelport created passed the restricted admission: no
+    # ReplicaSet was refused one.
+    events = json.loads(cluster.kubectl("-n", namespace, "get", "events", "-o", "json").stdout)[
+        "items"
+    ]
+    refused = [e["message"] for e in events if e.get("reason") == "FailedCreate"]
+    assert not refused, refused
