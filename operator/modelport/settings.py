@@ -9,6 +9,10 @@ Each line: environment variable, `modelport operator` flag, default.
 - MODELPORT_NAMESPACES, --namespace NS (repeatable): all namespaces
 - MODELPORT_GATEWAY_IMAGE, --gateway-image: modelport:<version>
 - MODELPORT_VLLM_IMAGE, --vllm-image: vllm/vllm-openai:v0.11.0
+- MODELPORT_SGLANG_IMAGE, --sglang-image: lmsysorg/sglang:v0.5.3-cu126
+- MODELPORT_LLAMACPP_IMAGE, --llamacpp-image: ghcr.io/abetlen/llama-cpp-python:v0.3.36
+- MODELPORT_CATALOG, --catalog (YAML/JSON list of entries, or @file): none
+- MODELPORT_STARTUP_SECONDS, --startup-seconds: 1800
 - MODELPORT_GPU_PROFILES, --gpu-profiles (JSON, or @file): the built-in table
 - MODELPORT_DEFAULT_WORKLOAD_TYPE, --default-workload-type: GPU_SMALL
 - MODELPORT_GATEWAY_MIN_REPLICAS / _MAX_REPLICAS, --gateway-min/max-replicas: 1 / 5
@@ -20,11 +24,15 @@ Each line: environment variable, `modelport operator` flag, default.
 
 `MODELPORT_NAMESPACES` is a comma-separated list; empty means every namespace.
 `MODELPORT_GPU_PROFILES` is a JSON object ``{"GPU_MEDIUM": {"gpus": 1, "cpu": "8",
-"memory": "32Gi", "nodeSelector": {...}}, ...}`` whose entries replace or add to the
-built-in table (see `modelport.render.profiles`); a value starting with ``@`` names a
-file holding that JSON. `MODELPORT_RESYNC_SECONDS` is the period of the safety-net
-reconcile of every endpoint (0 turns it off); watches on children and Secrets do the
-real work, so it can stay long.
+"memory": "32Gi", "gpuMemoryGiB": 24, "resourceName": "nvidia.com/gpu",
+"nodeSelector": {...}, "tolerations": [...]}, ...}`` whose entries replace or add to
+the built-in table (see `modelport.render.profiles`); a value starting with ``@``
+names a file holding that JSON. `MODELPORT_CATALOG` adds entries to the model catalog
+(`modelport.runtimes.catalog`). `MODELPORT_STARTUP_SECONDS` is how long an inference
+pod may take to load its weights before its startup probe gives up.
+`MODELPORT_RESYNC_SECONDS` is the period of the safety-net reconcile of every endpoint
+(0 turns it off); watches on children and Secrets do the real work, so it can stay
+long.
 """
 
 from __future__ import annotations
@@ -35,13 +43,21 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelport import __version__
+
+if TYPE_CHECKING:
+    from modelport.runtimes.catalog import Catalog
 
 ENV_PREFIX = "MODELPORT_"
 DEFAULT_GATEWAY_IMAGE = f"modelport:{__version__}"
 DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.11.0"
+# Tags chosen to match the versions the project pins; no registry is reachable from
+# the build machines, so a cluster admin confirms them (or overrides them) on install.
+DEFAULT_SGLANG_IMAGE = "lmsysorg/sglang:v0.5.3-cu126"
+DEFAULT_LLAMACPP_IMAGE = "ghcr.io/abetlen/llama-cpp-python:v0.3.36"
+DEFAULT_GPU_RESOURCE = "nvidia.com/gpu"
 DEFAULT_LIVENESS = "http://0.0.0.0:8081/healthz"
 
 
@@ -51,12 +67,31 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class GpuProfile:
-    """The compute one replica of a workloadType gets."""
+    """The compute one replica of a workloadType gets.
+
+    `gpu_memory_gib` is the memory of one GPU, for the check that a catalog model
+    fits (0: unknown, nothing is checked); `tolerations` default to tolerating the
+    taint named like the GPU resource (`nvidia.com/gpu`) when the profile has GPUs.
+    """
 
     gpus: int
     cpu: str
     memory: str
     node_selector: Mapping[str, str] = field(default_factory=dict)
+    gpu_memory_gib: int = 0
+    resource_name: str = DEFAULT_GPU_RESOURCE
+    tolerations: tuple[Mapping[str, Any], ...] | None = None
+
+    @property
+    def total_gpu_memory_gib(self) -> int:
+        """GPU memory of one replica, all GPUs together."""
+        return self.gpus * self.gpu_memory_gib
+
+
+def _builtin_catalog() -> Catalog:
+    from modelport.runtimes.catalog import load
+
+    return load("")
 
 
 @dataclass(frozen=True)
@@ -66,7 +101,11 @@ class Settings:
     namespaces: tuple[str, ...] = ()
     gateway_image: str = DEFAULT_GATEWAY_IMAGE
     vllm_image: str = DEFAULT_VLLM_IMAGE
+    sglang_image: str = DEFAULT_SGLANG_IMAGE
+    llamacpp_image: str = DEFAULT_LLAMACPP_IMAGE
     gpu_profiles: Mapping[str, GpuProfile] = field(default_factory=dict)
+    catalog: Catalog = field(default_factory=_builtin_catalog, compare=False)
+    startup_seconds: int = 1800
     default_workload_type: str = "GPU_SMALL"
     gateway_min_replicas: int = 1
     gateway_max_replicas: int = 5
@@ -85,6 +124,7 @@ class Settings:
 def from_env(env: Mapping[str, str] | None = None) -> Settings:
     """Read the settings from `env` (default: the process environment)."""
     from modelport.render.profiles import DEFAULT_PROFILES
+    from modelport.runtimes.catalog import CatalogError, load
 
     env = os.environ if env is None else env
 
@@ -108,11 +148,19 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError(f"{ENV_PREFIX}LOG_FORMAT={log_format!r}: use 'json' or 'plain'")
     profiles = dict(DEFAULT_PROFILES)
     profiles.update(_parse_profiles(get("GPU_PROFILES", "")))
+    try:
+        catalog = load(get("CATALOG", ""))
+    except CatalogError as exc:
+        raise SettingsError(f"{ENV_PREFIX}CATALOG: {exc}") from None
     settings = Settings(
         namespaces=tuple(n.strip() for n in get("NAMESPACES", "").split(",") if n.strip()),
         gateway_image=get("GATEWAY_IMAGE", DEFAULT_GATEWAY_IMAGE),
         vllm_image=get("VLLM_IMAGE", DEFAULT_VLLM_IMAGE),
+        sglang_image=get("SGLANG_IMAGE", DEFAULT_SGLANG_IMAGE),
+        llamacpp_image=get("LLAMACPP_IMAGE", DEFAULT_LLAMACPP_IMAGE),
         gpu_profiles=profiles,
+        catalog=catalog,
+        startup_seconds=integer("STARTUP_SECONDS", 1800, 10),
         default_workload_type=get("DEFAULT_WORKLOAD_TYPE", "GPU_SMALL"),
         gateway_min_replicas=integer("GATEWAY_MIN_REPLICAS", 1, 1),
         gateway_max_replicas=integer("GATEWAY_MAX_REPLICAS", 5, 1),
@@ -152,16 +200,23 @@ def _parse_profiles(raw: str) -> dict[str, GpuProfile]:
     profiles: dict[str, GpuProfile] = {}
     for name, spec in data.items():
         try:
+            tolerations = spec.get("tolerations")
+            if tolerations is not None and not all(isinstance(t, dict) for t in tolerations):
+                raise TypeError("tolerations")
             profiles[str(name)] = GpuProfile(
                 gpus=int(spec["gpus"]),
                 cpu=str(spec["cpu"]),
                 memory=str(spec["memory"]),
                 node_selector={str(k): str(v) for k, v in spec.get("nodeSelector", {}).items()},
+                gpu_memory_gib=int(spec.get("gpuMemoryGiB", 0)),
+                resource_name=str(spec.get("resourceName", DEFAULT_GPU_RESOURCE)),
+                tolerations=None if tolerations is None else tuple(tolerations),
             )
         except (KeyError, TypeError, ValueError, AttributeError):
             raise SettingsError(
                 f"{where}: profile {name!r} needs gpus (int), cpu and memory "
-                "(quantities) and optionally nodeSelector (object)"
+                "(quantities) and optionally gpuMemoryGiB (int), resourceName (string), "
+                "nodeSelector (object) and tolerations (list of objects)"
             ) from None
     return profiles
 
@@ -171,6 +226,10 @@ def _parse_profiles(raw: str) -> dict[str, GpuProfile]:
 _OPERATOR_FLAGS: list[tuple[str, str, str]] = [
     ("--gateway-image", "GATEWAY_IMAGE", "image of the gateway pods"),
     ("--vllm-image", "VLLM_IMAGE", "default image of vLLM inference pods"),
+    ("--sglang-image", "SGLANG_IMAGE", "default image of SGLang inference pods"),
+    ("--llamacpp-image", "LLAMACPP_IMAGE", "default image of llama.cpp inference pods"),
+    ("--catalog", "CATALOG", "model catalog additions: YAML/JSON, or @file"),
+    ("--startup-seconds", "STARTUP_SECONDS", "time an inference pod may take to load weights"),
     ("--gpu-profiles", "GPU_PROFILES", "GPU profiles: JSON, or @file holding JSON"),
     ("--default-workload-type", "DEFAULT_WORKLOAD_TYPE", "profile when workloadType is unset"),
     ("--gateway-min-replicas", "GATEWAY_MIN_REPLICAS", "gateway HPA minimum"),

@@ -56,6 +56,9 @@ class DeploymentObservation:
     """The Progressing condition's message when its reason is ProgressDeadlineExceeded."""
     pod_problems: tuple[str, ...] = ()
     """Why pods do not run: unschedulable, image pull failing, crash looping."""
+    pod_progress: tuple[str, ...] = ()
+    """Where pods that are not ready yet are: waiting for a node, pulling the image,
+    loading weights."""
 
     @property
     def rolled_out(self) -> bool:
@@ -137,10 +140,11 @@ def deployment_view(obs: DeploymentObservation | None, what: str) -> _EntityView
         )
     if obs.rolled_out and obs.serving:
         return _EntityView(READY, "", True, True)
+    progress = "".join(f"; {p}" for p in obs.pod_progress)
     return _EntityView(
         CREATING,
         f"{what} (Deployment {obs.name}): rolling out, {obs.updated_replicas}/{obs.replicas} "
-        f"updated, {obs.available_replicas} available",
+        f"updated, {obs.available_replicas} available{progress}",
         obs.serving,
         False,
     )
@@ -164,8 +168,12 @@ def compute_status(
     gateway = deployment_view(observed.gateway, "gateway")
 
     views: dict[str, _EntityView] = {}
-    for entity in spec.served_entities:
+    for index, entity in enumerate(spec.served_entities):
         view = gateway
+        if observed.spec_error and observed.spec_error.startswith(f"spec.servedEntities[{index}]"):
+            # Render errors name the field first: the entity it names was refused.
+            views[entity.name] = _EntityView(FAILED, observed.spec_error, False, False)
+            continue
         if entity.is_self_hosted:
             own = deployment_view(observed.entities.get(entity.name), f"entity {entity.name}")
             view = _worse(own, gateway)
@@ -178,7 +186,11 @@ def compute_status(
     weights = {r.served_entity_name: r.traffic_percentage for r in spec.routes()}
     not_serving = [n for n, v in views.items() if weights.get(n, 0) > 0 and not v.serving]
     ready: ReadyState = "READY" if gateway.serving and not not_serving else "NOT_READY"
-    failures = [f"{n}: {v.message}" for n, v in views.items() if v.state == FAILED]
+    failures = [
+        f"{n}: {v.message}"
+        for n, v in views.items()
+        if v.state == FAILED and v.message != observed.spec_error  # said once, below
+    ]
     if gateway.state == FAILED:
         failures.insert(0, gateway.message)
     if observed.spec_error:

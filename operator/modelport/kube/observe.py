@@ -45,6 +45,7 @@ def observe_deployment(
         available_replicas=int(status.get("availableReplicas") or 0),
         progress_deadline_exceeded=deadline,
         pod_problems=pod_problems(pods),
+        pod_progress=pod_progress(pods),
     )
 
 
@@ -61,7 +62,10 @@ def pod_problems(pods: list[dict[str, Any]]) -> tuple[str, ...]:
                 and condition.get("status") == "False"
                 and condition.get("reason") == "Unschedulable"
             ):
-                found.append(f"pods unschedulable: {condition.get('message', '')}".strip())
+                node = "GPU node" if _wants_gpu(pod) else "node"
+                found.append(
+                    f"pods unschedulable, waiting for a {node}: {condition.get('message', '')}"
+                )
         for container in status.get("containerStatuses") or []:
             waiting = (container.get("state") or {}).get("waiting") or {}
             reason = waiting.get("reason")
@@ -69,3 +73,56 @@ def pod_problems(pods: list[dict[str, Any]]) -> tuple[str, ...]:
                 detail = waiting.get("message") or reason
                 found.append(f"container {container.get('name')}: {_STUCK[reason]} ({detail})")
     return tuple(dict.fromkeys(found))
+
+
+def pod_progress(pods: list[dict[str, Any]]) -> tuple[str, ...]:
+    """Where pods that are not ready yet are, in words, most advanced stage last:
+    waiting for a node, pulling the image, loading the weights (started, not ready).
+
+    Each stage is counted, so that an unchanged world gives an unchanged text."""
+    stages: dict[str, int] = {}
+    for pod in pods:
+        if pod.get("metadata", {}).get("deletionTimestamp"):
+            continue
+        stage = _stage(pod)
+        if stage is not None:
+            stages[stage] = stages.get(stage, 0) + 1
+    order = [WAITING_FOR_NODE, PULLING, LOADING]
+    ranked = sorted(stages, key=lambda stage: (order.index(stage.split(":")[0]), stage))
+    return tuple(f"{stages[s]} pod{'s' if stages[s] > 1 else ''} {s}" for s in ranked)
+
+
+WAITING_FOR_NODE = "waiting for a node"
+PULLING = "pulling the image"
+LOADING = "loading weights"
+
+
+def _stage(pod: dict[str, Any]) -> str | None:
+    status = pod.get("status", {})
+    conditions = {c.get("type"): c for c in status.get("conditions") or []}
+    if (conditions.get("Ready") or {}).get("status") == "True":
+        return None
+    if not pod.get("spec", {}).get("nodeName") and (
+        (conditions.get("PodScheduled") or {}).get("reason") != "Unschedulable"
+    ):
+        return WAITING_FOR_NODE  # unschedulable pods are a problem, reported apart
+    for container in status.get("containerStatuses") or []:
+        state = container.get("state") or {}
+        waiting = state.get("waiting") or {}
+        if waiting.get("reason") in ("ContainerCreating", "PodInitializing"):
+            return f"{PULLING}: {container.get('image', '')}".rstrip(": ")
+        if "running" in state and not container.get("ready"):
+            # Started but not ready: the server is loading the weights (its startup
+            # probe has not passed yet, or it has and readiness still fails).
+            return LOADING
+    if pod.get("spec", {}).get("nodeName") and not status.get("containerStatuses"):
+        return PULLING
+    return None
+
+
+def _wants_gpu(pod: dict[str, Any]) -> bool:
+    for container in pod.get("spec", {}).get("containers") or []:
+        limits = (container.get("resources") or {}).get("limits") or {}
+        if any("gpu" in name for name in limits):
+            return True
+    return False

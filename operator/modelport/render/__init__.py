@@ -52,14 +52,16 @@ def render(endpoint: ServingEndpoint, settings: Settings) -> Rendered:
     if not meta.uid:
         raise RenderError(f"metadata.uid of {meta.name} is empty; read the endpoint from the API")
     owner = OwnerRef(API_VERSION, KIND, meta.name, meta.uid)
-    config = render_gateway_config(endpoint)
+    config = render_gateway_config(endpoint, settings.catalog)
     text = gc.dumps(config)
     config_hash = stable_hash(text, CONFIG_HASH_LEN)
     refs = secret_refs(endpoint)
     children = gateway_children(meta.name, namespace, owner, text, config_hash, refs, settings)
     for index, entity in enumerate(endpoint.spec.served_entities):
         if entity.is_self_hosted:
-            children += entity_children(meta.name, namespace, owner, index, entity, settings)
+            children += entity_children(
+                meta.name, namespace, owner, index, entity, settings, endpoint.spec.task
+            )
     return Rendered(children, config, config_hash, refs)
 
 

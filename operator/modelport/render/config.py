@@ -19,6 +19,7 @@ from modelport.api.entities import ServedEntity
 from modelport.api.meta import SecretKeySelector, SecretValue
 from modelport.api.providers import PROVIDER_CONFIG_FIELDS, ExternalModel
 from modelport.render.names import entity_name
+from modelport.runtimes.catalog import Catalog, CatalogEntry, CatalogError
 
 INFERENCE_PORT = 8000
 DEFAULT_TASK = gc.Task.CHAT
@@ -44,12 +45,15 @@ class SecretRef:
     mounted: bool = True
 
 
-def render_gateway_config(endpoint: ServingEndpoint) -> gc.GatewayConfig:
-    """The `GatewayConfig` of `endpoint` (raises `RenderError` when it is not valid)."""
+def render_gateway_config(
+    endpoint: ServingEndpoint, catalog: Catalog | None = None
+) -> gc.GatewayConfig:
+    """The `GatewayConfig` of `endpoint` (raises `RenderError` when it is not valid);
+    `catalog` gives a self-hosted catalog model its task when the entity names none."""
     spec = endpoint.spec
     namespace = endpoint.metadata.namespace or "default"
     entities = [
-        _entity_config(endpoint.metadata.name, namespace, e, spec.task)
+        _entity_config(endpoint.metadata.name, namespace, e, spec.task, catalog)
         for e in spec.served_entities
     ]
     ai = spec.ai_gateway
@@ -133,13 +137,28 @@ def _path(ref: SecretValue | SecretKeySelector | None) -> str | None:
     return gc.secret_file_path(selector.name, selector.key)
 
 
+def entity_task(entity: ServedEntity, entry: CatalogEntry | None, endpoint_task: str | None) -> str:
+    """A self-hosted entity's task: its own, the catalog's, the endpoint's, or chat."""
+    return entity.task or (entry.task if entry else None) or endpoint_task or DEFAULT_TASK
+
+
 def _entity_config(
-    endpoint: str, namespace: str, entity: ServedEntity, endpoint_task: str | None
+    endpoint: str,
+    namespace: str,
+    entity: ServedEntity,
+    endpoint_task: str | None,
+    catalog: Catalog | None,
 ) -> gc.EntityConfig:
     """One entity as the gateway sees it."""
     try:
         if entity.external_model is None:
-            task = entity.task or endpoint_task or DEFAULT_TASK
+            entry = None
+            if catalog is not None:
+                try:
+                    entry = catalog.resolve(entity.entity_name or "")
+                except CatalogError:
+                    entry = None  # reported by the entity's own rendering
+            task = entity_task(entity, entry, endpoint_task)
             host = f"{entity_name(endpoint, entity.name)}.{namespace}.svc.cluster.local"
             return gc.EntityConfig(
                 name=entity.name,

@@ -1,8 +1,16 @@
-"""The children of a self-hosted entity: Deployment, Service and HPA of vLLM pods.
+"""The children of a self-hosted entity: Deployment, Service and HPA of inference pods.
 
-Deliberately minimal: a vLLM container with the GPU profile's resources, the GPU
-taint tolerated and a GPU node selected, so that the pods are valid and schedulable.
-The runtimes work refines images, arguments, catalog resolution and autoscaling.
+The entity's `entityName` is resolved through the model catalog (or taken as a
+`hf://`, `pvc://` or `s3://` source), its `workloadType` through the GPU profiles,
+and the runtime module (`modelport.runtimes`) renders the container around that
+`ModelPlan`. Here: which runtime, which profile, whether the model fits it, the
+resources and placement, and how many replicas.
+
+Scale to zero: a HorizontalPodAutoscaler cannot go below one replica without the
+alpha HPAScaleToZero feature gate, so `scaleToZeroEnabled` (with
+`minProvisionedConcurrency: 0`) keeps one warm replica; the entity's maximum still
+follows its concurrency. Real scale to zero needs a request-driven scaler in front
+of the Service and is not done by this version.
 """
 
 from __future__ import annotations
@@ -10,7 +18,7 @@ from __future__ import annotations
 import math
 
 from modelport.api.entities import ServedEntity
-from modelport.render.config import INFERENCE_PORT, RenderError
+from modelport.render.config import INFERENCE_PORT, RenderError, entity_task
 from modelport.render.manifest import Manifest, OwnerRef, metadata
 from modelport.render.names import (
     COMPONENT_LABEL,
@@ -19,18 +27,18 @@ from modelport.render.names import (
     entity_name,
     entity_selector,
 )
-from modelport.render.profiles import UnknownProfileError, resolve
-from modelport.settings import Settings
+from modelport.render.profiles import UnknownProfileError, resolve, smallest_fit
+from modelport.runtimes import RUNTIMES, InferenceRuntime
+from modelport.runtimes.base import MODELS_DIR, ModelPlan, UnsupportedModelError, pod_parts
+from modelport.runtimes.catalog import CatalogEntry, CatalogError
+from modelport.settings import GpuProfile, Settings
 
-GPU_RESOURCE = "nvidia.com/gpu"
-GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
 # Concurrent requests one replica is sized for; workloadSize Small (4) is one replica.
 CONCURRENCY_PER_REPLICA = 4
 WORKLOAD_SIZE_CONCURRENCY = {"Small": 4, "Medium": 16, "Large": 64}
-RUN_AS = 1000
-CACHE_DIR = "/cache"
-MODELS_DIR = "/models"
 CPU_TARGET_PERCENT = 80
+# Allowance for pulling an inference image (often 10+ GB) before the startup probe runs.
+IMAGE_PULL_SECONDS = 600
 
 
 def entity_children(
@@ -40,11 +48,14 @@ def entity_children(
     index: int,
     entity: ServedEntity,
     settings: Settings,
+    endpoint_task: str | None = None,
 ) -> list[Manifest]:
     """Service, Deployment and HPA of one self-hosted entity, in apply order."""
     name = entity_name(endpoint, entity.name)
     labels = {**entity_labels(endpoint, entity.name), COMPONENT_LABEL: INFERENCE}
-    min_replicas, max_replicas = replica_bounds(entity)
+    where = f"spec.servedEntities[{index}]"
+    entry = catalog_entry(index, entity, settings)
+    min_replicas, max_replicas = replica_bounds(entity, entry, where)
     return [
         {
             "apiVersion": "v1",
@@ -63,7 +74,9 @@ def entity_children(
                 ],
             },
         },
-        _deployment(name, namespace, owner, labels, index, endpoint, entity, settings),
+        _deployment(
+            name, namespace, owner, labels, where, endpoint, entity, entry, settings, endpoint_task
+        ),
         {
             "apiVersion": "autoscaling/v2",
             "kind": "HorizontalPodAutoscaler",
@@ -89,17 +102,40 @@ def entity_children(
     ]
 
 
-def replica_bounds(entity: ServedEntity) -> tuple[int, int]:
-    """(min, max) replicas for the entity's concurrency band.
+def catalog_entry(index: int, entity: ServedEntity, settings: Settings) -> CatalogEntry | None:
+    """The catalog entry of the entity (None for a weights source such as hf://)."""
+    try:
+        return settings.catalog.resolve(entity.entity_name or "")
+    except CatalogError as exc:
+        raise RenderError(f"spec.servedEntities[{index}].{exc}") from None
 
-    The HPA cannot go to zero without an alpha feature gate, so scale to zero keeps
-    one replica here; the runtimes work replaces the HPA for that case.
-    """
+
+def replica_bounds(
+    entity: ServedEntity, entry: CatalogEntry | None = None, where: str = "servedEntity"
+) -> tuple[int, int]:
+    """(min, max) replicas: from the concurrency band (workloadSize, or provisioned
+    concurrency at CONCURRENCY_PER_REPLICA each), and from provisioned throughput
+    (tokens/s over the catalog's tokensPerSecondPerReplica); the larger of each bound
+    wins when both are given. The minimum is at least 1 (see the module's note on
+    scale to zero)."""
     if entity.workload_size is not None or entity.max_provisioned_concurrency is None:
         top = WORKLOAD_SIZE_CONCURRENCY[entity.workload_size or "Small"]
-        return 1, max(1, math.ceil(top / CONCURRENCY_PER_REPLICA))
-    low = max(1, math.ceil((entity.min_provisioned_concurrency or 0) / CONCURRENCY_PER_REPLICA))
-    high = math.ceil(entity.max_provisioned_concurrency / CONCURRENCY_PER_REPLICA)
+        low, high = 1, max(1, math.ceil(top / CONCURRENCY_PER_REPLICA))
+    else:
+        low = max(1, math.ceil((entity.min_provisioned_concurrency or 0) / CONCURRENCY_PER_REPLICA))
+        high = math.ceil(entity.max_provisioned_concurrency / CONCURRENCY_PER_REPLICA)
+    tmin, tmax = entity.min_provisioned_throughput, entity.max_provisioned_throughput
+    if tmin is not None or tmax is not None:
+        if entry is None:
+            raise RenderError(
+                f"{where}.min/maxProvisionedThroughput needs the model's tokens per second "
+                f"per replica, which only catalog models have ({entity.entity_name!r} is not "
+                "one); use min/maxProvisionedConcurrency, or add the model to the catalog "
+                "with tokensPerSecondPerReplica"
+            )
+        per = entry.tokens_per_second_per_replica
+        low = max(low, math.ceil((tmin or 0) / per))
+        high = max(high, math.ceil((tmax if tmax is not None else tmin or 0) / per))
     return low, max(low, high)
 
 
@@ -107,45 +143,142 @@ def _quantity(value: int | str) -> str:
     return str(value)
 
 
-def _resources(index: int, entity: ServedEntity, settings: Settings) -> tuple[Manifest, int]:
-    """Container resources (profile, then the user's overrides) and the GPU count."""
-    workload_type = entity.workload_type or settings.default_workload_type
+def _profile(where: str, workload_type: str, settings: Settings) -> GpuProfile:
     try:
-        profile = resolve(workload_type, settings.gpu_profiles)
+        return resolve(workload_type, settings.gpu_profiles)
     except UnknownProfileError:
         raise RenderError(
-            f"spec.servedEntities[{index}].workloadType {workload_type!r} is not a GPU profile "
+            f"{where}.workloadType {workload_type!r} is not a GPU profile "
             f"of this cluster; use one of {sorted(settings.gpu_profiles)} (or a sized variant "
             "such as GPU_MEDIUM_4), or ask the admin to add it to MODELPORT_GPU_PROFILES"
         ) from None
+
+
+def _resources(entity: ServedEntity, profile: GpuProfile) -> tuple[Manifest, int]:
+    """Container resources (profile, then the user's overrides) and the GPU count."""
+    gpu = profile.resource_name
     requests = {"cpu": profile.cpu, "memory": profile.memory}
     limits = {"memory": profile.memory}
     if profile.gpus:
         # Extended resources need request == limit.
-        requests[GPU_RESOURCE] = limits[GPU_RESOURCE] = str(profile.gpus)
+        requests[gpu] = limits[gpu] = str(profile.gpus)
     custom = entity.runtime.resources if entity.runtime else None
     if custom is not None:
         requests.update({k: _quantity(v) for k, v in (custom.requests or {}).items()})
         limits.update({k: _quantity(v) for k, v in (custom.limits or {}).items()})
-        if GPU_RESOURCE in limits and GPU_RESOURCE not in (custom.requests or {}):
-            requests[GPU_RESOURCE] = limits[GPU_RESOURCE]
-    gpus = int(float(limits.get(GPU_RESOURCE, "0")))
+        if gpu in limits and gpu not in (custom.requests or {}):
+            requests[gpu] = limits[gpu]
+    gpus = int(float(limits.get(gpu, "0")))
     return {"requests": dict(sorted(requests.items())), "limits": dict(sorted(limits.items()))}, (
         gpus
     )
 
 
-def _model_source(entity: ServedEntity) -> tuple[str, Manifest | None]:
-    """What to pass to `vllm serve`, and a volume the weights come from, if any."""
+def _check_fit(
+    where: str,
+    entity: ServedEntity,
+    entry: CatalogEntry | None,
+    workload_type: str,
+    profile: GpuProfile,
+    gpus: int,
+    settings: Settings,
+) -> None:
+    """Refuse a catalog model whose weights do not fit the profile's GPU memory."""
+    if entry is None or not gpus or not profile.gpu_memory_gib:
+        return
+    have = gpus * profile.gpu_memory_gib
+    if have >= entry.min_gpu_memory_gib:
+        return
+    better = smallest_fit(entry.min_gpu_memory_gib, settings.gpu_profiles)
+    fix = (
+        f"use workloadType {better}"
+        if better
+        else "no GPU profile of this cluster is large enough; ask the admin for one"
+    )
+    raise RenderError(
+        f"{where}.workloadType {workload_type!r}: {entity.entity_name} needs at least "
+        f"{entry.min_gpu_memory_gib} GiB of GPU memory and {workload_type} gives {gpus} x "
+        f"{profile.gpu_memory_gib} GiB = {have} GiB; {fix} (or remove workloadType to get "
+        f"the catalog's default, {entry.default_workload_type})"
+    )
+
+
+def _runtime(entity: ServedEntity, profile: GpuProfile) -> InferenceRuntime:
+    """The entity's engine; unset, llama.cpp for a CPU profile and vLLM otherwise."""
+    runtime = entity.runtime
+    if runtime is not None and "engine" in runtime.model_fields_set:
+        return RUNTIMES[runtime.engine]
+    return RUNTIMES["llamacpp" if profile.gpus == 0 else "vllm"]
+
+
+def _image(runtime: InferenceRuntime, entity: ServedEntity, settings: Settings) -> str:
+    custom = entity.runtime.image if entity.runtime else None
+    if custom:
+        return custom
+    return {
+        "vllm": settings.vllm_image,
+        "sglang": settings.sglang_image,
+        "llamacpp": settings.llamacpp_image,
+    }[runtime.engine]
+
+
+def _plan(
+    where: str,
+    entity: ServedEntity,
+    entry: CatalogEntry | None,
+    runtime: InferenceRuntime,
+    gpus: int,
+    task: str,
+) -> ModelPlan:
+    """What to serve: weights source, served name and the model's arguments."""
     source = entity.entity_name or ""
+    local = False
+    model_claim = None
+    gguf_file = entry.gguf_file if entry is not None else None
     if source.startswith("hf://"):
-        return source.removeprefix("hf://"), None
-    if source.startswith("pvc://"):
-        claim, _, path = source.removeprefix("pvc://").partition("/")
-        volume = {"name": "model", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
-        return f"{MODELS_DIR}/{path}".rstrip("/"), volume
-    # Catalog names and s3:// are resolved by the runtimes work; pass them through.
-    return source, None
+        source = source.removeprefix("hf://")
+    elif source.startswith("pvc://"):
+        model_claim, _, path = source.removeprefix("pvc://").partition("/")
+        source, local = f"{MODELS_DIR}/{path}".rstrip("/"), True
+    elif entry is not None:
+        source = entry.hugging_face_repo
+        if runtime.engine == "llamacpp":
+            if entry.gguf_repo is None:
+                raise RenderError(
+                    f"{where}: {entity.entity_name} has no GGUF weights in the catalog, which "
+                    "the llamacpp engine needs; use runtime.engine vllm on a GPU workloadType, "
+                    "or entityName pvc://claim/path/model.gguf"
+                )
+            source = entry.gguf_repo
+    env: list[Manifest] = []
+    for var in entity.environment_vars or []:
+        if var.secret_key_ref is not None:
+            ref = var.secret_key_ref
+            selector = {"secretKeyRef": {"name": ref.name, "key": ref.key}}
+            env.append({"name": var.name, "valueFrom": selector})
+        else:
+            env.append({"name": var.name, "value": var.value or ""})
+    hf = entity.hf_token_secret_ref
+    cache = entity.model_cache
+    return ModelPlan(
+        served_name=entity.name,
+        source=source,
+        task=task,
+        gpus=gpus,
+        port=INFERENCE_PORT,
+        local=local,
+        context_length=entry.context_length if entry is not None else None,
+        trust_remote_code=entry.trust_remote_code if entry is not None else False,
+        normalize_embeddings=entry.normalize_embeddings if entry is not None else None,
+        catalog_args=entry.runtime_args(runtime.engine) if entry is not None else (),
+        user_args=tuple((entity.runtime.args if entity.runtime else None) or ()),
+        gguf_file=gguf_file,
+        env=tuple(env),
+        model_claim=model_claim,
+        cache_claim=cache.claim_name if cache is not None else None,
+        cache_sub_path=cache.sub_path if cache is not None else None,
+        hf_token=(hf.name, hf.key) if hf is not None else None,
+    )
 
 
 def _deployment(
@@ -153,111 +286,61 @@ def _deployment(
     namespace: str,
     owner: OwnerRef,
     labels: dict[str, str],
-    index: int,
+    where: str,
     endpoint: str,
     entity: ServedEntity,
+    entry: CatalogEntry | None,
     settings: Settings,
+    endpoint_task: str | None,
 ) -> Manifest:
-    resources, gpus = _resources(index, entity, settings)
-    workload_type = entity.workload_type or settings.default_workload_type
-    profile = resolve(workload_type, settings.gpu_profiles)
-    runtime = entity.runtime
-    model, model_volume = _model_source(entity)
-
-    env: list[Manifest] = [{"name": "HOME", "value": "/tmp"}]  # noqa: S108 - pod's emptyDir
-    volumes: list[Manifest] = [
-        {"name": "shm", "emptyDir": {"medium": "Memory"}},
-        {"name": "tmp", "emptyDir": {}},
-    ]
-    mounts: list[Manifest] = [
-        {"name": "shm", "mountPath": "/dev/shm"},  # noqa: S108 - vLLM needs a big /dev/shm
-        {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - pod's emptyDir
-    ]
-    if entity.model_cache is not None:
-        env.append({"name": "HF_HOME", "value": CACHE_DIR})
-        volumes.append(
-            {"name": "cache", "persistentVolumeClaim": {"claimName": entity.model_cache.claim_name}}
+    workload_type = (
+        entity.workload_type
+        or (entry.default_workload_type if entry is not None else None)
+        or settings.default_workload_type
+    )
+    profile = _profile(where, workload_type, settings)
+    resources, gpus = _resources(entity, profile)
+    _check_fit(where, entity, entry, workload_type, profile, gpus, settings)
+    runtime = _runtime(entity, profile)
+    plan = _plan(where, entity, entry, runtime, gpus, entity_task(entity, entry, endpoint_task))
+    try:
+        parts = pod_parts(
+            runtime, plan, _image(runtime, entity, settings), resources, settings.startup_seconds
         )
-        mount: Manifest = {"name": "cache", "mountPath": CACHE_DIR}
-        if entity.model_cache.sub_path:
-            mount["subPath"] = entity.model_cache.sub_path
-        mounts.append(mount)
-    if model_volume is not None:
-        volumes.append(model_volume)
-        mounts.append({"name": "model", "mountPath": MODELS_DIR, "readOnly": True})
-    if entity.hf_token_secret_ref is not None:
-        ref = entity.hf_token_secret_ref
-        env.append(
-            {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
-        )
-    for var in entity.environment_vars or []:
-        if var.secret_key_ref is not None:
-            ref = var.secret_key_ref
-            env.append(
-                {
-                    "name": var.name,
-                    "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
-                }
-            )
-        else:
-            env.append({"name": var.name, "value": var.value or ""})
+    except UnsupportedModelError as exc:
+        raise RenderError(f"{where}.entityName {entity.entity_name!r}: {exc}") from None
 
+    custom = entity.runtime
     node_selector = {
         **profile.node_selector,
-        **((runtime.node_selector if runtime else None) or {}),
+        **((custom.node_selector if custom else None) or {}),
     }
-    tolerations: list[Manifest] = [dict(GPU_TOLERATION)] if gpus else []
-    for toleration in (runtime.tolerations if runtime else None) or []:
+    tolerations: list[Manifest] = []
+    if profile.tolerations is not None:
+        tolerations = [dict(t) for t in profile.tolerations]
+    elif gpus:
+        # The taint NVIDIA's GPU operator recommends is named like the resource.
+        tolerations = [{"key": profile.resource_name, "operator": "Exists", "effect": "NoSchedule"}]
+    for toleration in (custom.tolerations if custom else None) or []:
         body = toleration.to_body()
         if body not in tolerations:
             tolerations.append(body)
 
-    probe = {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 10}
     pod_spec: Manifest = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": RUN_AS,
-            "runAsGroup": RUN_AS,
-            "fsGroup": RUN_AS,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-        "containers": [
-            {
-                "name": "vllm",
-                "image": (runtime.image if runtime else None) or settings.vllm_image,
-                "command": ["vllm", "serve", model],
-                "args": [
-                    "--served-model-name",
-                    entity.name,
-                    "--host",
-                    "0.0.0.0",  # noqa: S104 - a container listens on its pod IP
-                    "--port",
-                    str(INFERENCE_PORT),
-                    *((runtime.args if runtime else None) or []),
-                ],
-                "env": env,
-                "ports": [{"name": "http", "containerPort": INFERENCE_PORT, "protocol": "TCP"}],
-                # Loading weights can take many minutes; only then do liveness checks start.
-                "startupProbe": {**probe, "failureThreshold": 180},
-                "readinessProbe": {**probe, "periodSeconds": 5},
-                "livenessProbe": {**probe, "failureThreshold": 6},
-                "resources": resources,
-                "securityContext": {
-                    "allowPrivilegeEscalation": False,
-                    "capabilities": {"drop": ["ALL"]},
-                },
-                "volumeMounts": mounts,
-            }
-        ],
-        "volumes": volumes,
+        "securityContext": parts.pod_security,
+        "containers": [parts.container],
+        "volumes": parts.volumes,
     }
     if node_selector:
         pod_spec["nodeSelector"] = dict(sorted(node_selector.items()))
     if tolerations:
         pod_spec["tolerations"] = tolerations
     selector = entity_selector(endpoint, entity.name)
+    template_meta: Manifest = {"labels": {**labels, **selector}}
+    if parts.annotations:
+        template_meta["annotations"] = parts.annotations
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -265,8 +348,11 @@ def _deployment(
         "spec": {
             # replicas is left to the HPA.
             "selector": {"matchLabels": selector},
-            "progressDeadlineSeconds": settings.progress_deadline_seconds,
+            # Pulling a multi-GB image and loading weights legitimately take long.
+            "progressDeadlineSeconds": max(
+                settings.progress_deadline_seconds, settings.startup_seconds + IMAGE_PULL_SECONDS
+            ),
             "revisionHistoryLimit": 3,
-            "template": {"metadata": {"labels": {**labels, **selector}}, "spec": pod_spec},
+            "template": {"metadata": template_meta, "spec": pod_spec},
         },
     }

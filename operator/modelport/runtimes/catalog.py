@@ -51,6 +51,8 @@ class CatalogEntry(BaseModel):
     tokens_per_second_per_replica: int = Field(alias="tokensPerSecondPerReplica", gt=0)
     trust_remote_code: bool = Field(default=False, alias="trustRemoteCode")
     normalize_embeddings: bool | None = Field(default=None, alias="normalizeEmbeddings")
+    gguf_repo: str | None = Field(default=None, alias="ggufRepo", pattern=r"^[\w.-]+/[\w.-]+$")
+    gguf_file: str | None = Field(default=None, alias="ggufFile", pattern=r"^[\w.*-]+\.gguf$")
     args: Mapping[Engine, tuple[str, ...]] = Field(default_factory=dict)
 
     @property

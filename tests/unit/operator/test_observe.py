@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelport.kube.observe import observe_deployment, pod_problems
+from modelport.kube.observe import observe_deployment, pod_problems, pod_progress
+from modelport.status import deployment_view
 
 UNSCHEDULABLE = (
     "0/5 nodes are available: 2 node(s) didn't match Pod's node affinity/selector, "
@@ -25,7 +26,7 @@ def test_unschedulable_pods_are_explained_once() -> None:
         "message": UNSCHEDULABLE,
     }
     pods = [_pod("a", conditions=[condition]), _pod("b", conditions=[condition])]
-    assert pod_problems(pods) == (f"pods unschedulable: {UNSCHEDULABLE}",)
+    assert pod_problems(pods) == (f"pods unschedulable, waiting for a node: {UNSCHEDULABLE}",)
 
 
 def test_image_pull_and_crash_loop() -> None:
@@ -99,3 +100,79 @@ def test_deployment_observation() -> None:
     assert obs.progress_deadline_exceeded == 'ReplicaSet "d-1" has timed out progressing.'
     assert obs.serving and not obs.rolled_out
     assert observe_deployment(None, []) is None
+
+
+def _gpu_pod(name: str, node: str | None = None, **status: Any) -> dict[str, Any]:
+    pod = _pod(name, **status)
+    pod["spec"] = {
+        "containers": [{"name": "vllm", "resources": {"limits": {"nvidia.com/gpu": "1"}}}]
+    }
+    if node:
+        pod["spec"]["nodeName"] = node
+    return pod
+
+
+def test_unschedulable_gpu_pods_wait_for_a_gpu_node() -> None:
+    condition = {
+        "type": "PodScheduled",
+        "status": "False",
+        "reason": "Unschedulable",
+        "message": UNSCHEDULABLE,
+    }
+    assert pod_problems([_gpu_pod("a", conditions=[condition])]) == (
+        f"pods unschedulable, waiting for a GPU node: {UNSCHEDULABLE}",
+    )
+
+
+def test_progress_of_gpu_pods_stage_by_stage() -> None:
+    not_ready = {"type": "Ready", "status": "False"}
+    pending = _gpu_pod("a", conditions=[{"type": "PodScheduled", "status": "False"}])
+    pulling = _gpu_pod(
+        "b",
+        node="gpu-0",
+        conditions=[not_ready],
+        containerStatuses=[
+            {
+                "name": "vllm",
+                "image": "vllm/vllm-openai:v0.11.0",
+                "ready": False,
+                "state": {"waiting": {"reason": "ContainerCreating"}},
+            }
+        ],
+    )
+    loading = [
+        _gpu_pod(
+            name,
+            node="gpu-1",
+            conditions=[not_ready],
+            containerStatuses=[
+                {"name": "vllm", "ready": False, "started": False, "state": {"running": {}}}
+            ],
+        )
+        for name in ("c", "d")
+    ]
+    ready = _gpu_pod("e", node="gpu-1", conditions=[{"type": "Ready", "status": "True"}])
+    assert pod_progress([ready, *loading, pulling, pending]) == (
+        "1 pod waiting for a node",
+        "1 pod pulling the image: vllm/vllm-openai:v0.11.0",
+        "2 pods loading weights",
+    )
+    assert pod_progress([ready]) == ()
+
+
+def test_progress_reaches_the_entity_message() -> None:
+    deployment = {
+        "metadata": {"name": "chat-llama", "generation": 1},
+        "spec": {"replicas": 1},
+        "status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1},
+    }
+    loading = _gpu_pod(
+        "a",
+        node="gpu-0",
+        conditions=[{"type": "Ready", "status": "False"}],
+        containerStatuses=[{"name": "vllm", "ready": False, "state": {"running": {}}}],
+    )
+    obs = observe_deployment(deployment, [loading])
+    view = deployment_view(obs, "entity llama")
+    assert view.state == "DEPLOYMENT_CREATING"
+    assert view.message.endswith("; 1 pod loading weights"), view.message

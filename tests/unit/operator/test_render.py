@@ -162,7 +162,8 @@ def test_config_change_changes_the_pod_template_hash() -> None:
     [
         (self_hosted(), "1", "4", "16Gi"),  # default GPU_SMALL
         (self_hosted(workloadType="GPU_MEDIUM"), "1", "8", "32Gi"),
-        (self_hosted(workloadType="GPU_LARGE"), "2", "16", "64Gi"),
+        (self_hosted(workloadType="GPU_LARGE"), "1", "10", "120Gi"),
+        (self_hosted(workloadType="GPU_LARGE_2"), "2", "20", "240Gi"),
         (self_hosted(workloadType="GPU_MEDIUM_4"), "4", "32", "128Gi"),
         (self_hosted(workloadType="MULTIGPU_MEDIUM"), "4", "32", "128Gi"),
         (
@@ -204,10 +205,13 @@ def test_inference_pod() -> None:
     assert container["command"] == ["vllm", "serve", "meta-llama/Llama-3.1-8B-Instruct"]
     assert container["args"][:2] == ["--served-model-name", "llama"]
     env = {e["name"]: e for e in container["env"]}
-    assert env["HF_TOKEN"] == {
-        "name": "HF_TOKEN",
-        "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}},
-    }
+    # The token is a Secret-backed file that huggingface_hub reads, never a variable.
+    assert "HF_TOKEN" not in env
+    assert env["HF_TOKEN_PATH"]["value"] == "/var/run/secrets/modelport/hf/token"
+    pod = children[("Deployment", "chat-llama")]["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "hf-token")
+    assert volume["secret"]["secretName"] == "hf"
+    assert volume["secret"]["items"] == [{"key": "token", "path": "token"}]
     assert env["A"]["value"] == "1"
     assert env["HF_HOME"]["value"] == "/cache"
     service = children[("Service", "chat-llama")]

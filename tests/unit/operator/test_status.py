@@ -243,3 +243,18 @@ def test_scaling_after_rollout_is_not_a_config_update() -> None:
     status = compute_status(ep, _observed(scaling), ready, T1)
     assert status.state is not None
     assert (status.state.ready, status.state.config_update) == ("READY", "NOT_UPDATING")
+
+
+def test_a_refused_entity_carries_the_render_error() -> None:
+    error = (
+        "spec.servedEntities[1].workloadType 'GPU_SMALL': system.ai.x needs at least 160 GiB "
+        "of GPU memory and GPU_SMALL gives 1 x 16 GiB = 16 GiB; use workloadType GPU_LARGE_2"
+    )
+    status = compute_status(MIXED, _observed(spec_error=error), None, T0)
+    by_name = {e.name: e.state for e in status.served_entities or []}
+    assert by_name["llama"].deployment == "DEPLOYMENT_FAILED"
+    assert by_name["llama"].deployment_state_message == error
+    assert by_name["gpt"].deployment == "DEPLOYMENT_READY"
+    assert status.state is not None and status.state.config_update == "UPDATE_FAILED"
+    degraded = next(c for c in status.conditions or [] if c.type == "Degraded")
+    assert degraded.message.count("GPU_LARGE_2") == 1  # said once
