@@ -1,0 +1,264 @@
+"""The servers under test: how each is configured, started and addressed.
+
+Every target is configured for the same fake upstream and the same two models: ``fast``
+(answered at once, or streamed when the request asks) and ``delay50`` (answered after
+50 ms). Targets with one worker are pinned to CPU 0 and the clients (wrk, the open-loop
+generator) and the fake upstream to CPU 1, so that "per core" means one core; targets
+with one worker per core run unpinned and share the machine with the clients.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from benchmarks.gateway.procs import Processes, free_port
+
+MASTER_KEY = "sk-bench-master-key"
+"""LiteLLM refuses to start without a master key; it is a loopback-only benchmark secret."""
+CHAT_PATH = "/v1/chat/completions"
+READY_TIMEOUT_SECONDS = 180.0
+
+
+@dataclass
+class Target:
+    """One server the load is sent to."""
+
+    name: str
+    kind: str  # direct | forwarder | modelport | litellm
+    workers: int
+    port: int
+    pid: int = 0
+    headers: list[str] = field(default_factory=list)
+    pinned: bool = False
+    log: Path | None = None
+
+    @property
+    def url(self) -> str:
+        """The chat completions URL."""
+        return f"http://127.0.0.1:{self.port}{CHAT_PATH}"
+
+
+def taskset(cpus: str | None) -> list[str]:
+    """A ``taskset`` prefix pinning a command to ``cpus`` (nothing when ``cpus`` is None)."""
+    return ["taskset", "-c", cpus] if cpus else []
+
+
+def start_upstream(procs: Processes, workdir: Path, cpus: str | None, lifetime: float) -> Target:
+    """The fake upstream; as a target it is the direct, no-proxy limit."""
+    port = free_port()
+    proc = procs.start(
+        [
+            *taskset(cpus),
+            sys.executable,
+            "-m",
+            "benchmarks.gateway.upstream",
+            "--port",
+            str(port),
+            "--lifetime",
+            str(lifetime),
+        ],
+        log=workdir / "upstream.log",
+    )
+    return Target(
+        "direct", "direct", 1, port, proc.pid, pinned=cpus is not None, log=workdir / "upstream.log"
+    )
+
+
+def start_forwarder(
+    procs: Processes, workdir: Path, upstream: Target, cpus: str | None, lifetime: float
+) -> Target:
+    """The minimal asyncio forwarder, one process."""
+    port = free_port()
+    proc = procs.start(
+        [
+            *taskset(cpus),
+            sys.executable,
+            "-m",
+            "benchmarks.gateway.forwarder",
+            "--port",
+            str(port),
+            "--upstream-port",
+            str(upstream.port),
+            "--lifetime",
+            str(lifetime),
+        ],
+        log=workdir / "forwarder.log",
+    )
+    return Target(
+        "forwarder",
+        "forwarder",
+        1,
+        port,
+        proc.pid,
+        pinned=cpus is not None,
+        log=workdir / "forwarder.log",
+    )
+
+
+def start_modelport(
+    procs: Processes, workdir: Path, upstream: Target, workers: int, cpus: str | None
+) -> Target:
+    """``modelport gateway`` with ``workers`` uvicorn workers, self-hosted entities."""
+    base = workdir / f"modelport-{workers}w"
+    (base / "config").mkdir(parents=True)
+    (base / "secrets").mkdir()
+    base_url = f"http://127.0.0.1:{upstream.port}/v1"
+    config = {
+        "version": 1,
+        "endpointName": "bench",
+        "entities": [
+            {
+                "name": name,
+                "task": "llm/v1/chat",
+                "provider": "self-hosted",
+                "modelName": name,
+                "baseUrl": base_url,
+            }
+            for name in ("fast", "delay50")
+        ],
+        "routes": [
+            {"servedEntityName": "fast", "trafficPercentage": 100},
+            {"servedEntityName": "delay50", "trafficPercentage": 0},
+        ],
+    }
+    (base / "config/gateway.json").write_text(json.dumps(config, indent=2))
+    port = free_port()
+    modelport = Path(sys.executable).with_name("modelport")
+    proc = procs.start(
+        [
+            *taskset(cpus),
+            str(modelport),
+            "gateway",
+            "--config",
+            str(base / "config"),
+            "--secrets",
+            str(base / "secrets"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--log-level",
+            "warning",
+        ],
+        log=base / "gateway.log",
+    )
+    return Target(
+        f"modelport-{workers}w",
+        "modelport",
+        workers,
+        port,
+        proc.pid,
+        pinned=cpus is not None,
+        log=base / "gateway.log",
+    )
+
+
+def start_litellm(
+    procs: Processes,
+    workdir: Path,
+    upstream: Target,
+    workers: int,
+    cpus: str | None,
+    venv: Path,
+) -> Target:
+    """LiteLLM's proxy: no database, no callbacks, the local cost map, quiet logs."""
+    base = workdir / f"litellm-{workers}w"
+    base.mkdir(parents=True)
+    api_base = f"http://127.0.0.1:{upstream.port}/v1"
+    # YAML is a superset of JSON: the config is written as JSON.
+    config = {
+        "model_list": [
+            {
+                "model_name": name,
+                "litellm_params": {
+                    "model": f"openai/{name}",
+                    "api_base": api_base,
+                    "api_key": "sk-upstream",
+                },
+            }
+            for name in ("fast", "delay50")
+        ],
+        "litellm_settings": {
+            "callbacks": [],
+            "success_callback": [],
+            "failure_callback": [],
+            "telemetry": False,
+            "drop_params": True,
+        },
+        "general_settings": {"disable_spend_logs": True},
+    }
+    (base / "config.yaml").write_text(json.dumps(config, indent=2))
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("LITELLM_", "DATABASE_", "REDIS_", "OPENAI_"))
+        and k.lower() not in ("http_proxy", "https_proxy", "all_proxy")
+    }
+    env.update(
+        LITELLM_MASTER_KEY=MASTER_KEY,
+        LITELLM_LOCAL_MODEL_COST_MAP="True",
+        LITELLM_LOG="ERROR",  # also sets uvicorn's level: no access log, like the gateway
+        LITELLM_TELEMETRY="False",
+        VIRTUAL_ENV=str(venv),
+        PATH=f"{venv / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}",
+    )
+    port = free_port()
+    proc = procs.start(
+        [
+            *taskset(cpus),
+            str(venv / "bin/litellm"),
+            "--config",
+            str(base / "config.yaml"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--num_workers",
+            str(workers),
+        ],
+        log=base / "litellm.log",
+        env=env,
+        cwd=base,
+    )
+    return Target(
+        f"litellm-{workers}w",
+        "litellm",
+        workers,
+        port,
+        proc.pid,
+        headers=[f"Authorization: Bearer {MASTER_KEY}"],
+        pinned=cpus is not None,
+        log=base / "litellm.log",
+    )
+
+
+def wait_ready(target: Target, procs: Processes, body: bytes) -> float:
+    """Wait until ``target`` answers a real chat request with 200; return the seconds."""
+    start = time.monotonic()
+    headers = {"content-type": "application/json"}
+    for h in target.headers:
+        name, _, value = h.partition(":")
+        headers[name] = value.strip()
+    proc = next(p for p in procs.started if p.pid == target.pid)
+    while time.monotonic() - start < READY_TIMEOUT_SECONDS:
+        if proc.poll() is not None:
+            log = target.log
+            tail = log.read_text(errors="replace")[-3000:] if log and log.exists() else ""
+            raise RuntimeError(f"{target.name} exited with {proc.returncode}:\n{tail}")
+        try:
+            r = httpx.post(target.url, content=body, headers=headers, timeout=5)
+            if r.status_code == 200:
+                return time.monotonic() - start
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    raise RuntimeError(f"{target.name} was not ready after {READY_TIMEOUT_SECONDS:.0f}s")
