@@ -1,0 +1,3 @@
+module modelport.local/pause
+
+go 1.22
