@@ -96,6 +96,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"LiteLLM release to compare with (default {install.LITELLM_VERSION}; "
         "1.107.0 is refused)",
     )
+    p.add_argument(
+        "--baseline",
+        metavar="REF",
+        help="also offer targets baseline-1w and baseline-Nw: the gateway as of git REF "
+        "(its operator/ tree exported, on PYTHONPATH, with this venv's packages), to "
+        "compare a change with what it replaces in the same run",
+    )
     p.add_argument("--out", type=Path, help="JSON output (default benchmarks/results/...)")
     p.add_argument("--keep-workdir", action="store_true", help="keep configs and server logs")
     p.add_argument(
@@ -115,6 +122,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.rounds = 1 if args.quick else 2
     if args.open_steps is None:
         args.open_steps = 2 if args.quick else 4
+    if any(t.startswith("baseline-") for t in args.targets.split(",")) and not args.baseline:
+        p.error("the baseline-* targets need --baseline REF")
     if not (0.5 <= args.duration <= 60 and 1 <= args.rounds <= 10 and 0 <= args.open_steps <= 6):
         p.error("--duration must be in [0.5, 60], --rounds in [1, 10], --open-steps in [0, 6]")
     return args
@@ -173,6 +182,7 @@ def versions(wrk: str, litellm_venv: Path | None) -> dict[str, str]:
         "httptools": dist("httptools"),
         "httpx": dist("httpx"),
         "httpcore": dist("httpcore"),
+        "aiohttp": dist("aiohttp"),
         "anyio": dist("anyio"),
         "orjson": dist("orjson"),
     }
@@ -226,11 +236,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         starters: dict[str, Callable[[], Target]] = {
             "forwarder": lambda: start_forwarder(procs, workdir, upstream, server_cpus, budget),
         }
+        baseline = export_baseline(args.baseline, workdir) if args.baseline else None
+        if baseline is not None:
+            info["versions"]["baseline"] = baseline[1]
         for w in sorted({1, cores}):
             cpus = server_cpus if w == 1 else None
             starters[f"modelport-{w}w"] = lambda w=w, cpus=cpus: start_modelport(
                 procs, workdir, upstream, w, cpus
             )
+            if baseline is not None:
+                starters[f"baseline-{w}w"] = lambda w=w, cpus=cpus: start_modelport(
+                    procs, workdir, upstream, w, cpus, code=baseline[0]
+                )
             if venv is not None:
                 starters[f"litellm-{w}w"] = lambda w=w, cpus=cpus: start_litellm(
                     procs, workdir, upstream, w, cpus, venv
@@ -270,6 +287,28 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             install.log(f"configs and logs kept in {workdir}")
         else:
             subprocess.run(["rm", "-rf", str(workdir)], check=False)
+
+
+def export_baseline(ref: str, workdir: Path) -> tuple[Path, str]:
+    """Export ``operator/`` as of git ``ref``; return its directory and the commit."""
+    commit = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", f"{ref}^{{commit}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout.strip()
+    dest = workdir / "baseline"
+    dest.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", commit, "operator"],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True, timeout=60)
+    install.log(f"baseline: the gateway as of {commit} ({ref})")
+    return dest / "operator", commit
 
 
 def measure_rounds(

@@ -21,6 +21,7 @@ from benchmarks.gateway import install
 from benchmarks.gateway.measure import Settings, body, closed_loop
 from benchmarks.gateway.procs import Processes, tree
 from benchmarks.gateway.targets import Target, start_modelport, start_upstream, wait_ready
+from modelport.gateway.upstream import KEEPALIVE_SECONDS
 
 PY_SPY_VERSION = "0.4.3"
 SAMPLE_RATE = 200
@@ -141,9 +142,10 @@ def pool_probe(
     settings: Settings, gateway: Target, upstream_port: int, duration: float
 ) -> dict[str, Any]:
     """Throughput at c=1 on a fresh gateway, and again after a burst at c=256 has grown
-    its upstream pool (idle keep-alive connections live 60 s): a pool whose cost grows
-    with its size shows here as a slower c=1. The burst is against the 50 ms upstream, so
-    that up to 256 upstream requests are in flight at once, whatever the gateway's speed."""
+    its upstream pool: a pool whose cost grows with its size shows here as a slower c=1.
+    The burst is against the 50 ms upstream, so that up to 256 upstream requests are in
+    flight at once, whatever the gateway's speed. Last, the upstream connections still
+    open once the gateway's keep-alive expiry has passed twice (what a burst leaves)."""
     out: dict[str, Any] = {}
     steps = (("c1_fresh", "none", 1), ("c256_burst_50ms", "delay50", 256), ("c1_after", "none", 1))
     for label, mode, c in steps:
@@ -155,6 +157,11 @@ def pool_probe(
             "upstream_connections_after": upstream_connections(upstream_port, tree(gateway.pid)),
         }
         time.sleep(0.5)
+    time.sleep(2 * KEEPALIVE_SECONDS + 1)  # the connector reaps every KEEPALIVE_SECONDS
+    out["idle_after_expiry"] = {
+        "waited_s": 2 * KEEPALIVE_SECONDS + 1,
+        "upstream_connections_after": upstream_connections(upstream_port, tree(gateway.pid)),
+    }
     install.log(f"pool probe: {out}")
     return out
 
@@ -166,6 +173,12 @@ def render(results: dict[str, Any]) -> str:
     if probe:
         lines.append("== upstream pool probe (gateway, 1 worker) ==")
         for label, r in probe.items():
+            if "rps" not in r:
+                lines.append(
+                    f"{label:<16} after {r['waited_s']:g} s idle: "
+                    f"{r['upstream_connections_after']} upstream connections"
+                )
+                continue
             lines.append(
                 f"{label:<16} {r['rps']:>8.1f} req/s  {r['cpu_us_per_request']} CPU µs/request  "
                 f"{r['upstream_connections_after']} upstream connections after"

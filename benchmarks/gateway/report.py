@@ -137,6 +137,7 @@ def render(raw: dict[str, Any]) -> str:
         f"versions: python {v['python']}, modelport {v['modelport']} ({v['modelport_commit']}), "
         f"uvicorn {v['uvicorn']}, uvloop {v['uvloop']}, httpx {v['httpx']}, "
         f"httpcore {v.get('httpcore', '—')}, "
+        f"aiohttp {v.get('aiohttp', '—')}, baseline {v.get('baseline', '—')}, "
         f"litellm {v.get('litellm', '—')} (python {v.get('litellm_python', '—')}, uvicorn "
         f"{v.get('litellm_uvicorn', '—')}), {v['wrk']}",
         f"settings: {raw['settings']['rounds']} interleaved round(s), "

@@ -103,10 +103,22 @@ def start_forwarder(
 
 
 def start_modelport(
-    procs: Processes, workdir: Path, upstream: Target, workers: int, cpus: str | None
+    procs: Processes,
+    workdir: Path,
+    upstream: Target,
+    workers: int,
+    cpus: str | None,
+    *,
+    code: Path | None = None,
 ) -> Target:
-    """``modelport gateway`` with ``workers`` uvicorn workers, self-hosted entities."""
-    base = workdir / f"modelport-{workers}w"
+    """``modelport gateway`` with ``workers`` uvicorn workers, self-hosted entities.
+
+    With ``code`` (an exported ``operator/`` tree), that version of the gateway runs
+    instead of the installed one, as target ``baseline-Nw``: ``PYTHONPATH`` puts it before
+    the editable install, and uvicorn's worker processes inherit it.
+    """
+    name = f"{'baseline' if code else 'modelport'}-{workers}w"
+    base = workdir / name
     (base / "config").mkdir(parents=True)
     (base / "secrets").mkdir()
     base_url = f"http://127.0.0.1:{upstream.port}/v1"
@@ -130,11 +142,14 @@ def start_modelport(
     }
     (base / "config/gateway.json").write_text(json.dumps(config, indent=2))
     port = free_port()
-    modelport = Path(sys.executable).with_name("modelport")
+    command = [sys.executable, "-m", "modelport.cli"]
+    env = None
+    if code is not None:
+        env = {**os.environ, "PYTHONPATH": str(code)}
     proc = procs.start(
         [
             *taskset(cpus),
-            str(modelport),
+            *command,
             "gateway",
             "--config",
             str(base / "config"),
@@ -150,9 +165,10 @@ def start_modelport(
             "warning",
         ],
         log=base / "gateway.log",
+        env=env,
     )
     return Target(
-        f"modelport-{workers}w",
+        name,
         "modelport",
         workers,
         port,

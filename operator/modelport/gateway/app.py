@@ -6,15 +6,14 @@ response. Each step fails with a :class:`GatewayError`, which becomes an OpenAI-
 JSON error; nothing else reaches the client, so a bug shows up as a 500 with a request
 id in the log, never as a traceback.
 
-While a proxied request is in flight a watcher awaits the client's ``http.disconnect``
-and cancels the work, which closes the upstream response at once (see
-:meth:`GatewayApp._guarded`).
+While a proxied request is in flight a watcher task awaits the client's
+``http.disconnect`` and cancels the request's task, which closes the upstream response at
+once (see :meth:`GatewayApp._guarded`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -23,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 
 from modelport.gateway.errors import (
@@ -46,7 +44,7 @@ from modelport.gateway.providers import REGISTRY
 from modelport.gateway.providers.base import Call, Provider
 from modelport.gateway.secrets import SecretStore
 from modelport.gateway.traffic import AdmitAll, Policy, Router
-from modelport.gateway.upstream import Upstream
+from modelport.gateway.upstream import KEEPALIVE_SECONDS, MAX_IDLE_PER_ORIGIN, Upstream
 from modelport.gatewayconfig import ConfigError, EntityConfig, GatewayConfig, Task
 
 log = logging.getLogger("modelport.gateway")
@@ -106,12 +104,18 @@ class GatewayApp:
         *,
         policy: Policy | None = None,
         router: Router | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        max_idle_per_origin: int = MAX_IDLE_PER_ORIGIN,
+        keepalive_seconds: float = KEEPALIVE_SECONDS,
     ) -> None:
         check_providers(config)
         self.config = config
         self.secrets = SecretStore(secrets_dir)
-        self.upstream = Upstream(self.secrets, config.request_timeout_seconds, transport)
+        self.upstream = Upstream(
+            self.secrets,
+            config.request_timeout_seconds,
+            max_idle_per_origin=max_idle_per_origin,
+            keepalive_seconds=keepalive_seconds,
+        )
         self.router = router or Router(config)
         self.policy: Policy = policy or AdmitAll()
         self.metrics = Metrics()
@@ -144,6 +148,7 @@ class GatewayApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                await self.upstream.start()  # the session belongs to the serving loop
                 self._started = True
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
@@ -233,7 +238,6 @@ class GatewayApp:
                 f"endpoint {self.config.endpoint_name!r} serves {self.config.task.value}; send "
                 f"this request to {OPENAI_PATHS[self.config.task]} or {self._invocations}",
             )
-        _check_content_type(scope)
         body = await _read_body(scope, receive, self.config.max_request_bytes)
         try:
             raw = orjson.loads(body)
@@ -345,31 +349,39 @@ class GatewayApp:
     async def _guarded(
         self, receive: Receive, work: Awaitable[EntityConfig], exchange: _Exchange
     ) -> EntityConfig:
-        """Run ``work``, cancelling it as soon as the client disconnects."""
-        task = asyncio.ensure_future(work)
+        """Run ``work`` in this task, cancelling it as soon as the client disconnects.
+
+        The work runs here and only the watcher gets a task of its own: one task a
+        request, not two. A cancellation is ours when the watcher saw the disconnect and
+        no one else cancelled this task too (``uncancel`` leaves no request pending).
+        """
+        current = asyncio.current_task()
+        assert current is not None  # always inside a task under an ASGI server
+        disconnected = False
 
         async def watch() -> None:
+            nonlocal disconnected
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":
                     # After the last byte the server reports a disconnect too; that one
                     # must not cancel the bookkeeping still running.
                     if not exchange.finished:
-                        task.cancel()
+                        disconnected = True
+                        current.cancel()
                     return
 
-        watcher = asyncio.ensure_future(watch())
+        watcher = asyncio.get_running_loop().create_task(watch())
         try:
-            return await task
+            return await work
         except asyncio.CancelledError:
-            if watcher.done() and not watcher.cancelled():
+            if disconnected and current.uncancel() == 0:
                 log.info("client disconnected; upstream request closed")
                 raise _DisconnectedError from None
             raise
         finally:
+            # Not awaited: it holds nothing, and the loop finishes the cancellation.
             watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
 
 
 class _DisconnectedError(Exception):
@@ -377,27 +389,39 @@ class _DisconnectedError(Exception):
 
 
 async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    """The request body, once its content type is JSON and its size within ``limit``."""
+    # One pass over the headers; the content type is judged first, then the length.
+    content_type: bytes | None = None
+    length: bytes | None = None
     for name, value in scope.get("headers", ()):
-        if name == b"content-length":
-            try:
-                declared = int(value)
-            except ValueError:
-                raise GatewayError(400, BAD_REQUEST, "content-length is not a number") from None
-            if declared > limit:
-                raise _too_large(limit)
+        if name == b"content-type":
+            content_type = value if content_type is None else content_type
+        elif name == b"content-length":
+            length = value if length is None else length
+    _check_content_type(content_type)
+    if length is not None:
+        try:
+            declared = int(length)
+        except ValueError:
+            raise GatewayError(400, BAD_REQUEST, "content-length is not a number") from None
+        if declared > limit:
+            raise _too_large(limit)
     chunks: list[bytes] = []
     size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             raise _DisconnectedError
-        chunk = message.get("body", b"")
+        chunk: bytes = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise _too_large(limit)
-        chunks.append(chunk)
         if not message.get("more_body", False):
+            if not chunks:
+                return chunk  # the usual case: the whole body in one message
+            chunks.append(chunk)
             return b"".join(chunks)
+        chunks.append(chunk)
 
 
 def _too_large(limit: int) -> GatewayError:
@@ -406,19 +430,17 @@ def _too_large(limit: int) -> GatewayError:
     )
 
 
-def _check_content_type(scope: Scope) -> None:
-    for name, value in scope.get("headers", ()):
-        if name == b"content-type":
-            media = value.split(b";", 1)[0].strip().lower()
-            if media == JSON or (media.startswith(b"application/") and media.endswith(b"+json")):
-                return
-            raise GatewayError(
-                415,
-                BAD_REQUEST,
-                f"content-type {value.decode('latin-1')!r} is not supported; send "
-                "'application/json'",
-            )
-    raise GatewayError(415, BAD_REQUEST, "content-type is missing; send 'application/json'")
+def _check_content_type(value: bytes | None) -> None:
+    if value is None:
+        raise GatewayError(415, BAD_REQUEST, "content-type is missing; send 'application/json'")
+    media = value.split(b";", 1)[0].strip().lower()
+    if media == JSON or (media.startswith(b"application/") and media.endswith(b"+json")):
+        return
+    raise GatewayError(
+        415,
+        BAD_REQUEST,
+        f"content-type {value.decode('latin-1')!r} is not supported; send 'application/json'",
+    )
 
 
 def _require(method: str, path: str, allowed: str) -> None:

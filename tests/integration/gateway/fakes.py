@@ -101,7 +101,8 @@ Handler = Callable[[Seen], Reply]
 class FakeProvider:
     """A loopback HTTP server with per-route handlers and a log of what it received."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        """`host`: the address to listen on (loopback; pods need the host's address)."""
         self.routes: dict[tuple[str, str], Handler] = {}
         self.seen: list[Seen] = []
         self.disconnects: list[float] = []
@@ -196,11 +197,20 @@ class FakeProvider:
                             return True
                 return False
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self._server.daemon_threads = True
+        self._server = _CountingServer((host, 0), _Handler)
         self.port = self._server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://{host}:{self.port}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def open_connections(self) -> int:
+        """Client connections open right now (each holds a handler thread)."""
+        return self._server.open_connections
+
+    @property
+    def peak_connections(self) -> int:
+        """The most client connections that were open at once."""
+        return self._server.peak_connections
 
     def route(self, method: str, path: str) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
@@ -222,6 +232,30 @@ class FakeProvider:
         matching = [s for s in self.seen if path is None or s.path == path]
         assert matching, f"the fake provider saw no request to {path}"
         return matching[-1]
+
+
+class _CountingServer(ThreadingHTTPServer):
+    """A threaded server that counts its open client connections (one thread each)."""
+
+    daemon_threads = True
+    request_queue_size = 512  # bursts of concurrent connections must not hit the backlog
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self._count_lock = threading.Lock()
+        self.open_connections = 0
+        self.peak_connections = 0
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        with self._count_lock:
+            self.open_connections += 1
+            self.peak_connections = max(self.peak_connections, self.open_connections)
+        try:
+            # Serves keep-alive requests until the client closes, then closes its end.
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._count_lock:
+                self.open_connections -= 1
 
 
 class RunningGateway:

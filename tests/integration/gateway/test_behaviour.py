@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from aiohttp import web
 
 from modelport import gatewayconfig
 from modelport.gateway.app import GatewayApp
@@ -66,46 +67,55 @@ def echo_model(fake: FakeProvider) -> None:
 
 
 def test_weighted_split_10000_requests_in_process() -> None:
-    """80/20 over 10,000 requests through the ASGI app (upstream answered in-process)."""
+    """80/20 over 10,000 requests through the ASGI app, with the upstream on loopback in the
+    same event loop (an aiohttp server echoing the model)."""
 
-    def upstream(request: httpx.Request) -> httpx.Response:
-        model = json.loads(request.content)["model"]
-        return httpx.Response(
-            200,
-            json={
+    async def upstream(request: web.Request) -> web.Response:
+        model = (await request.json())["model"]
+        return web.json_response(
+            {
                 "id": "x",
                 "object": "chat.completion",
                 "model": model,
                 "choices": [],
                 "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-            },
+            }
         )
-
-    config = gatewayconfig.loads(
-        json.dumps(
-            endpoint(
-                vllm("big", "http://big.test/v1"),
-                vllm("small", "http://small.test/v1"),
-                routes=[
-                    {"servedEntityName": "big", "trafficPercentage": 80},
-                    {"servedEntityName": "small", "trafficPercentage": 20},
-                ],
-            )
-        )
-    )
-    app = GatewayApp(config, Path("/nonexistent"), transport=httpx.MockTransport(upstream))
 
     async def run() -> Counter[str]:
+        server = web.Application()
+        server.router.add_post("/{entity}/v1/chat/completions", upstream)
+        runner = web.AppRunner(server, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        config = gatewayconfig.loads(
+            json.dumps(
+                endpoint(
+                    vllm("big", f"{base}/big/v1"),
+                    vllm("small", f"{base}/small/v1"),
+                    routes=[
+                        {"servedEntityName": "big", "trafficPercentage": 80},
+                        {"servedEntityName": "small", "trafficPercentage": 20},
+                    ],
+                )
+            )
+        )
+        app = GatewayApp(config, Path("/nonexistent"))
         seen: Counter[str] = Counter()
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as c:
-            for _ in range(10_000):
-                r = await c.post("/v1/chat/completions", json=CHAT)
-                assert r.status_code == 200
-                served = r.headers["served-model-name"]
-                assert r.json()["model"] == served, "the header must name the entity that answered"
-                seen[served] += 1
-        await app.upstream.aclose()
+        try:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://gw") as c:
+                for _ in range(10_000):
+                    r = await c.post("/v1/chat/completions", json=CHAT)
+                    assert r.status_code == 200
+                    served = r.headers["served-model-name"]
+                    assert r.json()["model"] == served, "the header must name the entity"
+                    seen[served] += 1
+        finally:
+            await app.upstream.aclose()
+            await runner.cleanup()
         return seen
 
     seen = asyncio.run(run())
@@ -268,6 +278,31 @@ def test_client_disconnect_closes_upstream_within_a_second(
     assert provider.disconnects[0] - closed_at < 1.0
     metrics = httpx.get(gw.url + "/metrics", timeout=5).text
     assert "modelport_gateway_in_flight_requests 0" in metrics
+
+
+def test_client_disconnect_before_a_complete_answer_closes_upstream(
+    provider: FakeProvider, gateway: Callable[..., RunningGateway]
+) -> None:
+    """A non-streaming request whose client gives up: the gateway is still waiting for the
+    whole upstream body, and must drop that connection at once too."""
+
+    @provider.route("POST", "/v1/chat/completions")
+    def slow(seen: Seen) -> Reply:
+        # The body arrives in chunked pieces for 10 s; the fake notices a closed peer.
+        return Reply(chunks=[b" "] * 100, delay=0.1)
+
+    gw = gateway(endpoint(vllm("e1", provider.url + "/v1")))
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(gw.url + "/v1/chat/completions", json=CHAT, timeout=0.5)
+    closed_at = time.monotonic()
+    deadline = closed_at + 3
+    while not provider.disconnects and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert provider.disconnects, "the upstream request was never closed"
+    assert provider.disconnects[0] - closed_at < 1.0
+    metrics = httpx.get(gw.url + "/metrics", timeout=5).text
+    assert "modelport_gateway_in_flight_requests 0" in metrics
+    assert 'status="499"' in metrics
 
 
 BAD_REQUESTS: list[tuple[str, str, dict[str, str], bytes, int, str]] = [
@@ -508,3 +543,24 @@ def test_streamed_error_after_headers_is_an_sse_error(
         )
     assert "Overloaded" in str(caught.value)
     assert KEY not in str(caught.value), "an echoed key must be redacted mid-stream too"
+
+
+def test_upstream_proxy_from_the_environment(
+    provider: FakeProvider, gateway: Callable[..., RunningGateway], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTP_PROXY is honoured as httpx honoured it: the fake provider plays the proxy and
+    receives the absolute URL of an upstream that does not resolve."""
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    monkeypatch.setenv("HTTP_PROXY", provider.url)
+    echo_model(provider)
+    gw = gateway(endpoint(vllm("e1", "http://upstream.invalid/v1")))
+    r = httpx.post(gw.url + "/v1/chat/completions", json=CHAT, timeout=10, trust_env=False)
+    assert r.status_code == 200, r.text
+    assert provider.last().raw_path == "http://upstream.invalid/v1/chat/completions"
+
+    monkeypatch.setenv("NO_PROXY", "upstream.invalid")
+    gw2 = gateway(endpoint(vllm("e1", "http://upstream.invalid/v1")))
+    r = httpx.post(gw2.url + "/v1/chat/completions", json=CHAT, timeout=10, trust_env=False)
+    assert r.status_code == 503 and r.json()["error_code"] == "TEMPORARILY_UNAVAILABLE"
