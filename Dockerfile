@@ -26,7 +26,11 @@ ENV PATH=/opt/modelport/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
 # A numeric non-root user, so the restricted Pod Security level's runAsNonRoot
-# check passes without a runAsUser in the pod spec.
+# check passes without a runAsUser in the pod spec. It also gets a passwd entry:
+# Kopf (getpass.getuser()) and other libraries look the uid up by name.
+RUN groupadd --gid 65532 modelport \
+ && useradd --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent \
+      --shell /usr/sbin/nologin modelport
 USER 65532:65532
 WORKDIR /tmp
 EXPOSE 8080

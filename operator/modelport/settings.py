@@ -16,6 +16,10 @@ Each line: environment variable, `modelport operator` flag, default.
 - MODELPORT_GPU_PROFILES, --gpu-profiles (JSON, or @file): the built-in table
 - MODELPORT_DEFAULT_WORKLOAD_TYPE, --default-workload-type: GPU_SMALL
 - MODELPORT_GATEWAY_MIN_REPLICAS / _MAX_REPLICAS, --gateway-min/max-replicas: 1 / 5
+- MODELPORT_GATEWAY_NODE_SELECTOR, --gateway-node-selector (JSON object): none
+- MODELPORT_GATEWAY_TOLERATIONS, --gateway-tolerations (JSON list): none
+- MODELPORT_GATEWAY_RESOURCES, --gateway-resources (JSON ResourceRequirements):
+  requests cpu 100m, memory 128Mi; limits memory 512Mi
 - MODELPORT_PROGRESS_DEADLINE_SECONDS, --progress-deadline-seconds: 600
 - MODELPORT_RESYNC_SECONDS, --resync-seconds: 300
 - MODELPORT_LOG_LEVEL, --log-level: INFO
@@ -30,6 +34,12 @@ the built-in table (see `modelport.render.profiles`); a value starting with ``@`
 names a file holding that JSON. `MODELPORT_CATALOG` adds entries to the model catalog
 (`modelport.runtimes.catalog`). `MODELPORT_STARTUP_SECONDS` is how long an inference
 pod may take to load its weights before its startup probe gives up.
+The three `MODELPORT_GATEWAY_*` pod settings go into every gateway pod as they
+are: `NODE_SELECTOR` is ``{"label": "value", ...}``, `TOLERATIONS` a list of
+Kubernetes tolerations (``[{"key": ..., "operator": "Exists", "effect": ...}]``) and
+`RESOURCES` a container's ``{"requests": {...}, "limits": {...}}``, which replaces the
+default as a whole. A cluster whose gateways must run on particular nodes (the local
+cluster's real node, a system node pool) sets the first two; most leave them empty.
 `MODELPORT_RESYNC_SECONDS` is the period of the safety-net reconcile of every endpoint
 (0 turns it off); watches on children and Secrets do the real work, so it can stay
 long.
@@ -40,6 +50,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +70,20 @@ DEFAULT_SGLANG_IMAGE = "lmsysorg/sglang:v0.5.3-cu126"
 DEFAULT_LLAMACPP_IMAGE = "ghcr.io/abetlen/llama-cpp-python:v0.3.36"
 DEFAULT_GPU_RESOURCE = "nvidia.com/gpu"
 DEFAULT_LIVENESS = "http://0.0.0.0:8081/healthz"
+DEFAULT_GATEWAY_RESOURCES: Mapping[str, Mapping[str, str]] = {
+    "requests": {"cpu": "100m", "memory": "128Mi"},
+    "limits": {"memory": "512Mi"},
+}
+# What a Kubernetes toleration may hold; anything else is a typo worth refusing.
+_TOLERATION_FIELDS = frozenset({"key", "operator", "value", "effect", "tolerationSeconds"})
+_TOLERATION_OPERATORS = ("Exists", "Equal")
+_TOLERATION_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+
+
+# A Kubernetes resource quantity: a number, then an optional SI/binary suffix or exponent.
+_QUANTITY = re.compile(
+    r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([numkMGTPE]|[KMGTPE]i|[eE][+-]?[0-9]+)?$"
+)
 
 
 class SettingsError(ValueError):
@@ -109,6 +134,11 @@ class Settings:
     default_workload_type: str = "GPU_SMALL"
     gateway_min_replicas: int = 1
     gateway_max_replicas: int = 5
+    gateway_node_selector: Mapping[str, str] = field(default_factory=dict)
+    gateway_tolerations: tuple[Mapping[str, Any], ...] = ()
+    gateway_resources: Mapping[str, Mapping[str, str]] = field(
+        default_factory=lambda: DEFAULT_GATEWAY_RESOURCES
+    )
     progress_deadline_seconds: int = 600
     resync_seconds: float = 300.0
     log_level: str = "INFO"
@@ -164,6 +194,9 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         default_workload_type=get("DEFAULT_WORKLOAD_TYPE", "GPU_SMALL"),
         gateway_min_replicas=integer("GATEWAY_MIN_REPLICAS", 1, 1),
         gateway_max_replicas=integer("GATEWAY_MAX_REPLICAS", 5, 1),
+        gateway_node_selector=_parse_node_selector(get("GATEWAY_NODE_SELECTOR", "")),
+        gateway_tolerations=_parse_tolerations(get("GATEWAY_TOLERATIONS", "")),
+        gateway_resources=_parse_resources(get("GATEWAY_RESOURCES", "")),
         progress_deadline_seconds=integer("PROGRESS_DEADLINE_SECONDS", 600, 10),
         resync_seconds=float(integer("RESYNC_SECONDS", 300, 0)),
         log_level=get("LOG_LEVEL", "INFO").upper(),
@@ -181,6 +214,107 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
             f"GPU profile; choose one of {sorted(profiles)}"
         )
     return settings
+
+
+def _json_setting(name: str, raw: str, shape: str) -> Any:
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise SettingsError(
+            f"{ENV_PREFIX}{name}: not JSON ({exc.msg} at character {exc.pos}); give {shape}"
+        ) from None
+
+
+def _parse_node_selector(raw: str) -> dict[str, str]:
+    """Parse MODELPORT_GATEWAY_NODE_SELECTOR: a JSON object of label -> value."""
+    if not raw:
+        return {}
+    shape = 'a JSON object of node labels, e.g. {"kubernetes.io/os": "linux"}'
+    data = _json_setting("GATEWAY_NODE_SELECTOR", raw, shape)
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and k and isinstance(v, str) for k, v in data.items()
+    ):
+        raise SettingsError(
+            f"{ENV_PREFIX}GATEWAY_NODE_SELECTOR={raw!r}: give {shape} (string values: quote "
+            "true and numbers)"
+        )
+    return dict(sorted(data.items()))
+
+
+def _parse_tolerations(raw: str) -> tuple[dict[str, Any], ...]:
+    """Parse MODELPORT_GATEWAY_TOLERATIONS: a JSON list of Kubernetes tolerations."""
+    if not raw:
+        return ()
+    where = f"{ENV_PREFIX}GATEWAY_TOLERATIONS"
+    shape = (
+        'a JSON list such as [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}]'
+    )
+    data = _json_setting("GATEWAY_TOLERATIONS", raw, shape)
+    if not isinstance(data, list):
+        raise SettingsError(f"{where}={raw!r}: give {shape}")
+    for i, toleration in enumerate(data):
+        if not isinstance(toleration, dict):
+            raise SettingsError(f"{where}[{i}]={toleration!r}: each toleration is an object")
+        unknown = sorted(set(toleration) - _TOLERATION_FIELDS)
+        if unknown:
+            raise SettingsError(
+                f"{where}[{i}]: unknown field(s) {unknown}; a toleration has "
+                f"{sorted(_TOLERATION_FIELDS)}"
+            )
+        operator = toleration.get("operator", "Equal")
+        if operator not in _TOLERATION_OPERATORS:
+            raise SettingsError(
+                f"{where}[{i}].operator={operator!r}: use one of {list(_TOLERATION_OPERATORS)}"
+            )
+        effect = toleration.get("effect")
+        if effect not in (None, "", *_TOLERATION_EFFECTS):
+            raise SettingsError(
+                f"{where}[{i}].effect={effect!r}: use one of {list(_TOLERATION_EFFECTS)} "
+                "(or leave it out for every effect)"
+            )
+        if operator == "Exists" and toleration.get("value"):
+            raise SettingsError(f"{where}[{i}]: operator Exists takes no value; remove it")
+        if operator == "Equal" and not toleration.get("key"):
+            raise SettingsError(f"{where}[{i}]: operator Equal needs a key; add one")
+        seconds = toleration.get("tolerationSeconds")
+        if seconds is not None and (not isinstance(seconds, int) or isinstance(seconds, bool)):
+            raise SettingsError(f"{where}[{i}].tolerationSeconds={seconds!r}: give an integer")
+    return tuple(data)
+
+
+def _parse_resources(raw: str) -> Mapping[str, Mapping[str, str]]:
+    """Parse MODELPORT_GATEWAY_RESOURCES: {"requests": {...}, "limits": {...}}."""
+    if not raw:
+        return DEFAULT_GATEWAY_RESOURCES
+    where = f"{ENV_PREFIX}GATEWAY_RESOURCES"
+    shape = 'a JSON object such as {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {}}'
+    data = _json_setting("GATEWAY_RESOURCES", raw, shape)
+    if not isinstance(data, dict):
+        raise SettingsError(f"{where}={raw!r}: give {shape}")
+    unknown = sorted(set(data) - {"requests", "limits"})
+    if unknown:
+        raise SettingsError(f"{where}: unknown field(s) {unknown}; use requests and limits")
+    resources: dict[str, dict[str, str]] = {}
+    for part in ("requests", "limits"):
+        values = data.get(part) or {}
+        if not isinstance(values, dict):
+            raise SettingsError(f"{where}.{part}: give an object of resource -> quantity")
+        for resource, quantity in values.items():
+            # Kubernetes takes numbers too (cpu: 1); strings keep the manifest exact.
+            if isinstance(quantity, bool) or not isinstance(quantity, (str, int, float)):
+                raise SettingsError(
+                    f"{where}.{part}.{resource}={quantity!r}: give a quantity such as "
+                    '"500m" or "256Mi"'
+                )
+            text = str(quantity)
+            if not _QUANTITY.match(text):
+                raise SettingsError(
+                    f"{where}.{part}.{resource}={text!r} is not a Kubernetes quantity; "
+                    'write e.g. "500m", "2" or "256Mi"'
+                )
+        if values:
+            resources[part] = {str(k): str(v) for k, v in sorted(values.items())}
+    return resources
 
 
 def _parse_profiles(raw: str) -> dict[str, GpuProfile]:
@@ -234,6 +368,13 @@ _OPERATOR_FLAGS: list[tuple[str, str, str]] = [
     ("--default-workload-type", "DEFAULT_WORKLOAD_TYPE", "profile when workloadType is unset"),
     ("--gateway-min-replicas", "GATEWAY_MIN_REPLICAS", "gateway HPA minimum"),
     ("--gateway-max-replicas", "GATEWAY_MAX_REPLICAS", "gateway HPA maximum"),
+    ("--gateway-node-selector", "GATEWAY_NODE_SELECTOR", "gateway pods' nodeSelector (JSON)"),
+    ("--gateway-tolerations", "GATEWAY_TOLERATIONS", "gateway pods' tolerations (JSON list)"),
+    (
+        "--gateway-resources",
+        "GATEWAY_RESOURCES",
+        "gateway container's resources (JSON requests/limits)",
+    ),
     ("--progress-deadline-seconds", "PROGRESS_DEADLINE_SECONDS", "Deployment progress deadline"),
     ("--resync-seconds", "RESYNC_SECONDS", "period of the safety-net reconcile (0: off)"),
     ("--log-level", "LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR"),

@@ -49,6 +49,8 @@ def test_image_runs_both_commands_as_non_root(image: str) -> None:
     helped = docker("run", "--rm", image, "--help").stdout
     assert "operator" in helped and "gateway" in helped
     assert docker("run", "--rm", "--entrypoint", "id", image, "-u").stdout.strip() == "65532"
+    # The uid has a name: Kopf looks it up (getpass.getuser()) and fails without one.
+    assert docker("run", "--rm", "--entrypoint", "whoami", image).stdout.strip() == "modelport"
     # No compiler in the final stage.
     probe = docker("run", "--rm", "--entrypoint", "sh", image, "-c", "command -v gcc cc || true")
     assert probe.stdout.strip() == ""

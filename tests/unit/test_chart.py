@@ -91,6 +91,39 @@ def test_gateway_image_follows_the_operator_image_unless_set() -> None:
     assert custom["MODELPORT_GATEWAY_IMAGE"] == "registry.example/gw:v9"
 
 
+def test_gateway_placement_and_resources_reach_the_operator() -> None:
+    import json
+
+    def env(docs: list[dict[str, Any]]) -> dict[str, str]:
+        deployment = next(d for d in docs if d["kind"] == "Deployment")
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        return {e["name"]: e["value"] for e in container["env"]}
+
+    defaults = env(template())
+    assert json.loads(defaults["MODELPORT_GATEWAY_NODE_SELECTOR"]) == {}
+    assert json.loads(defaults["MODELPORT_GATEWAY_TOLERATIONS"]) == []
+    assert json.loads(defaults["MODELPORT_GATEWAY_RESOURCES"]) == {
+        "requests": {"cpu": "100m", "memory": "128Mi"},
+        "limits": {"memory": "512Mi"},
+    }
+    custom = env(
+        template(
+            r"gateway.nodeSelector.modelport\.io/node-kind=real",
+            r"gateway.tolerations[0].key=modelport.io/real-node",
+            "gateway.tolerations[0].operator=Exists",
+            "gateway.tolerations[0].effect=NoSchedule",
+            "gateway.resources.requests.cpu=50m",
+        )
+    )
+    assert json.loads(custom["MODELPORT_GATEWAY_NODE_SELECTOR"]) == {
+        "modelport.io/node-kind": "real"
+    }
+    assert json.loads(custom["MODELPORT_GATEWAY_TOLERATIONS"]) == [
+        {"key": "modelport.io/real-node", "operator": "Exists", "effect": "NoSchedule"}
+    ]
+    assert json.loads(custom["MODELPORT_GATEWAY_RESOURCES"])["requests"]["cpu"] == "50m"
+
+
 def test_service_monitor_scrapes_the_gateways_when_enabled() -> None:
     docs = template("metrics.serviceMonitor.enabled=true")
     monitor = next(d for d in docs if d["kind"] == "ServiceMonitor")
@@ -105,6 +138,8 @@ def test_service_monitor_scrapes_the_gateways_when_enabled() -> None:
         ("watchNamespaces={Team_A}", "/watchNamespaces/0"),
         ("gpuProfiles.gpu_small.gpus=1", "gpu_small"),
         ("nonsense=1", "nonsense"),
+        ("gateway.resources.limits.memory=512MB", "/gateway/resources/limits/memory"),
+        ("gateway.tolerations[0].operator=In", "/gateway/tolerations/0/operator"),
     ],
 )
 def test_values_schema_refuses_bad_values(value: str, complaint: str) -> None:

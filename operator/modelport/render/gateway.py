@@ -124,6 +124,13 @@ def _deployment(
         else {"name": "secrets", "emptyDir": {}}
     )
     probe = {"periodSeconds": 5, "timeoutSeconds": 2, "failureThreshold": 3}
+    # Placement is the cluster admin's (MODELPORT_GATEWAY_NODE_SELECTOR/_TOLERATIONS);
+    # empty, the scheduler picks any node, and the keys stay out of the manifest.
+    placement: Manifest = {}
+    if settings.gateway_node_selector:
+        placement["nodeSelector"] = dict(sorted(settings.gateway_node_selector.items()))
+    if settings.gateway_tolerations:
+        placement["tolerations"] = [dict(t) for t in settings.gateway_tolerations]
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -179,8 +186,8 @@ def _deployment(
                                 "periodSeconds": 10,
                             },
                             "resources": {
-                                "requests": {"cpu": "100m", "memory": "128Mi"},
-                                "limits": {"memory": "512Mi"},
+                                part: dict(values)
+                                for part, values in settings.gateway_resources.items()
                             },
                             "securityContext": {
                                 "allowPrivilegeEscalation": False,
@@ -199,6 +206,7 @@ def _deployment(
                         secrets_volume,
                         {"name": "tmp", "emptyDir": {}},
                     ],
+                    **placement,
                 },
             },
         },

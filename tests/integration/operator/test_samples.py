@@ -34,6 +34,7 @@ SAMPLE_NAMES = sorted(p.stem for p in SAMPLES.glob("*.yaml"))
 SELF_HOSTED = {
     "embeddings": ["bge-large"],
     "mixed-traffic-fallback": ["llama-8b"],
+    "local-llamacpp": ["smollm2"],
     "self-hosted-gpu": ["llama-8b"],
 }
 

@@ -396,3 +396,67 @@ def test_settings_flow_into_the_pods() -> None:
     assert gateway["progressDeadlineSeconds"] == 42
     llama = children[("Deployment", "chat-llama")]["spec"]["template"]["spec"]
     assert llama["containers"][0]["image"] == "reg/vllm:2"
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        # Nothing set: no placement keys, today's resources.
+        (
+            {},
+            {
+                "nodeSelector": None,
+                "tolerations": None,
+                "resources": {
+                    "requests": {"cpu": "100m", "memory": "128Mi"},
+                    "limits": {"memory": "512Mi"},
+                },
+            },
+        ),
+        (
+            {
+                "MODELPORT_GATEWAY_NODE_SELECTOR": '{"modelport.io/node-kind": "real"}',
+                "MODELPORT_GATEWAY_TOLERATIONS": (
+                    '[{"key": "modelport.io/real-node", "operator": "Exists",'
+                    ' "effect": "NoSchedule"}]'
+                ),
+                "MODELPORT_GATEWAY_RESOURCES": (
+                    '{"requests": {"cpu": "50m", "memory": "96Mi"}, "limits": {"memory": "256Mi"}}'
+                ),
+            },
+            {
+                "nodeSelector": {"modelport.io/node-kind": "real"},
+                "tolerations": [
+                    {"key": "modelport.io/real-node", "operator": "Exists", "effect": "NoSchedule"}
+                ],
+                "resources": {
+                    "requests": {"cpu": "50m", "memory": "96Mi"},
+                    "limits": {"memory": "256Mi"},
+                },
+            },
+        ),
+        (
+            {"MODELPORT_GATEWAY_RESOURCES": '{"requests": {"cpu": "1"}}'},
+            {"nodeSelector": None, "tolerations": None, "resources": {"requests": {"cpu": "1"}}},
+        ),
+    ],
+)
+def test_gateway_placement_and_resources_from_settings(
+    env: dict[str, str], expected: dict[str, Any]
+) -> None:
+    settings = from_env(env)
+    children = _by_key(
+        render(endpoint(external("a"), self_hosted(), weights=[50, 50]), settings).children
+    )
+    pod = children[("Deployment", "chat-gateway")]["spec"]["template"]["spec"]
+    assert pod.get("nodeSelector") == expected["nodeSelector"]
+    assert pod.get("tolerations") == expected["tolerations"]
+    assert pod["containers"][0]["resources"] == expected["resources"]
+    # Only the gateway: inference pods keep their GPU profile's placement.
+    llama = children[("Deployment", "chat-llama")]["spec"]["template"]["spec"]
+    assert llama["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    # Rendering twice gives the same manifests (no shared mutable state leaks).
+    again = _by_key(
+        render(endpoint(external("a"), self_hosted(), weights=[50, 50]), settings).children
+    )
+    assert again[("Deployment", "chat-gateway")] == children[("Deployment", "chat-gateway")]

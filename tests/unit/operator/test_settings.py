@@ -57,9 +57,76 @@ def test_profiles_from_a_file(tmp_path: Path) -> None:
         ({"MODELPORT_GPU_PROFILES": "{"}, "MODELPORT_GPU_PROFILES"),
         ({"MODELPORT_GPU_PROFILES": '{"X": {"gpus": 1}}'}, "profile 'X'"),
         ({"MODELPORT_DEFAULT_WORKLOAD_TYPE": "NOPE"}, "MODELPORT_DEFAULT_WORKLOAD_TYPE"),
+        ({"MODELPORT_GATEWAY_NODE_SELECTOR": "{"}, "MODELPORT_GATEWAY_NODE_SELECTOR: not JSON"),
+        ({"MODELPORT_GATEWAY_NODE_SELECTOR": '["a"]'}, "a JSON object of node labels"),
+        ({"MODELPORT_GATEWAY_NODE_SELECTOR": '{"gpu": true}'}, "quote true"),
+        ({"MODELPORT_GATEWAY_TOLERATIONS": "{}"}, "MODELPORT_GATEWAY_TOLERATIONS='{}'"),
+        ({"MODELPORT_GATEWAY_TOLERATIONS": '["x"]'}, "MODELPORT_GATEWAY_TOLERATIONS[0]"),
+        ({"MODELPORT_GATEWAY_TOLERATIONS": '[{"kye": "a"}]'}, "unknown field(s) ['kye']"),
+        (
+            {"MODELPORT_GATEWAY_TOLERATIONS": '[{"key": "a", "operator": "In"}]'},
+            "[0].operator='In': use one of ['Exists', 'Equal']",
+        ),
+        (
+            {"MODELPORT_GATEWAY_TOLERATIONS": '[{"key": "a", "effect": "NoSchedul"}]'},
+            "[0].effect='NoSchedul'",
+        ),
+        (
+            {"MODELPORT_GATEWAY_TOLERATIONS": '[{"key": "a", "operator": "Exists", "value": "x"}]'},
+            "operator Exists takes no value",
+        ),
+        ({"MODELPORT_GATEWAY_RESOURCES": "[]"}, "MODELPORT_GATEWAY_RESOURCES='[]'"),
+        ({"MODELPORT_GATEWAY_RESOURCES": '{"request": {}}'}, "unknown field(s) ['request']"),
+        (
+            {"MODELPORT_GATEWAY_RESOURCES": '{"limits": {"memory": "512 MB"}}'},
+            "MODELPORT_GATEWAY_RESOURCES.limits.memory='512 MB' is not a Kubernetes quantity",
+        ),
+        (
+            {"MODELPORT_GATEWAY_RESOURCES": '{"requests": {"cpu": {"a": 1}}}'},
+            "MODELPORT_GATEWAY_RESOURCES.requests.cpu",
+        ),
     ],
 )
 def test_errors_name_the_variable(env: dict[str, str], needle: str) -> None:
     with pytest.raises(SettingsError) as err:
         from_env(env)
     assert needle in str(err.value)
+
+
+def test_gateway_placement_and_resources() -> None:
+    defaults = from_env({})
+    assert defaults.gateway_node_selector == {} and defaults.gateway_tolerations == ()
+    assert defaults.gateway_resources == {
+        "requests": {"cpu": "100m", "memory": "128Mi"},
+        "limits": {"memory": "512Mi"},
+    }
+    toleration = {"key": "modelport.io/real-node", "operator": "Exists", "effect": "NoSchedule"}
+    settings = from_env(
+        {
+            "MODELPORT_GATEWAY_NODE_SELECTOR": '{"modelport.io/node-kind": "real"}',
+            "MODELPORT_GATEWAY_TOLERATIONS": json.dumps([toleration]),
+            "MODELPORT_GATEWAY_RESOURCES": '{"requests": {"cpu": 0.05, "memory": "64Mi"}}',
+        }
+    )
+    assert settings.gateway_node_selector == {"modelport.io/node-kind": "real"}
+    assert settings.gateway_tolerations == (toleration,)
+    # Numbers become the quantity strings Kubernetes would echo; no limits is allowed.
+    assert settings.gateway_resources == {"requests": {"cpu": "0.05", "memory": "64Mi"}}
+
+
+def test_gateway_flags_set_the_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+
+    from modelport.settings import add_operator_subcommand
+
+    parser = argparse.ArgumentParser()
+    add_operator_subcommand(parser.add_subparsers())
+    args = parser.parse_args(
+        ["operator", "--gateway-node-selector", '{"a": "b"}', "--gateway-tolerations", "[]",
+         "--gateway-resources", '{"limits": {"cpu": "1"}}']
+    )  # fmt: skip
+    assert (args.gateway_node_selector, args.gateway_tolerations, args.gateway_resources) == (
+        '{"a": "b"}',
+        "[]",
+        '{"limits": {"cpu": "1"}}',
+    )
