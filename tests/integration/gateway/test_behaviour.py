@@ -231,7 +231,15 @@ def test_key_rotation_under_load(
     wait_for(30)
     rotated_at = time.monotonic()
     rotate()
-    wait_for(len(keys_seen) + 60)
+    # Keep the load on until 30 calls were made well after the rotation: counting
+    # calls alone is not enough, a fast gateway makes 60 of them within 0.1 s.
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with lock:
+            late = sum(1 for t, _ in keys_seen if t > rotated_at + 0.1)
+        if late >= 30:
+            break
+        time.sleep(0.01)
     stop.set()
     for t in threads:
         t.join(timeout=30)
