@@ -30,7 +30,8 @@ from tests.support import eventually
 
 pytestmark = pytest.mark.cluster
 
-COUNT = 6
+# Enough endpoints that the operator is still busy when the first child appears.
+COUNT = 12
 
 
 def _body(name: str) -> dict[str, Any]:
@@ -80,8 +81,9 @@ def test_sigkill_mid_reconcile_then_restart_converges(
     create_secret(crd, ns, "keys", {"openai": f"{FAKE_SECRET_PREFIX}-{uuid.uuid4().hex[:8]}"})
     first = Operator(crd, [ns], log_path).start()
     try:
-        for i in range(COUNT):
-            apply(crd, ns, _body(f"crash-{i}"))
+        # All at once, in one request, so the operator gets them together.
+        items = [_body(f"crash-{i}") for i in range(COUNT)]
+        apply(crd, ns, {"apiVersion": "v1", "kind": "List", "items": items})
         # Kill as soon as the operator has written its first child: it is mid-way.
         eventually(lambda: all_managed(crd, ns), timeout=60, interval=0.05)
         first.stop(signal.SIGKILL)
