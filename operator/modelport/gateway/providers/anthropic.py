@@ -92,15 +92,7 @@ class AnthropicProvider(Provider):
 
     def stream_translator(self, call: Call) -> AnthropicStream:
         """Translate Messages SSE events."""
-        return AnthropicStream(
-            ChunkWriter(
-                call.task,
-                call.response_id,
-                call.created,
-                call.entity.model_name,
-                call.include_usage,
-            )
-        )
+        return AnthropicStream(call.chunk_writer())
 
 
 def messages_body(request: ChatRequest, model: str, *, stream: bool) -> bytes:

@@ -25,7 +25,7 @@ import orjson
 
 from modelport.gateway.errors import BAD_REQUEST, GatewayError
 from modelport.gateway.framing import Event
-from modelport.gateway.openai_format import Usage
+from modelport.gateway.openai_format import ChunkWriter, Usage
 from modelport.gateway.protocol import ChatRequest, CompletionRequest, EmbeddingRequest
 from modelport.gatewayconfig import EntityConfig, Task
 
@@ -51,6 +51,12 @@ class Call:
         if isinstance(self.request, CompletionRequest):
             return self.request.as_chat()
         raise GatewayError(400, BAD_REQUEST, "an embeddings request has no chat form")
+
+    def chunk_writer(self) -> ChunkWriter:
+        """The writer of this call's OpenAI stream chunks (its id, model and usage choice)."""
+        return ChunkWriter(
+            self.task, self.response_id, self.created, self.entity.model_name, self.include_usage
+        )
 
     def embedding(self) -> EmbeddingRequest:
         """The request as an embeddings request."""

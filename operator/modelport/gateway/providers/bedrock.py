@@ -153,15 +153,7 @@ class BedrockProvider(Provider):
 
     def stream_translator(self, call: Call) -> BedrockStream:
         """Translate ConverseStream events."""
-        return BedrockStream(
-            ChunkWriter(
-                call.task,
-                call.response_id,
-                call.created,
-                call.entity.model_name,
-                call.include_usage,
-            )
-        )
+        return BedrockStream(call.chunk_writer())
 
 
 def sign(entity: EntityConfig, auth: Auth, request: UpstreamRequest) -> UpstreamRequest:

@@ -108,15 +108,7 @@ class CohereProvider(Provider):
 
     def stream_translator(self, call: Call) -> CohereStream:
         """Translate v2 chat stream events."""
-        return CohereStream(
-            ChunkWriter(
-                call.task,
-                call.response_id,
-                call.created,
-                call.entity.model_name,
-                call.include_usage,
-            )
-        )
+        return CohereStream(call.chunk_writer())
 
 
 def chat_body(request: ChatRequest, model: str, *, stream: bool) -> bytes:

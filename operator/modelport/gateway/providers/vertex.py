@@ -148,15 +148,7 @@ class VertexProvider(Provider):
 
     def stream_translator(self, call: Call) -> VertexStream:
         """Translate ``alt=sse`` chunks."""
-        return VertexStream(
-            ChunkWriter(
-                call.task,
-                call.response_id,
-                call.created,
-                call.entity.model_name,
-                call.include_usage,
-            )
-        )
+        return VertexStream(call.chunk_writer())
 
 
 def generate_body(request: ChatRequest) -> bytes:
