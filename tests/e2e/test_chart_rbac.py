@@ -19,11 +19,11 @@ from tests.integration.operator.support import (
     SAMPLES,
     Operator,
     apply,
+    bound_pvc,
     create_secret,
     sample,
     wait_ready,
 )
-from tests.integration.operator.test_samples import _bound_pvc
 
 pytestmark = pytest.mark.cluster
 
@@ -116,7 +116,7 @@ def test_chart_rbac_is_sufficient_and_least_privilege(
             )
     for secret, data in values.items():
         create_secret(cluster, namespace, secret, data)
-    _bound_pvc(cluster, namespace, "model-cache")
+    bound_pvc(cluster, namespace, "model-cache")
 
     log = tmp_path / "operator.log"
     operator = Operator(as_operator, [namespace], log).start()

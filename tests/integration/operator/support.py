@@ -170,6 +170,43 @@ def create_secret(cluster: Cluster, namespace: str, name: str, data: dict[str, s
     cluster.kubectl("-n", namespace, "create", "secret", "generic", name, *literals)
 
 
+def bound_pvc(cluster: Cluster, namespace: str, claim: str) -> None:
+    """A PVC bound to a pre-made PV, so that a pod using it is schedulable."""
+    pv = f"{namespace}-{claim}"
+    apply(
+        cluster,
+        namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": pv, "labels": {"modelport-test": namespace}},
+            "spec": {
+                "capacity": {"storage": "10Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": "",
+                "hostPath": {"path": f"/tmp/{pv}"},
+                "claimRef": {"namespace": namespace, "name": claim},
+                "persistentVolumeReclaimPolicy": "Delete",
+            },
+        },
+    )
+    apply(
+        cluster,
+        namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": claim, "namespace": namespace},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": "",
+                "volumeName": pv,
+                "resources": {"requests": {"storage": "10Gi"}},
+            },
+        },
+    )
+
+
 class StateRecorder:
     """Records every (generation, ready, configUpdate) an endpoint's status goes
     through, from a watch, so that a short IN_PROGRESS is not missed by polling."""

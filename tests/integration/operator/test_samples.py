@@ -19,6 +19,7 @@ from tests.integration.operator.support import (
     SAMPLES,
     Operator,
     apply,
+    bound_pvc,
     children,
     create_secret,
     endpoint,
@@ -64,50 +65,13 @@ def applied(
         by_secret.setdefault(secret, {})[key] = value
     for secret, data in by_secret.items():
         create_secret(crd, op_namespace, secret, data)
-    _bound_pvc(crd, op_namespace, "model-cache")
+    bound_pvc(crd, op_namespace, "model-cache")
     bodies = {}
     for name in SAMPLE_NAMES:
         body = sample(name)
         apply(crd, op_namespace, body)
         bodies[name] = body
     return bodies
-
-
-def _bound_pvc(cluster: Cluster, namespace: str, claim: str) -> None:
-    """A PVC bound to a pre-made PV, so that a pod using it is schedulable."""
-    pv = f"{namespace}-{claim}"
-    apply(
-        cluster,
-        namespace,
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {"name": pv, "labels": {"modelport-test": namespace}},
-            "spec": {
-                "capacity": {"storage": "10Gi"},
-                "accessModes": ["ReadWriteOnce"],
-                "storageClassName": "",
-                "hostPath": {"path": f"/tmp/{pv}"},
-                "claimRef": {"namespace": namespace, "name": claim},
-                "persistentVolumeReclaimPolicy": "Delete",
-            },
-        },
-    )
-    apply(
-        cluster,
-        namespace,
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": claim, "namespace": namespace},
-            "spec": {
-                "accessModes": ["ReadWriteOnce"],
-                "storageClassName": "",
-                "volumeName": pv,
-                "resources": {"requests": {"storage": "10Gi"}},
-            },
-        },
-    )
 
 
 def _expected(ep: str, sample_name: str) -> set[tuple[str, str]]:
