@@ -47,7 +47,17 @@ Example (``gateway.json``; YAML shown for readability, the file is JSON)::
     routes:
       - {servedEntityName: gpt-4o, trafficPercentage: 80}
       - {servedEntityName: llama-8b, trafficPercentage: 20}
-    aiGateway: {fallbackEnabled: false, rateLimits: []}
+    aiGateway:
+      fallbackEnabled: false
+      rateLimits: []
+      auth:                                 # who may call; see AuthConfig
+        enabled: true
+        apiKeys:
+          - path: chat-callers/alice        # one key per line; only hashes are kept
+            principal: {user: alice@example.com, groups: [team-a]}
+        serviceAccountTokens: {audiences: [modelport], cacheSeconds: 10}
+        oidc: {issuer: https://login.example.com, audiences: [modelport]}
+        allow: {serviceAccounts: [team-a/*], groups: [ml-platform]}
 
 The file is parsed and validated here and nowhere else; this module deliberately imports
 nothing from ``modelport.api`` so the gateway image and the operator can evolve the CRD
@@ -134,16 +144,19 @@ class Credentials(_Strict):
     @field_validator("*")
     @classmethod
     def _stays_inside_secrets_dir(cls, value: str | None) -> str | None:
-        # A path that escapes --secrets could read any file the pod can see.
-        if value is None:
-            return None
-        path = PurePosixPath(value)
-        if path.is_absolute() or ".." in path.parts:
-            raise ValueError(
-                f"credential path {value!r} must be relative to --secrets and must not "
-                "contain '..'; use '<secretName>/<key>'"
-            )
+        if value is not None:
+            _check_relative(value)
         return value
+
+
+def _check_relative(value: str) -> None:
+    # A path that escapes --secrets could read any file the pod can see.
+    path = PurePosixPath(value)
+    if path.is_absolute() or ".." in path.parts:
+        raise ValueError(
+            f"credential path {value!r} must be relative to --secrets and must not "
+            "contain '..'; use '<secretName>/<key>'"
+        )
 
 
 class OpenAISettings(_Strict):
@@ -288,12 +301,127 @@ class RateLimit(_Strict):
     renewal_period: Literal["minute"] = Field(default="minute", alias="renewalPeriod")
 
 
+class CallerPrincipal(_Strict):
+    """Who an API key stands for: exactly one of ``user`` / ``servicePrincipal``, plus groups."""
+
+    user: str | None = Field(default=None, min_length=1)
+    service_principal: str | None = Field(default=None, alias="servicePrincipal", min_length=1)
+    groups: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_name(self) -> Self:
+        if (self.user is None) == (self.service_principal is None):
+            raise ValueError("set exactly one of user and servicePrincipal")
+        return self
+
+
+class ApiKey(_Strict):
+    """An API key file (one key per line, so a rotation can overlap) and its principal."""
+
+    path: RelativeSecretPath
+    principal: CallerPrincipal
+
+    @field_validator("path")
+    @classmethod
+    def _inside_secrets(cls, value: str) -> str:
+        _check_relative(value)
+        return value
+
+
+class ServiceAccountTokens(_Strict):
+    """Kubernetes ServiceAccount tokens, verified with a TokenReview.
+
+    ``apiServer``, ``tokenFile`` and ``caFile`` default to the pod's in-cluster
+    configuration (``KUBERNETES_SERVICE_HOST``/``_PORT`` and the mounted ServiceAccount
+    token and CA); the operator never sets them, tests and out-of-cluster runs do.
+    """
+
+    audiences: list[str] = Field(min_length=1)
+    cache_seconds: float = Field(default=10.0, alias="cacheSeconds", ge=0, le=300)
+    api_server: str | None = Field(default=None, alias="apiServer")
+    token_file: str | None = Field(default=None, alias="tokenFile")
+    ca_file: str | None = Field(default=None, alias="caFile")
+
+
+class Oidc(_Strict):
+    """JWTs of one OIDC issuer: signature by its JWKS, ``iss``, ``aud``, ``exp``, ``nbf``."""
+
+    issuer: str = Field(min_length=1)
+    audiences: list[str] = Field(min_length=1)
+    jwks_uri: str | None = Field(
+        default=None,
+        alias="jwksUri",
+        description="Default: jwks_uri of <issuer>/.well-known/openid-configuration.",
+    )
+    user_claim: str = Field(default="sub", alias="userClaim", min_length=1)
+    groups_claim: str = Field(default="groups", alias="groupsClaim", min_length=1)
+    algorithms: list[str] = Field(
+        default_factory=lambda: ["RS256", "RS384", "RS512", "ES256", "ES384", "PS256"],
+        min_length=1,
+    )
+
+    @field_validator("issuer", "jwks_uri")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} must start with https:// (or http:// in a cluster)")
+        return value
+
+    @field_validator("algorithms")
+    @classmethod
+    def _asymmetric(cls, value: list[str]) -> list[str]:
+        # A shared-secret algorithm would let anyone holding the JWKS sign tokens.
+        bad = [a for a in value if a.upper().startswith("HS") or a.lower() == "none"]
+        if bad:
+            raise ValueError(f"algorithms {bad} are not allowed; use RS*, PS* or ES*")
+        return value
+
+
+class Allow(_Strict):
+    """Which token-authenticated callers may call (any match allows).
+
+    ``serviceAccounts`` entries are ``<namespace>/<name>`` or ``<namespace>/*``. A caller
+    with an API key of this endpoint is always allowed: listing the key is the grant.
+    """
+
+    service_accounts: list[str] = Field(default_factory=list, alias="serviceAccounts")
+    users: list[str] = Field(default_factory=list)
+    groups: list[str] = Field(default_factory=list)
+    service_principals: list[str] = Field(default_factory=list, alias="servicePrincipals")
+
+    @field_validator("service_accounts")
+    @classmethod
+    def _namespace_slash_name(cls, value: list[str]) -> list[str]:
+        for item in value:
+            namespace, slash, name = item.partition("/")
+            if not (namespace and slash and name):
+                raise ValueError(
+                    f"serviceAccounts entry {item!r}: write '<namespace>/<name>' or '<namespace>/*'"
+                )
+        return value
+
+
+class AuthConfig(_Strict):
+    """Caller authentication. Absent from the file means *required*, with no credential
+    accepted: a gateway started from a hand-written file is never an open proxy by
+    accident. ``enabled: false`` lets every caller through, as anonymous."""
+
+    enabled: bool = True
+    api_keys: list[ApiKey] = Field(default_factory=list, alias="apiKeys", max_length=1000)
+    service_account_tokens: ServiceAccountTokens | None = Field(
+        default=None, alias="serviceAccountTokens"
+    )
+    oidc: Oidc | None = None
+    allow: Allow = Field(default_factory=Allow)
+
+
 class AiGatewayConfig(_Strict):
     """The seam for the AI-gateway features; the gateway reads these through one policy hook."""
 
     fallback_enabled: bool = Field(default=False, alias="fallbackEnabled")
     usage_tracking_enabled: bool = Field(default=False, alias="usageTrackingEnabled")
     rate_limits: list[RateLimit] = Field(default_factory=list, alias="rateLimits", max_length=20)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
 
 
 class GatewayConfig(_Strict):

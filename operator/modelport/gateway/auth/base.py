@@ -1,0 +1,103 @@
+"""What every credential verifier shares: its interface, its failures and its cache.
+
+A verifier turns a presented credential into a :class:`~modelport.gateway.context.Principal`
+or raises :class:`AuthFailure` (the credential is not good: 401) or
+:class:`AuthUnavailable` (it cannot be checked now, e.g. the apiserver or the JWKS is
+unreachable: 503, never cached). Failure reasons are short fixed words for metrics and
+messages; they never contain the credential or anything decoded from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Generic, Protocol, TypeVar
+
+from modelport.gateway.context import Principal
+
+Clock = Callable[[], float]
+T = TypeVar("T")
+
+
+class AuthFailure(Exception):
+    """The credential is missing, malformed, expired, for another audience or unknown."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        """A short fixed word (``expired``, ``audience``, ``signature``, ``unknown`` ...)."""
+        self.detail = detail
+        """A human-readable hint for the client, free of any credential material."""
+
+
+class AuthUnavailable(Exception):
+    """The credential cannot be verified right now; the caller may retry."""
+
+
+class Verifier(Protocol):
+    """One kind of credential."""
+
+    async def verify(self, token: str) -> Principal:
+        """The principal the token stands for; raise AuthFailure or AuthUnavailable."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections (at shutdown)."""
+        ...
+
+
+class Fingerprinter:
+    """Keyed digests of credentials, for cache keys and lookups.
+
+    HMAC-SHA-256 under a key drawn at start-up: a digest kept in memory cannot be
+    tested against a guessed credential by anyone who reads the process's memory
+    without the key, and dictionary lookups by digest leak nothing about stored values
+    through their timing (an attacker cannot steer the digest of what they send).
+    """
+
+    __slots__ = ("_key",)
+
+    def __init__(self, key: bytes | None = None) -> None:
+        self._key = key or os.urandom(32)
+
+    def __call__(self, credential: str | bytes) -> bytes:
+        """The digest of ``credential``."""
+        data = credential.encode() if isinstance(credential, str) else credential
+        return hmac.new(self._key, data, hashlib.sha256).digest()
+
+
+class TTLCache(Generic[T]):
+    """A bounded least-recently-used map whose entries expire (injectable clock)."""
+
+    def __init__(self, max_entries: int, clock: Clock = time.monotonic) -> None:
+        self._max = max_entries
+        self._clock = clock
+        self._items: OrderedDict[bytes, tuple[float, T]] = OrderedDict()
+
+    def get(self, key: bytes) -> T | None:
+        """The live value under ``key``, or None."""
+        item = self._items.get(key)
+        if item is None:
+            return None
+        expires, value = item
+        if self._clock() >= expires:
+            del self._items[key]
+            return None
+        self._items.move_to_end(key)
+        return value
+
+    def put(self, key: bytes, value: T, ttl: float) -> None:
+        """Keep ``value`` for ``ttl`` seconds (nothing when ``ttl`` <= 0)."""
+        if ttl <= 0:
+            return
+        self._items[key] = (self._clock() + ttl, value)
+        self._items.move_to_end(key)
+        while len(self._items) > self._max:
+            self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)

@@ -1,0 +1,118 @@
+"""What the gateway knows about one request as it passes the pipeline: pure data, no I/O.
+
+A :class:`RequestContext` is made when a proxied request arrives and handed, finished,
+to every sink (metrics, usage rows, payload rows, traces). Each stage of
+:mod:`modelport.gateway.pipeline` fills in its part: ``authenticate`` the principal,
+parsing the call, the dispatcher the attempts, the relay the timings and usage, and
+``finish`` the outcome. Sinks read it and never write it back.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Literal
+
+from modelport.gateway.openai_format import Usage
+from modelport.gatewayconfig import Task
+
+PrincipalKind = Literal["user", "service_principal"]
+AuthMethod = Literal["api_key", "service_account", "oidc"]
+Outcome = Literal["ok", "error", "timeout", "disconnected"]
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The caller, as the rest of the pipeline sees it (rate limits, usage, logs).
+
+    ``kind`` matches the reference service's rate-limit keys: a ``user`` (an OIDC user, an
+    API key issued to a person) or a ``service_principal`` (a Kubernetes ServiceAccount,
+    named ``system:serviceaccount:<namespace>:<name>``, or an API key issued to a
+    program). ``groups`` are the ``user_group`` keys.
+    """
+
+    kind: PrincipalKind
+    name: str
+    groups: tuple[str, ...] = ()
+    method: AuthMethod = "api_key"
+
+    def label(self) -> str:
+        """``user:<name>`` or ``service_principal:<name>``, for logs and metrics."""
+        return f"{self.kind}:{self.name}"
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One try of one served entity (several with fallback)."""
+
+    entity: str
+    started: float
+    """Monotonic seconds."""
+    ended: float = 0.0
+    status: int = 0
+    """What this attempt would have answered: 200, or the error's status."""
+    error_code: str | None = None
+
+
+@dataclass(slots=True)
+class TokenUsage:
+    """Token counts of a finished request; ``estimated`` when the provider gave none."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    estimated: bool = False
+
+    @property
+    def total_tokens(self) -> int:
+        """Prompt and completion together."""
+        return self.prompt_tokens + self.completion_tokens
+
+    @classmethod
+    def reported(cls, usage: Usage) -> TokenUsage:
+        """The provider's own counts."""
+        return cls(usage.prompt_tokens, usage.completion_tokens, False)
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """One proxied request, from arrival to the last byte (or its failure)."""
+
+    endpoint: str
+    route: str
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    started: float = field(default_factory=time.monotonic)
+    """Monotonic seconds at arrival; every other time here is on the same clock."""
+    started_at: float = field(default_factory=time.time)
+    """Wall-clock seconds at arrival (for rows and logs)."""
+    principal: Principal | None = None
+    """None when the endpoint does not authenticate callers (or before ``authenticate``)."""
+    task: Task | None = None
+    stream: bool = False
+    model: str | None = None
+    """The ``model`` the client asked for."""
+    attempts: list[Attempt] = field(default_factory=list)
+    first_byte: float | None = None
+    """When the response's first byte went to the client: headers of a whole body, the
+    first chunk of a stream (time to first token)."""
+    ended: float | None = None
+    status: int = 0
+    """What the client got (the status line), 0 until then; 499 if it went away first."""
+    error_code: str | None = None
+    usage: TokenUsage | None = None
+    outcome: Outcome = "ok"
+
+    @property
+    def entity(self) -> str | None:
+        """The entity that answered, or the last one tried; None before dispatch."""
+        return self.attempts[-1].entity if self.attempts else None
+
+    @property
+    def duration(self) -> float:
+        """Seconds from arrival to the end (or to now, while running)."""
+        return (self.ended if self.ended is not None else time.monotonic()) - self.started
+
+    @property
+    def time_to_first_byte(self) -> float | None:
+        """Seconds from arrival to the first response byte; None if none was sent."""
+        return None if self.first_byte is None else self.first_byte - self.started
