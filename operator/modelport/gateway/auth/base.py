@@ -1,8 +1,8 @@
 """What every credential verifier shares: its interface, its failures and its cache.
 
 A verifier turns a presented credential into a :class:`~modelport.gateway.context.Principal`
-or raises :class:`AuthFailure` (the credential is not good: 401) or
-:class:`AuthUnavailable` (it cannot be checked now, e.g. the apiserver or the JWKS is
+or raises :class:`AuthFailedError` (the credential is not good: 401) or
+:class:`AuthUnavailableError` (it cannot be checked now, e.g. the apiserver or the JWKS is
 unreachable: 503, never cached). Failure reasons are short fixed words for metrics and
 messages; they never contain the credential or anything decoded from it.
 """
@@ -23,7 +23,7 @@ Clock = Callable[[], float]
 T = TypeVar("T")
 
 
-class AuthFailure(Exception):
+class AuthFailedError(Exception):
     """The credential is missing, malformed, expired, for another audience or unknown."""
 
     def __init__(self, reason: str, detail: str = "") -> None:
@@ -34,7 +34,7 @@ class AuthFailure(Exception):
         """A human-readable hint for the client, free of any credential material."""
 
 
-class AuthUnavailable(Exception):
+class AuthUnavailableError(Exception):
     """The credential cannot be verified right now; the caller may retry."""
 
 
@@ -42,7 +42,7 @@ class Verifier(Protocol):
     """One kind of credential."""
 
     async def verify(self, token: str) -> Principal:
-        """The principal the token stands for; raise AuthFailure or AuthUnavailable."""
+        """The principal the token stands for; raise AuthFailedError or AuthUnavailableError."""
         ...
 
     async def aclose(self) -> None:
