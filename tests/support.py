@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import time
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Coroutine
+from typing import Any, ParamSpec, TypeVar
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
 def eventually(check: Callable[[], T | None], timeout: float = 60, interval: float = 0.25) -> T:
@@ -24,3 +27,29 @@ def eventually(check: Callable[[], T | None], timeout: float = 60, interval: flo
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s; last value: {last!r}")
         time.sleep(interval)
+
+
+class FakeClock:
+    """A clock that moves only when told: pass it as both the monotonic clock and the wall
+    clock of the code under test. It starts at the real Unix time, so tokens minted from it
+    look current to anything else."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock forward."""
+        self.now += seconds
+
+
+def asynchronous(test: Callable[P, Coroutine[Any, Any, None]]) -> Callable[P, None]:
+    """Run an async test function on a fresh event loop (pytest sees its parameters)."""
+
+    @functools.wraps(test)
+    def run(*args: P.args, **kwargs: P.kwargs) -> None:
+        asyncio.run(test(*args, **kwargs))
+
+    return run
