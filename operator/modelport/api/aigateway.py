@@ -1,5 +1,6 @@
 """The AI gateway settings of an endpoint: usage tracking, payload logging, rate
-limits, guardrails and fallback. Names follow the reference service's `ai_gateway`."""
+limits, guardrails and fallback. Names follow the reference service's `ai_gateway`;
+`auth` (who may call, `modelport.api.auth`) is a Modelport extension."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import ConfigDict, Field, model_validator
 
+from modelport.api.auth import GatewayAuth
 from modelport.api.meta import NAME, TEXT, ApiModel, CelRule, SecretValue, cel_rules
 
 RateLimitKey = Literal["user", "user_group", "service_principal", "endpoint"]
@@ -174,4 +176,10 @@ class AiGatewayConfig(ApiModel):
     guardrails: Guardrails | None = Field(default=None, description="Guardrails.")
     fallback_config: FallbackConfig | None = Field(
         default=None, description="Fallback to other entities on errors."
+    )
+    auth: GatewayAuth | None = Field(
+        default=None,
+        description="Modelport extension: who may call the endpoint (ServiceAccount tokens, "
+        "API keys, OIDC). Unset: the cluster default, which authenticates callers and "
+        "admits the ServiceAccounts of the endpoint's namespace.",
     )

@@ -177,7 +177,8 @@ class ServingEndpointSpec(ApiModel):
     )
     ai_gateway: AiGatewayConfig | None = Field(
         default=None,
-        description="Usage tracking, payload logging, rate limits, guardrails and fallback.",
+        description="Usage tracking, payload logging, rate limits, guardrails, fallback and "
+        "who may call (auth).",
     )
 
     @model_validator(mode="after")

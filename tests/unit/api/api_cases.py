@@ -28,6 +28,7 @@ EM = f"{E0}.externalModel"
 OAI = f"{EM}.openaiConfig"
 ROUTES = "spec.trafficConfig.routes"
 LIMITS = "spec.aiGateway.rateLimits"
+AUTH = "spec.aiGateway.auth"
 
 
 @dataclass(frozen=True)
@@ -257,6 +258,34 @@ CASES: list[Case] = [
          (s("spec.aiGateway.inferenceTableConfig.sink", {"type": "postgres"}),), "postgresDsn"),
     Case("fallback-enabled-not-bool", "openai",
          (s("spec.aiGateway.fallbackConfig", {"enabled": "yes"}),), "enabled"),
+    # --- callers (auth) ---------------------------------------------------------------
+    Case("api-key-user-and-service-principal", "callers",
+         (s(f"{AUTH}.apiKeys.0.servicePrincipal", "nightly"),), "apiKeys[0]"),
+    Case("api-key-without-principal", "callers", (d(f"{AUTH}.apiKeys.0.user"),), "apiKeys[0]"),
+    Case("api-key-listed-twice", "callers",
+         (s(f"{AUTH}.apiKeys.1.secretKeyRef", {"name": "chat-callers", "key": "alice"}),),
+         "apiKeys"),
+    Case("api-key-plaintext", "callers", (s(f"{AUTH}.apiKeys.0.value", "sk-123"),),
+         "apiKeys[0].value"),
+    Case("api-key-secret-name-invalid", "callers",
+         (s(f"{AUTH}.apiKeys.0.secretKeyRef.name", "Chat_Callers"),), "secretKeyRef.name"),
+    Case("a-hundred-and-one-api-keys", "callers",
+         (s(f"{AUTH}.apiKeys", [{"secretKeyRef": {"name": "k", "key": f"k{i}"}, "user": "u"}
+                                for i in range(101)]),), "apiKeys"),
+    Case("auth-disabled-with-api-keys", "callers", (s(f"{AUTH}.enabled", False),),
+         "auth.enabled"),
+    Case("auth-enabled-not-bool", "openai", (s(f"{AUTH}", {"enabled": "yes"}),), "enabled"),
+    Case("allow-service-account-without-namespace", "callers",
+         (s(f"{AUTH}.allow.serviceAccounts.0", "chat-client"),), "serviceAccounts"),
+    Case("allow-service-accounts-of-every-namespace", "callers",
+         (s(f"{AUTH}.allow.serviceAccounts.0", "*/*"),), "serviceAccounts"),
+    Case("oidc-issuer-not-a-url", "callers",
+         (s(f"{AUTH}.oidc", {"issuer": "login.example.com", "audiences": ["modelport"]}),),
+         "issuer"),
+    Case("oidc-without-audiences", "callers",
+         (s(f"{AUTH}.oidc", {"issuer": "https://login.example.com"}),), "audiences"),
+    Case("service-account-audiences-empty", "callers",
+         (s(f"{AUTH}.serviceAccountTokens", {"audiences": []}),), "audiences"),
     # --- top level -------------------------------------------------------------------
     Case("no-spec", "openai", (d("spec"),), "spec"),
 ]
