@@ -20,6 +20,9 @@ Each line: environment variable, `modelport operator` flag, default.
 - MODELPORT_GATEWAY_TOLERATIONS, --gateway-tolerations (JSON list): none
 - MODELPORT_GATEWAY_RESOURCES, --gateway-resources (JSON ResourceRequirements):
   requests cpu 100m, memory 128Mi; limits memory 512Mi
+- MODELPORT_GATEWAY_AUTH, --gateway-auth (JSON): callers must authenticate;
+  ServiceAccount tokens with audience "modelport"; no OIDC issuer
+- MODELPORT_GATEWAY_TOKENREVIEW_BINDING, --gateway-tokenreview-binding: none
 - MODELPORT_PROGRESS_DEADLINE_SECONDS, --progress-deadline-seconds: 600
 - MODELPORT_RESYNC_SECONDS, --resync-seconds: 300
 - MODELPORT_LOG_LEVEL, --log-level: INFO
@@ -40,6 +43,22 @@ Kubernetes tolerations (``[{"key": ..., "operator": "Exists", "effect": ...}]``)
 `RESOURCES` a container's ``{"requests": {...}, "limits": {...}}``, which replaces the
 default as a whole. A cluster whose gateways must run on particular nodes (the local
 cluster's real node, a system node pool) sets the first two; most leave them empty.
+`MODELPORT_GATEWAY_AUTH` holds the cluster's defaults for who may call an endpoint
+(each endpoint's `spec.aiGateway.auth` overrides them), the Helm value `gatewayAuth`::
+
+    {"enabled": true,
+     "serviceAccountTokens": {"enabled": true, "audiences": ["modelport"], "cacheSeconds": 10},
+     "oidc": null}
+
+`enabled: false` leaves endpoints that do not ask for authentication open to anyone
+who reaches their Service. `oidc` is ``{"issuer": "https://...", "audiences": [...]}``
+plus optional `jwksUri`, `userClaim`, `groupsClaim` and `algorithms`; every endpoint
+without an `oidc` of its own accepts that issuer's tokens. Left-out keys keep their
+defaults. `MODELPORT_GATEWAY_TOKENREVIEW_BINDING` names the ClusterRoleBinding (to a
+ClusterRole that may create TokenReviews) whose subjects the operator keeps equal to
+the gateways that verify ServiceAccount tokens; the chart creates both. Unset, or
+when the binding does not exist, gateways cannot verify ServiceAccount tokens and
+the endpoints that use them say so in their Degraded condition.
 `MODELPORT_RESYNC_SECONDS` is the period of the safety-net reconcile of every endpoint
 (0 turns it off); watches on children and Secrets do the real work, so it can stay
 long.
@@ -56,7 +75,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
+
 from modelport import __version__
+from modelport import gatewayconfig as gc
 
 if TYPE_CHECKING:
     from modelport.runtimes.catalog import Catalog
@@ -86,8 +108,28 @@ _QUANTITY = re.compile(
 )
 
 
+# A Kubernetes object name (DNS-1123 subdomain).
+_OBJECT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+DEFAULT_TOKEN_AUDIENCE = "modelport"  # noqa: S105 - an audience name, not a secret
+
+
 class SettingsError(ValueError):
     """A setting has a value the operator cannot use; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class GatewayAuthDefaults:
+    """The cluster's defaults for `spec.aiGateway.auth` (MODELPORT_GATEWAY_AUTH).
+
+    Secure unless the admin says otherwise: callers authenticate, and pods may do so
+    with their ServiceAccount tokens for the audience `modelport`.
+    """
+
+    enabled: bool = True
+    service_account_tokens: bool = True
+    audiences: tuple[str, ...] = (DEFAULT_TOKEN_AUDIENCE,)
+    cache_seconds: float = 10.0
+    oidc: gc.Oidc | None = None
 
 
 @dataclass(frozen=True)
@@ -139,6 +181,8 @@ class Settings:
     gateway_resources: Mapping[str, Mapping[str, str]] = field(
         default_factory=lambda: DEFAULT_GATEWAY_RESOURCES
     )
+    gateway_auth: GatewayAuthDefaults = field(default_factory=GatewayAuthDefaults)
+    gateway_tokenreview_binding: str = ""
     progress_deadline_seconds: int = 600
     resync_seconds: float = 300.0
     log_level: str = "INFO"
@@ -197,6 +241,10 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         gateway_node_selector=_parse_node_selector(get("GATEWAY_NODE_SELECTOR", "")),
         gateway_tolerations=_parse_tolerations(get("GATEWAY_TOLERATIONS", "")),
         gateway_resources=_parse_resources(get("GATEWAY_RESOURCES", "")),
+        gateway_auth=_parse_gateway_auth(get("GATEWAY_AUTH", "")),
+        gateway_tokenreview_binding=_parse_object_name(
+            "GATEWAY_TOKENREVIEW_BINDING", get("GATEWAY_TOKENREVIEW_BINDING", "")
+        ),
         progress_deadline_seconds=integer("PROGRESS_DEADLINE_SECONDS", 600, 10),
         resync_seconds=float(integer("RESYNC_SECONDS", 300, 0)),
         log_level=get("LOG_LEVEL", "INFO").upper(),
@@ -317,6 +365,93 @@ def _parse_resources(raw: str) -> Mapping[str, Mapping[str, str]]:
     return resources
 
 
+def _parse_gateway_auth(raw: str) -> GatewayAuthDefaults:
+    """Parse MODELPORT_GATEWAY_AUTH (the Helm value gatewayAuth as JSON)."""
+    if not raw:
+        return GatewayAuthDefaults()
+    where = f"{ENV_PREFIX}GATEWAY_AUTH"
+    shape = (
+        'a JSON object such as {"enabled": true, "serviceAccountTokens": {"enabled": true, '
+        '"audiences": ["modelport"], "cacheSeconds": 10}, "oidc": null}'
+    )
+    data = _json_setting("GATEWAY_AUTH", raw, shape)
+    if not isinstance(data, dict):
+        raise SettingsError(f"{where}={raw!r}: give {shape}")
+    _known(where, data, {"enabled", "serviceAccountTokens", "oidc"})
+    defaults = GatewayAuthDefaults()
+    enabled = _boolean(f"{where}.enabled", data.get("enabled", defaults.enabled))
+    tokens = data.get("serviceAccountTokens") or {}
+    if not isinstance(tokens, dict):
+        raise SettingsError(
+            f"{where}.serviceAccountTokens={tokens!r}: give an object with enabled, "
+            "audiences and cacheSeconds"
+        )
+    _known(f"{where}.serviceAccountTokens", tokens, {"enabled", "audiences", "cacheSeconds"})
+    sa_enabled = _boolean(
+        f"{where}.serviceAccountTokens.enabled",
+        tokens.get("enabled", defaults.service_account_tokens),
+    )
+    audiences = tokens.get("audiences", list(defaults.audiences))
+    if (
+        not isinstance(audiences, list)
+        or not audiences
+        or not all(isinstance(a, str) and a for a in audiences)
+    ):
+        raise SettingsError(
+            f"{where}.serviceAccountTokens.audiences={audiences!r}: give a non-empty list of "
+            f'audience strings, e.g. ["{DEFAULT_TOKEN_AUDIENCE}"]'
+        )
+    cache = tokens.get("cacheSeconds", defaults.cache_seconds)
+    if isinstance(cache, bool) or not isinstance(cache, int | float) or not 0 <= cache <= 300:
+        raise SettingsError(
+            f"{where}.serviceAccountTokens.cacheSeconds={cache!r}: give a number of seconds "
+            "from 0 (no cache) to 300"
+        )
+    oidc = None
+    if data.get("oidc") is not None:
+        try:
+            oidc = gc.Oidc.model_validate(data["oidc"])
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'oidc'}: "
+                f"{e['msg'].removeprefix('Value error, ')}"
+                for e in exc.errors(include_input=False, include_url=False)
+            )
+            raise SettingsError(
+                f'{where}.oidc: {problems}; give {{"issuer": "https://...", '
+                '"audiences": [...]} and optionally jwksUri, userClaim, groupsClaim, '
+                "algorithms"
+            ) from None
+    return GatewayAuthDefaults(
+        enabled=enabled,
+        service_account_tokens=sa_enabled,
+        audiences=tuple(audiences),
+        cache_seconds=float(cache),
+        oidc=oidc,
+    )
+
+
+def _known(where: str, data: Mapping[str, Any], fields: set[str]) -> None:
+    if unknown := sorted(set(data) - fields):
+        raise SettingsError(f"{where}: unknown field(s) {unknown}; use {sorted(fields)}")
+
+
+def _boolean(where: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise SettingsError(f"{where}={value!r}: give true or false")
+    return value
+
+
+def _parse_object_name(name: str, raw: str) -> str:
+    """An optional Kubernetes object name (empty: unset)."""
+    if raw and (len(raw) > 253 or not _OBJECT_NAME.match(raw)):
+        raise SettingsError(
+            f"{ENV_PREFIX}{name}={raw!r} is not a Kubernetes object name; use lower-case "
+            "letters, digits, '-' and '.'"
+        )
+    return raw
+
+
 def _parse_profiles(raw: str) -> dict[str, GpuProfile]:
     """Parse MODELPORT_GPU_PROFILES (JSON, or @file holding JSON)."""
     if not raw:
@@ -374,6 +509,12 @@ _OPERATOR_FLAGS: list[tuple[str, str, str]] = [
         "--gateway-resources",
         "GATEWAY_RESOURCES",
         "gateway container's resources (JSON requests/limits)",
+    ),
+    ("--gateway-auth", "GATEWAY_AUTH", "cluster defaults of spec.aiGateway.auth (JSON)"),
+    (
+        "--gateway-tokenreview-binding",
+        "GATEWAY_TOKENREVIEW_BINDING",
+        "ClusterRoleBinding that lets gateways create TokenReviews",
     ),
     ("--progress-deadline-seconds", "PROGRESS_DEADLINE_SECONDS", "Deployment progress deadline"),
     ("--resync-seconds", "RESYNC_SECONDS", "period of the safety-net reconcile (0: off)"),

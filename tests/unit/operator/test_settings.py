@@ -130,3 +130,81 @@ def test_gateway_flags_set_the_variables(monkeypatch: pytest.MonkeyPatch) -> Non
         "[]",
         '{"limits": {"cpu": "1"}}',
     )
+
+
+def test_gateway_auth_defaults_are_secure() -> None:
+    auth = from_env({}).gateway_auth
+    assert (auth.enabled, auth.service_account_tokens, auth.audiences) == (
+        True,
+        True,
+        ("modelport",),
+    )
+    assert auth.cache_seconds == 10 and auth.oidc is None
+    assert from_env({}).gateway_tokenreview_binding == ""
+
+
+def test_gateway_auth_from_the_chart_value() -> None:
+    value = {
+        "enabled": False,
+        "serviceAccountTokens": {"enabled": True, "audiences": ["a", "b"], "cacheSeconds": 0},
+        "oidc": {"issuer": "https://login.example.com", "audiences": ["modelport"]},
+    }
+    settings = from_env(
+        {
+            "MODELPORT_GATEWAY_AUTH": json.dumps(value),
+            "MODELPORT_GATEWAY_TOKENREVIEW_BINDING": "modelport-gateways",
+        }
+    )
+    auth = settings.gateway_auth
+    assert (auth.enabled, auth.audiences, auth.cache_seconds) == (False, ("a", "b"), 0)
+    assert auth.oidc is not None and auth.oidc.issuer == "https://login.example.com"
+    assert settings.gateway_tokenreview_binding == "modelport-gateways"
+    # Left-out keys keep their defaults; the chart's null oidc is none.
+    partial = from_env({"MODELPORT_GATEWAY_AUTH": '{"serviceAccountTokens": {}, "oidc": null}'})
+    assert partial.gateway_auth == from_env({}).gateway_auth
+
+
+@pytest.mark.parametrize(
+    ("value", "needle"),
+    [
+        ("{", "MODELPORT_GATEWAY_AUTH: not JSON"),
+        ("[]", "MODELPORT_GATEWAY_AUTH='[]': give a JSON object"),
+        ('{"enable": true}', "unknown field(s) ['enable']"),
+        ('{"enabled": "yes"}', "MODELPORT_GATEWAY_AUTH.enabled='yes': give true or false"),
+        ('{"serviceAccountTokens": true}', "MODELPORT_GATEWAY_AUTH.serviceAccountTokens=True"),
+        ('{"serviceAccountTokens": {"audience": []}}', "unknown field(s) ['audience']"),
+        ('{"serviceAccountTokens": {"audiences": []}}', "serviceAccountTokens.audiences=[]"),
+        ('{"serviceAccountTokens": {"audiences": "modelport"}}', "non-empty list"),
+        ('{"serviceAccountTokens": {"cacheSeconds": 900}}', "cacheSeconds=900"),
+        ('{"oidc": {"issuer": "login.example.com", "audiences": ["a"]}}', "oidc: issuer:"),
+        ('{"oidc": {"issuer": "https://x"}}', "MODELPORT_GATEWAY_AUTH.oidc: audiences"),
+        ('{"oidc": {"issuer": "https://x", "audiences": ["a"], "algorithms": ["HS256"]}}',
+         "algorithms"),
+    ],
+)  # fmt: skip
+def test_gateway_auth_errors_name_the_variable_and_the_fix(value: str, needle: str) -> None:
+    with pytest.raises(SettingsError) as err:
+        from_env({"MODELPORT_GATEWAY_AUTH": value})
+    assert needle in str(err.value)
+
+
+def test_tokenreview_binding_must_be_an_object_name() -> None:
+    with pytest.raises(SettingsError, match="MODELPORT_GATEWAY_TOKENREVIEW_BINDING='Bad_Name'"):
+        from_env({"MODELPORT_GATEWAY_TOKENREVIEW_BINDING": "Bad_Name"})
+
+
+def test_gateway_auth_flags_set_the_variables() -> None:
+    import argparse
+
+    from modelport.settings import add_operator_subcommand
+
+    parser = argparse.ArgumentParser()
+    add_operator_subcommand(parser.add_subparsers())
+    args = parser.parse_args(
+        ["operator", "--gateway-auth", '{"enabled": false}',
+         "--gateway-tokenreview-binding", "mp-gateways"]
+    )  # fmt: skip
+    assert (args.gateway_auth, args.gateway_tokenreview_binding) == (
+        '{"enabled": false}',
+        "mp-gateways",
+    )
