@@ -6,6 +6,7 @@ unchanged endpoint twice gives equal manifests and the operator writes nothing.
     rendered = render(endpoint, settings)
     rendered.children      # manifests, in apply order
     rendered.secret_refs   # Secret keys to check (never their values)
+    rendered.service_account  # the gateway's ServiceAccount, when it needs TokenReview
 """
 
 from __future__ import annotations
@@ -18,7 +19,12 @@ from modelport.render.config import RenderError, SecretRef, render_gateway_confi
 from modelport.render.gateway import gateway_children
 from modelport.render.inference import entity_children
 from modelport.render.manifest import Manifest, OwnerRef
-from modelport.render.names import endpoint_labels, service_name, stable_hash
+from modelport.render.names import (
+    endpoint_labels,
+    gateway_service_account_name,
+    service_name,
+    stable_hash,
+)
 from modelport.settings import Settings
 
 __all__ = [
@@ -43,6 +49,9 @@ class Rendered:
     config: gc.GatewayConfig
     config_hash: str
     secret_refs: list[SecretRef]
+    service_account: str | None = None
+    """The gateway's ServiceAccount when it verifies callers' ServiceAccount tokens: the
+    subject the TokenReview ClusterRoleBinding must name."""
 
 
 def render(endpoint: ServingEndpoint, settings: Settings) -> Rendered:
@@ -52,17 +61,28 @@ def render(endpoint: ServingEndpoint, settings: Settings) -> Rendered:
     if not meta.uid:
         raise RenderError(f"metadata.uid of {meta.name} is empty; read the endpoint from the API")
     owner = OwnerRef(API_VERSION, KIND, meta.name, meta.uid)
-    config = render_gateway_config(endpoint, settings.catalog)
+    config = render_gateway_config(endpoint, settings.catalog, settings.gateway_auth)
     text = gc.dumps(config)
     config_hash = stable_hash(text, CONFIG_HASH_LEN)
     refs = secret_refs(endpoint)
-    children = gateway_children(meta.name, namespace, owner, text, config_hash, refs, settings)
+    verifies_tokens = config.ai_gateway.auth.service_account_tokens is not None
+    children = gateway_children(
+        meta.name,
+        namespace,
+        owner,
+        text,
+        config_hash,
+        refs,
+        settings,
+        service_account=verifies_tokens,
+    )
     for index, entity in enumerate(endpoint.spec.served_entities):
         if entity.is_self_hosted:
             children += entity_children(
                 meta.name, namespace, owner, index, entity, settings, endpoint.spec.task
             )
-    return Rendered(children, config, config_hash, refs)
+    account = gateway_service_account_name(meta.name) if verifies_tokens else None
+    return Rendered(children, config, config_hash, refs, account)
 
 
 def endpoint_url(name: str, namespace: str) -> str:

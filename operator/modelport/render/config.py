@@ -1,9 +1,10 @@
 """The gateway's config file, rendered from an endpoint: entities, routes, features.
 
-Credentials become file paths (`<secretName>/<key>` under the gateway's --secrets
-directory); the values themselves are never read here. `secret_refs` lists every
-Secret key an endpoint needs, with the field that names it, so that the pod spec
-can mount exactly those keys and status can say which one is missing.
+Credentials (provider keys and callers' API keys) become file paths
+(`<secretName>/<key>` under the gateway's --secrets directory); the values themselves
+are never read here. `secret_refs` lists every Secret key an endpoint needs, with the
+field that names it, so that the pod spec can mount exactly those keys and status can
+say which one is missing.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from modelport.api import ServingEndpoint
 from modelport.api.entities import ServedEntity
 from modelport.api.meta import SecretKeySelector, SecretValue
 from modelport.api.providers import PROVIDER_CONFIG_FIELDS, ExternalModel
+from modelport.render.auth import auth_config
 from modelport.render.names import entity_name
 from modelport.runtimes.catalog import Catalog, CatalogEntry, CatalogError
+from modelport.settings import GatewayAuthDefaults
 
 INFERENCE_PORT = 8000
 DEFAULT_TASK = gc.Task.CHAT
@@ -33,9 +36,10 @@ class RenderError(ValueError):
 class SecretRef:
     """One Secret key the endpoint refers to.
 
-    `field` is where in the spec it is named (for messages); `mounted` is True for
-    the keys the gateway reads as files, False for those the inference pods get as
-    environment variables.
+    `field` is where in the spec it is named (for messages); `entity` is the served
+    entity that needs it, or "" for the endpoint as a whole (callers' API keys);
+    `mounted` is True for the keys the gateway reads as files, False for those the
+    inference pods get as environment variables.
     """
 
     name: str
@@ -46,10 +50,13 @@ class SecretRef:
 
 
 def render_gateway_config(
-    endpoint: ServingEndpoint, catalog: Catalog | None = None
+    endpoint: ServingEndpoint,
+    catalog: Catalog | None = None,
+    auth: GatewayAuthDefaults | None = None,
 ) -> gc.GatewayConfig:
     """The `GatewayConfig` of `endpoint` (raises `RenderError` when it is not valid);
-    `catalog` gives a self-hosted catalog model its task when the entity names none."""
+    `catalog` gives a self-hosted catalog model its task when the entity names none,
+    `auth` holds the cluster's defaults for who may call (default: the built-in ones)."""
     spec = endpoint.spec
     namespace = endpoint.metadata.namespace or "default"
     entities = [
@@ -83,6 +90,7 @@ def render_gateway_config(
                     ai and ai.usage_tracking_config and ai.usage_tracking_config.enabled
                 ),
                 rateLimits=rate_limits,
+                auth=auth_config(endpoint, auth or GatewayAuthDefaults()),
             ),
         )
     except ValidationError as exc:
@@ -106,6 +114,10 @@ def secret_refs(endpoint: ServingEndpoint) -> list[SecretRef]:
                 ref = var.secret_key_ref
                 field = f"{where}.environmentVars[{j}].secretKeyRef"
                 refs.add(SecretRef(ref.name, ref.key, field, entity.name, False))
+    ai = endpoint.spec.ai_gateway
+    for i, api_key in enumerate((ai.auth.api_keys if ai and ai.auth else None) or []):
+        ref = api_key.secret_key_ref
+        refs.add(SecretRef(ref.name, ref.key, f"spec.aiGateway.auth.apiKeys[{i}].secretKeyRef", ""))
     return sorted(refs)
 
 

@@ -1,10 +1,17 @@
-"""The gateway's children: ConfigMap, Deployment, Service and HPA of one endpoint.
+"""The gateway's children: ConfigMap, ServiceAccount, Service, Deployment and HPA of
+one endpoint.
 
-The gateway pod reads `gateway.json` from the ConfigMap and each credential from a
-file of one projected volume (`<secretName>/<key>`, mode 0400, read-only). Secret
-sources are `optional`, so that a missing Secret leaves that entity failing (status
-says which key) instead of keeping the whole pod from starting; when the Secret
-appears, the kubelet fills in the file and the gateway picks it up without a restart.
+The gateway pod reads `gateway.json` from the ConfigMap and each credential (provider
+keys, callers' API keys) from a file of one projected volume (`<secretName>/<key>`,
+mode 0400, read-only). Secret sources are `optional`, so that a missing Secret leaves
+that entity failing, or that API key refused (status says which key), instead of
+keeping the whole pod from starting; when the Secret appears, the kubelet fills in the
+file and the gateway picks it up without a restart.
+
+When the gateway verifies callers' ServiceAccount tokens it needs an identity of its
+own to ask the apiserver (TokenReview): a ServiceAccount per endpoint, whose token is
+mounted, and which the operator adds to the ClusterRoleBinding that grants exactly
+that. Otherwise the pod runs as the namespace's default ServiceAccount with no token.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from modelport.render.names import (
     endpoint_labels,
     gateway_name,
     gateway_selector,
+    gateway_service_account_name,
     service_name,
 )
 from modelport.settings import Settings
@@ -44,17 +52,34 @@ def gateway_children(
     config_hash: str,
     refs: list[SecretRef],
     settings: Settings,
+    *,
+    service_account: bool,
 ) -> list[Manifest]:
-    """ConfigMap, Service, Deployment and HPA of the gateway, in apply order."""
+    """ConfigMap, ServiceAccount (with `service_account`), Service, Deployment and HPA of
+    the gateway, in apply order: the ServiceAccount exists before pods name it."""
     labels = {**endpoint_labels(endpoint), COMPONENT_LABEL: GATEWAY}
     name = gateway_name(endpoint)
-    return [
+    account = gateway_service_account_name(endpoint) if service_account else None
+    children: list[Manifest] = [
         {
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": metadata(name, namespace, labels, owner),
             "data": {gc.CONFIG_FILE_NAME: config_text},
         },
+    ]
+    if account is not None:
+        children.append(
+            {
+                "apiVersion": "v1",
+                "kind": "ServiceAccount",
+                "metadata": metadata(account, namespace, labels, owner),
+                # Only the gateway pods use it, and they ask for the token themselves.
+                "automountServiceAccountToken": False,
+            }
+        )
+    return [
+        *children,
         {
             "apiVersion": "v1",
             "kind": "Service",
@@ -67,7 +92,7 @@ def gateway_children(
                 ],
             },
         },
-        _deployment(endpoint, namespace, owner, labels, config_hash, refs, settings),
+        _deployment(endpoint, namespace, owner, labels, config_hash, refs, settings, account),
         {
             "apiVersion": "autoscaling/v2",
             "kind": "HorizontalPodAutoscaler",
@@ -100,6 +125,7 @@ def _deployment(
     config_hash: str,
     refs: list[SecretRef],
     settings: Settings,
+    account: str | None,
 ) -> Manifest:
     name = gateway_name(endpoint)
     selector = gateway_selector(endpoint)
@@ -131,6 +157,13 @@ def _deployment(
         placement["nodeSelector"] = dict(sorted(settings.gateway_node_selector.items()))
     if settings.gateway_tolerations:
         placement["tolerations"] = [dict(t) for t in settings.gateway_tolerations]
+    # The token is the gateway's credential for TokenReview, so it is mounted only
+    # when the gateway verifies ServiceAccount tokens (and then for its own account).
+    identity: Manifest = (
+        {"serviceAccountName": account, "automountServiceAccountToken": True}
+        if account is not None
+        else {"automountServiceAccountToken": False}
+    )
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -152,7 +185,7 @@ def _deployment(
                     "annotations": {CONFIG_HASH_ANNOTATION: config_hash},
                 },
                 "spec": {
-                    "automountServiceAccountToken": False,
+                    **identity,
                     "enableServiceLinks": False,
                     "securityContext": {
                         "runAsNonRoot": True,

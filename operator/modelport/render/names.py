@@ -56,6 +56,12 @@ def gateway_name(endpoint: str) -> str:
     return child_name(endpoint, GATEWAY)
 
 
+def gateway_service_account_name(endpoint: str) -> str:
+    """The ServiceAccount of the gateway pods, when they verify ServiceAccount tokens
+    (the TokenReview right is granted to it by name)."""
+    return gateway_name(endpoint)
+
+
 def service_name(endpoint: str) -> str:
     """The Service in front of the gateway: the endpoint's URL host."""
     return child_name(endpoint)

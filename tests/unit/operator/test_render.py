@@ -38,6 +38,9 @@ def test_children_of_samples(sample_name: str, entities: list[str]) -> None:
     keys = [(c["kind"], c["metadata"]["name"]) for c in render(ep, SETTINGS).children]
     expected = [
         ("ConfigMap", f"{name}-gateway"),
+        # Callers authenticate by default, with ServiceAccount tokens: the gateway needs
+        # an identity of its own for TokenReview, created before the pods name it.
+        ("ServiceAccount", f"{name}-gateway"),
         ("Service", name),
         ("Deployment", f"{name}-gateway"),
         ("HorizontalPodAutoscaler", f"{name}-gateway"),
@@ -107,6 +110,9 @@ def test_gateway_deployment() -> None:
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["resources"]["requests"] and container["resources"]["limits"]
     assert "env" not in container and "envFrom" not in container
+    # Its own ServiceAccount's token, for TokenReview (auth is on by default).
+    assert pod["serviceAccountName"] == "chat-gateway"
+    assert pod["automountServiceAccountToken"] is True
     # Restricted Pod Security.
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
