@@ -9,6 +9,10 @@
   current generation is not rolled out everywhere, NOT_UPDATING otherwise;
 - `config` is the config in force, `pendingConfig` the one rolling out, `traffic`
   the weights of `config`;
+- a missing Secret of a callers' API key fails the update (Degraded, SecretMissing)
+  but no entity: the gateway serves, it just refuses that key; a gateway that cannot
+  verify ServiceAccount tokens (the cluster's TokenReview binding) makes the endpoint
+  Degraded without failing the update, which nothing in the spec could fix;
 - conditions Ready/Progressing/Degraded keep their `lastTransitionTime` while their
   status does not change, so an unchanged world computes an equal status (and the
   operator skips the write).
@@ -78,7 +82,8 @@ class DeploymentObservation:
 
 @dataclass(frozen=True)
 class SecretProblem:
-    """A Secret, or a key of it, that the endpoint names and that does not exist."""
+    """A Secret, or a key of it, that the endpoint names and that does not exist.
+    `entity` is "" for the endpoint's own Secrets (callers' API keys)."""
 
     entity: str
     field: str
@@ -115,6 +120,8 @@ class Observed:
     secret_problems: Sequence[SecretProblem] = ()
     spec_error: str | None = None
     """Why the spec could not be rendered (nothing was applied for this generation)."""
+    token_review_problem: str | None = None
+    """Why the gateway cannot verify ServiceAccount tokens (the cluster's binding)."""
 
 
 @dataclass(frozen=True)
@@ -193,6 +200,12 @@ def compute_status(
     ]
     if gateway.state == FAILED:
         failures.insert(0, gateway.message)
+    # The endpoint's own Secrets (callers' API keys): no entity fails, the update does.
+    failures += [
+        f"{p.message(observed.namespace)}; until then the gateway refuses this API key"
+        for p in observed.secret_problems
+        if not p.entity
+    ]
     if observed.spec_error:
         failures.insert(0, observed.spec_error)
     rolled_out = observed.spec_error is None and all(v.rolled_out for v in views.values())
@@ -216,11 +229,22 @@ def compute_status(
         config, pending = previous_config, current
 
     traffic = list(config.traffic_config.routes) if config and config.traffic_config else None
+    # Degraded names its first cause; a missing TokenReview binding is reported there
+    # too, after the failures, without failing the update (see the module docstring).
+    degraded = [*failures, *filter(None, [observed.token_review_problem])]
+    if observed.spec_error:
+        reason = "SpecInvalid"
+    elif observed.secret_problems:
+        reason = "SecretMissing"
+    elif failures:
+        reason = "RolloutFailed"
+    else:
+        reason = "TokenReviewUnavailable"
     conditions = _conditions(
         ready,
         update,
         not_serving,
-        failures,
+        (reason, degraded),
         generation,
         previous.conditions if previous else None,
         now,
@@ -279,12 +303,13 @@ def _conditions(
     ready: str,
     update: str,
     not_serving: list[str],
-    failures: list[str],
+    degraded: tuple[str, list[str]],
     generation: int,
     previous: Sequence[Condition] | None,
     now: datetime,
 ) -> list[Condition]:
     before = {c.type: c for c in previous or ()}
+    reason, problems = degraded
 
     def condition(kind: str, status: bool, reason: str, message: str) -> Condition:
         text: ConditionStatus = "True" if status else "False"
@@ -321,8 +346,8 @@ def _conditions(
         ),
         condition(
             "Degraded",
-            bool(failures),
-            "UpdateFailed" if failures else "AsExpected",
-            "; ".join(failures),
+            bool(problems),
+            reason if problems else "AsExpected",
+            "; ".join(problems),
         ),
     ]

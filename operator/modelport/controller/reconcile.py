@@ -1,5 +1,6 @@
-"""One reconcile of one endpoint: read, render, apply what differs, prune, observe,
-write status if it changed, record events for transitions.
+"""One reconcile of one endpoint: read, render, apply what differs, prune, keep the
+gateway's ServiceAccount in the TokenReview binding (or out of it), observe, write
+status if it changed, record events for transitions.
 
 Level-based and idempotent: it reads the endpoint and its children fresh every time
 and acts only on differences, so it is safe to run for any trigger (create, update,
@@ -24,10 +25,17 @@ from modelport.api import ServingEndpoint, ServingEndpointStatus, format_errors
 from modelport.api.meta import Condition
 from modelport.api.v1alpha1 import EndpointState
 from modelport.kube import Kube, KubeError, NamespaceGoneError, needs_apply
+from modelport.kube.binding import BindingResult, TokenReviewBinding
 from modelport.kube.observe import observe_deployment
 from modelport.render import Manifest, RenderError, endpoint_url, render
 from modelport.render.config import SecretRef, secret_refs
-from modelport.render.names import entity_name, entity_selector, gateway_name, gateway_selector
+from modelport.render.names import (
+    entity_name,
+    entity_selector,
+    gateway_name,
+    gateway_selector,
+    gateway_service_account_name,
+)
 from modelport.settings import Settings
 from modelport.status import DeploymentObservation, Observed, SecretProblem, compute_status
 
@@ -59,6 +67,7 @@ class Reconciler:
     def __init__(self, kube: Kube, settings: Settings) -> None:
         self.kube = kube
         self.settings = settings
+        self.binding = TokenReviewBinding(kube, settings.gateway_tokenreview_binding)
         self._slots: dict[EndpointKey, _Slot] = defaultdict(_Slot)
         self._slots_lock = threading.Lock()
         # Endpoint -> names of the Secrets it refers to, so a Secret's change can
@@ -117,9 +126,21 @@ class Reconciler:
     def _reconcile(self, namespace: str, name: str) -> Outcome | None:
         raw = self.kube.get_endpoint(namespace, name)
         if raw is None or raw.get("metadata", {}).get("deletionTimestamp"):
-            # Deleted: garbage collection removes the children through owner refs.
+            # Deleted: garbage collection removes the children through owner refs; the
+            # binding is cluster-scoped and owned by no endpoint, so its subject is ours
+            # to remove (the deletion of the children brings us here).
             with self._slots_lock:
                 self._secrets.pop((namespace, name), None)
+            account = gateway_service_account_name(name)
+            result = self.binding.sync(namespace, account, present=False)
+            if not result.ok:
+                log.warning(
+                    "could not remove %s/%s from ClusterRoleBinding %s: %s",
+                    namespace,
+                    account,
+                    result.binding,
+                    result.detail,
+                )
             return None
         try:
             endpoint = ServingEndpoint.parse(raw)
@@ -134,6 +155,7 @@ class Reconciler:
         outcome = Outcome()
         children = self.kube.children(namespace, name)
         spec_error: str | None = None
+        token_review: str | None = None
         try:
             rendered = render(endpoint, self.settings)
         except RenderError as exc:
@@ -150,14 +172,15 @@ class Reconciler:
                 # The apiserver refused what the spec produced (e.g. a runtime field
                 # it cannot accept): retrying cannot help, the user must change it.
                 spec_error = f"the apiserver refused a child of this endpoint: {exc}"
+            token_review = self._bind(namespace, name, rendered.service_account)
 
-        observed = self._observe(endpoint, children, refs, spec_error)
+        observed = self._observe(endpoint, children, refs, spec_error, token_review)
         now = datetime.now(UTC).replace(microsecond=0)
         status = compute_status(endpoint, observed, endpoint.status, now)
         if _body(status) != _body(endpoint.status):
             self.kube.apply_status(namespace, name, _body(status))
             outcome.status_written = True
-        self._events(endpoint, status, observed, outcome)
+        self._events(endpoint, status, outcome)
         return outcome
 
     def _apply(
@@ -188,12 +211,21 @@ class Reconciler:
                 outcome.pruned.append(" ".join(key))
                 del children[key]
 
+    def _bind(self, namespace: str, name: str, account: str | None) -> str | None:
+        """Put the gateway's ServiceAccount into the TokenReview binding when it verifies
+        ServiceAccount tokens, out of it when not; why it could not be, or None."""
+        wanted = account is not None
+        account = account or gateway_service_account_name(name)
+        result: BindingResult = self.binding.sync(namespace, account, present=wanted)
+        return None if result.ok else result.problem(namespace, account)
+
     def _observe(
         self,
         endpoint: ServingEndpoint,
         children: dict[tuple[str, str], dict[str, Any]],
         refs: list[SecretRef],
         spec_error: str | None,
+        token_review_problem: str | None = None,
     ) -> Observed:
         namespace = endpoint.metadata.namespace or ""
         name = endpoint.metadata.name
@@ -226,6 +258,7 @@ class Reconciler:
             entities=entities,
             secret_problems=problems,
             spec_error=spec_error,
+            token_review_problem=token_review_problem,
         )
 
     def _deployment(
@@ -240,7 +273,6 @@ class Reconciler:
         self,
         endpoint: ServingEndpoint,
         status: ServingEndpointStatus,
-        observed: Observed,
         outcome: Outcome,
     ) -> None:
         """Events for what a user should see: changes applied, rollout done, failures."""
@@ -284,13 +316,9 @@ class Reconciler:
         old = _condition(previous.conditions if previous else None, "Degraded")
         newly_degraded = degraded is not None and degraded.status == "True"
         if degraded is not None and newly_degraded and (old is None or old != degraded):
-            if observed.spec_error:
-                reason = "SpecInvalid"
-            elif observed.secret_problems:
-                reason = "SecretMissing"
-            else:
-                reason = "RolloutFailed"
-            event("Warning", reason, degraded.message)
+            # The condition's reason names the first cause: SpecInvalid, SecretMissing,
+            # RolloutFailed or TokenReviewUnavailable.
+            event("Warning", degraded.reason, degraded.message)
 
     def _invalid(self, namespace: str, name: str, raw: dict[str, Any], message: str) -> Outcome:
         """A body that does not parse (it slipped past admission): say so in status."""

@@ -10,6 +10,9 @@ Kopf handlers (they run in Kopf's thread pool), never from `async def`.
   ones no longer desired.
 - `Kube.secret_key_state` reads a Secret only to say whether a key exists; the
   value never leaves this function.
+- `Kube.get_cluster_role_binding` / `Kube.replace_cluster_role_binding` read and
+  replace (with its resourceVersion: optimistic concurrency) the one
+  ClusterRoleBinding the operator maintains; `modelport.kube.binding` decides what.
 - `Kube.writes` counts every write request made (apply, delete, status, event), so
   tests and logs can show that an unchanged endpoint costs none.
 """
@@ -64,12 +67,14 @@ CHILD_KINDS: dict[str, _Kind] = {
     k.kind: k
     for k in (
         _Kind("v1", "ConfigMap", "configmaps"),
+        _Kind("v1", "ServiceAccount", "serviceaccounts"),
         _Kind("v1", "Service", "services"),
         _Kind("apps/v1", "Deployment", "deployments"),
         _Kind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"),
     )
 }
 _ENDPOINTS = _Kind(f"{GROUP}/{VERSION}", "ServingEndpoint", PLURAL)
+_CLUSTER_ROLE_BINDINGS = "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings"
 
 ChildKey = tuple[str, str]
 """(kind, name) of a child."""
@@ -178,6 +183,18 @@ class Kube:
         present = key in (secret.get("data") or {}) or key in (secret.get("stringData") or {})
         del secret
         return "ok" if present else "missing-key"
+
+    # --- the TokenReview ClusterRoleBinding -------------------------------------
+
+    def get_cluster_role_binding(self, name: str) -> dict[str, Any] | None:
+        """The ClusterRoleBinding `name`, or None when it does not exist."""
+        return self._get(f"{_CLUSTER_ROLE_BINDINGS}/{quote(name)}")
+
+    def replace_cluster_role_binding(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Replace a ClusterRoleBinding (PUT). `body` carries the resourceVersion it was
+        read at, so a concurrent change makes this fail with 409 instead of being lost."""
+        path = f"{_CLUSTER_ROLE_BINDINGS}/{quote(body['metadata']['name'])}"
+        return self._write("PUT", path, body) or {}
 
     # --- events ----------------------------------------------------------------
 

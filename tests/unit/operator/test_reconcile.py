@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Literal
 
+import pytest
 import yaml
 
 from modelport.controller.reconcile import Reconciler
@@ -15,6 +16,7 @@ from modelport.settings import from_env
 from tests.unit.operator.helpers import SAMPLES
 
 NS = "team-a"
+BINDING = "modelport-gateways"
 
 
 class FakeKube:
@@ -28,6 +30,11 @@ class FakeKube:
         self.writes = 0
         self.namespace_gone = False
         self.refuse = ""
+        # The TokenReview ClusterRoleBinding the chart creates (None: not installed).
+        self.binding: dict[str, Any] | None = {
+            "metadata": {"name": BINDING, "resourceVersion": "1"},
+            "roleRef": {"kind": "ClusterRole", "name": "tokenreview"},
+        }
 
     def get_endpoint(self, namespace: str, name: str) -> dict[str, Any] | None:
         return copy.deepcopy(self.endpoint)
@@ -68,6 +75,22 @@ class FakeKube:
             return "missing-secret"
         return "ok" if key in self.secrets[name] else "missing-key"
 
+    def get_cluster_role_binding(self, name: str) -> dict[str, Any] | None:
+        assert name == BINDING
+        return copy.deepcopy(self.binding)
+
+    def replace_cluster_role_binding(self, body: dict[str, Any]) -> dict[str, Any]:
+        assert self.binding is not None
+        assert body["metadata"]["resourceVersion"] == self.binding["metadata"]["resourceVersion"]
+        self.writes += 1
+        self.binding = copy.deepcopy(body)
+        self.binding["metadata"]["resourceVersion"] += "1"
+        return copy.deepcopy(self.binding)
+
+    def subjects(self) -> list[str]:
+        found = (self.binding or {}).get("subjects", [])
+        return [f"{s['namespace']}/{s['name']}" for s in found if s["kind"] == "ServiceAccount"]
+
     def apply_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         self.writes += 1
         self.endpoint["status"] = status
@@ -85,15 +108,18 @@ def _sample(name: str) -> dict[str, Any]:
     return body
 
 
-def _reconciler(kube: FakeKube) -> Reconciler:
-    return Reconciler(kube, from_env({}))  # type: ignore[arg-type]
+def _reconciler(kube: FakeKube, binding: str = BINDING) -> Reconciler:
+    settings = from_env({"MODELPORT_GATEWAY_TOKENREVIEW_BINDING": binding})
+    return Reconciler(kube, settings)  # type: ignore[arg-type]
 
 
 def test_converges_then_writes_nothing() -> None:
     kube = FakeKube(_sample("mixed-traffic-fallback"), {"llm-keys": {"openai": "x"}})
     reconciler = _reconciler(kube)
     first = reconciler.reconcile(NS, "chat")
-    assert first is not None and len(first.created) == 7 and first.status_written
+    assert first is not None and len(first.created) == 8 and first.status_written
+    assert "ServiceAccount chat-gateway" in first.created
+    assert kube.subjects() == [f"{NS}/chat-gateway"]
     assert kube.endpoint["status"]["state"] == {"ready": "READY", "configUpdate": "NOT_UPDATING"}
     assert [r for _, r, _ in kube.events] == ["Created", "RolloutComplete"]
 
@@ -177,3 +203,76 @@ def test_a_child_the_apiserver_refuses_is_reported_not_retried_forever() -> None
     assert status["state"]["configUpdate"] == "UPDATE_FAILED"
     degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
     assert "Invalid value" in degraded["message"]
+
+
+def _with_auth(body: dict[str, Any], auth: dict[str, Any]) -> dict[str, Any]:
+    body["spec"].setdefault("aiGateway", {})["auth"] = auth
+    return body
+
+
+def test_the_binding_follows_the_endpoint() -> None:
+    kube = FakeKube(_sample("openai"), {"llm-keys": {"openai": "x"}})
+    kube.binding["subjects"] = [{"kind": "User", "name": "someone"}]  # type: ignore[index]
+    reconciler = _reconciler(kube)
+    reconciler.reconcile(NS, "openai-chat")
+    assert kube.subjects() == [f"{NS}/openai-chat-gateway"]
+    assert kube.binding["subjects"][0] == {"kind": "User", "name": "someone"}  # type: ignore[index]
+
+    # ServiceAccount tokens turned off: the ServiceAccount is pruned, the subject removed.
+    _with_auth(kube.endpoint, {"serviceAccountTokens": {"enabled": False}})
+    kube.endpoint["metadata"]["generation"] = 2
+    outcome = reconciler.reconcile(NS, "openai-chat")
+    assert outcome is not None and outcome.pruned == ["ServiceAccount openai-chat-gateway"]
+    assert kube.subjects() == []
+    pod = kube.objects[("Deployment", "openai-chat-gateway")]["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False and "serviceAccountName" not in pod
+
+    # On again, then the endpoint deleted: added, then removed; someone else's stays.
+    del kube.endpoint["spec"]["aiGateway"]["auth"]
+    kube.endpoint["metadata"]["generation"] = 3
+    reconciler.reconcile(NS, "openai-chat")
+    assert kube.subjects() == [f"{NS}/openai-chat-gateway"]
+    kube.endpoint["metadata"]["deletionTimestamp"] = "2026-11-22T00:00:00Z"
+    assert reconciler.reconcile(NS, "openai-chat") is None
+    assert kube.subjects() == []
+    assert kube.binding["subjects"] == [{"kind": "User", "name": "someone"}]  # type: ignore[index]
+
+
+@pytest.mark.parametrize("binding", ["", BINDING])
+def test_no_binding_is_said_once_and_does_not_fail_the_update(binding: str) -> None:
+    kube = FakeKube(_sample("openai"), {"llm-keys": {"openai": "x"}})
+    kube.binding = None  # not installed; with no name, not even looked for
+    reconciler = _reconciler(kube, binding)
+    reconciler.reconcile(NS, "openai-chat")
+    status = kube.endpoint["status"]
+    assert status["state"] == {"ready": "READY", "configUpdate": "NOT_UPDATING"}
+    degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+    assert degraded["status"] == "True" and degraded["reason"] == "TokenReviewUnavailable"
+    assert "openai-chat-gateway cannot verify" in degraded["message"]
+    warnings = [(r, m) for t, r, m in kube.events if t == "Warning"]
+    assert warnings == [("TokenReviewUnavailable", degraded["message"])]
+    again = reconciler.reconcile(NS, "openai-chat")
+    assert again is not None and again.writes == 0  # said once
+
+
+def test_a_missing_api_key_secret_is_named_and_the_endpoint_keeps_serving() -> None:
+    body = _with_auth(
+        _sample("openai"),
+        {"apiKeys": [{"secretKeyRef": {"name": "callers", "key": "alice"}, "user": "alice"}]},
+    )
+    kube = FakeKube(body, {"llm-keys": {"openai": "x"}})
+    reconciler = _reconciler(kube)
+    reconciler.reconcile(NS, "openai-chat")
+    status = kube.endpoint["status"]
+    assert status["state"] == {"ready": "READY", "configUpdate": "UPDATE_FAILED"}
+    assert status["servedEntities"][0]["state"]["deployment"] == "DEPLOYMENT_READY"
+    degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+    assert degraded["reason"] == "SecretMissing"
+    assert "spec.aiGateway.auth.apiKeys[0].secretKeyRef" in degraded["message"]
+    assert "create secret generic callers --from-literal=alice=<value>" in degraded["message"]
+    assert [r for t, r, _ in kube.events if t == "Warning"] == ["SecretMissing"]
+    assert reconciler.endpoints_using_secret(NS, "callers") == ["openai-chat"]
+
+    kube.secrets["callers"] = {"alice": "x"}
+    reconciler.reconcile(NS, "openai-chat")
+    assert kube.endpoint["status"]["state"] == {"ready": "READY", "configUpdate": "NOT_UPDATING"}

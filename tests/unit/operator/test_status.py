@@ -258,3 +258,70 @@ def test_a_refused_entity_carries_the_render_error() -> None:
     assert status.state is not None and status.state.config_update == "UPDATE_FAILED"
     degraded = next(c for c in status.conditions or [] if c.type == "Degraded")
     assert degraded.message.count("GPU_LARGE_2") == 1  # said once
+
+
+API_KEY_FIELD = "spec.aiGateway.auth.apiKeys[0].secretKeyRef"
+
+
+def _conditions(status: ServingEndpointStatus) -> dict[str, tuple[str, str, str]]:
+    return {c.type: (c.status, c.reason, c.message) for c in status.conditions or []}
+
+
+@pytest.mark.parametrize(
+    ("problem", "ready", "update", "degraded_reason"),
+    [
+        (None, "READY", "NOT_UPDATING", "AsExpected"),
+        # A missing API key: the gateway serves (it refuses that key), the update failed.
+        (SecretProblem("", API_KEY_FIELD, "chat-callers", "alice", "secret"),
+         "READY", "UPDATE_FAILED", "SecretMissing"),
+        (SecretProblem("", API_KEY_FIELD, "chat-callers", "alice", "key"),
+         "READY", "UPDATE_FAILED", "SecretMissing"),
+    ],
+)  # fmt: skip
+def test_a_missing_api_key_fails_the_update_but_no_entity(
+    problem: SecretProblem | None, ready: str, update: str, degraded_reason: str
+) -> None:
+    observed = _observed(secret_problems=[problem] if problem else [])
+    status = compute_status(endpoint(external("gpt")), observed, None, T0)
+    assert status.state is not None
+    assert (status.state.ready, status.state.config_update) == (ready, update)
+    assert [e.state.deployment for e in status.served_entities or []] == ["DEPLOYMENT_READY"]
+    degraded = _conditions(status)["Degraded"]
+    assert degraded[1] == degraded_reason
+    if problem:
+        # The field, the Secret, the fix; never a value.
+        assert API_KEY_FIELD in degraded[2] and "chat-callers" in degraded[2]
+        assert "kubectl -n team-a" in degraded[2] and "refuses this API key" in degraded[2]
+
+
+def test_a_gateway_without_token_review_is_degraded_without_failing_the_update() -> None:
+    problem = "gateway ServiceAccount team-a/chat-gateway cannot verify callers' tokens ..."
+    status = compute_status(
+        endpoint(external("gpt")), _observed(token_review_problem=problem), None, T0
+    )
+    assert status.state is not None
+    assert (status.state.ready, status.state.config_update) == ("READY", "NOT_UPDATING")
+    assert _conditions(status)["Degraded"] == ("True", "TokenReviewUnavailable", problem)
+    # With a failure too, the failure is the reason, and both are said.
+    secret = SecretProblem("gpt", "spec.servedEntities[0]...", "llm-keys", "openai", "secret")
+    status = compute_status(
+        endpoint(external("gpt")),
+        _observed(token_review_problem=problem, secret_problems=[secret]),
+        None,
+        T0,
+    )
+    degraded = _conditions(status)["Degraded"]
+    assert degraded[:2] == ("True", "SecretMissing")
+    assert degraded[2].index("llm-keys") < degraded[2].index(problem)
+
+
+@pytest.mark.parametrize(
+    ("observed", "reason"),
+    [
+        (_observed(spec_error="spec.servedEntities[0]: bad"), "SpecInvalid"),
+        (_observed(_dep("chat-gateway", deadline="too slow")), "RolloutFailed"),
+    ],
+)
+def test_degraded_names_its_first_cause(observed: Observed, reason: str) -> None:
+    status = compute_status(endpoint(external("gpt")), observed, None, T0)
+    assert _conditions(status)["Degraded"][:2] == ("True", reason)
