@@ -38,19 +38,72 @@ def test_helm_lint_passes() -> None:
     assert lint.returncode == 0, lint.stdout + lint.stderr
 
 
+# The operator's only RBAC rights: the subjects of one binding, naming one role.
+TOKENREVIEW_RULES = [
+    {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterrolebindings"],
+     "resourceNames": ["mp-modelport-gateways"], "verbs": ["get", "patch", "update"]},
+    {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles"],
+     "resourceNames": ["mp-modelport-gateway-tokenreview"], "verbs": ["bind"]},
+]  # fmt: skip
+
+
+def by_name(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+def operator_env(docs: list[dict[str, Any]]) -> dict[str, str]:
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e["value"] for e in container["env"]}
+
+
+def assert_tokenreview_objects(docs: list[dict[str, Any]]) -> None:
+    """The gateways' ClusterRole may create TokenReviews and nothing else; its binding
+    has no subjects (the operator keeps them) and the operator is told its name."""
+    role = by_name(docs, "ClusterRole")["mp-modelport-gateway-tokenreview"]
+    assert role["rules"] == [
+        {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]}
+    ]
+    binding = by_name(docs, "ClusterRoleBinding")["mp-modelport-gateways"]
+    assert binding["roleRef"]["name"] == "mp-modelport-gateway-tokenreview"
+    assert "subjects" not in binding  # Helm must not own (and reset) them
+    assert operator_env(docs)["MODELPORT_GATEWAY_TOKENREVIEW_BINDING"] == "mp-modelport-gateways"
+
+
 def test_cluster_wide_by_default() -> None:
     docs = template()
     assert kinds(docs) == [
-        "ClusterRole", "ClusterRoleBinding", "ConfigMap", "Deployment", "Service", "ServiceAccount",
+        "ClusterRole", "ClusterRole", "ClusterRoleBinding", "ClusterRoleBinding", "ConfigMap",
+        "Deployment", "Service", "ServiceAccount",
     ]  # fmt: skip
-    role = next(d for d in docs if d["kind"] == "ClusterRole")
-    groups = {g for rule in role["rules"] for g in rule["apiGroups"]}
-    assert "rbac.authorization.k8s.io" not in groups  # it never grants itself more
+    role = by_name(docs, "ClusterRole")["mp-modelport"]
+    rbac = [r for r in role["rules"] if "rbac.authorization.k8s.io" in r["apiGroups"]]
+    assert rbac == TOKENREVIEW_RULES  # it can grant nothing else, to no one
+    assert_tokenreview_objects(docs)
+    # With ServiceAccount tokens off by default, endpoints may still turn them on.
+    assert_tokenreview_objects(template("gatewayAuth.serviceAccountTokens.enabled=false"))
 
 
-def test_watching_namespaces_needs_no_cluster_wide_rights() -> None:
+def test_watching_namespaces_needs_one_cluster_wide_right_for_token_review() -> None:
     docs = template("watchNamespaces={team-a,team-b}")
+    assert_tokenreview_objects(docs)
+    binder = by_name(docs, "ClusterRole")["mp-modelport-tokenreview-binder"]
+    assert binder["rules"] == TOKENREVIEW_RULES
+    binding = by_name(docs, "ClusterRoleBinding")["mp-modelport-tokenreview-binder"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "mp-modelport", "namespace": "modelport-system"}
+    ]
+    assert sorted(by_name(docs, "ClusterRole")) == [
+        "mp-modelport-gateway-tokenreview", "mp-modelport-tokenreview-binder",
+    ]  # fmt: skip
+
+
+def test_watching_namespaces_without_token_review_needs_no_cluster_wide_rights() -> None:
+    docs = template(
+        "watchNamespaces={team-a,team-b}", "gatewayAuth.serviceAccountTokens.enabled=false"
+    )
     assert not [d for d in docs if d["kind"].startswith("Cluster")]
+    assert "MODELPORT_GATEWAY_TOKENREVIEW_BINDING" not in operator_env(docs)
     roles = [d for d in docs if d["kind"] == "Role"]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     deployment = next(d for d in docs if d["kind"] == "Deployment")
@@ -59,6 +112,39 @@ def test_watching_namespaces_needs_no_cluster_wide_rights() -> None:
         for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
     }
     assert env["MODELPORT_NAMESPACES"] == "team-a,team-b"
+
+
+def test_gateway_auth_reaches_the_operator() -> None:
+    import json
+
+    assert json.loads(operator_env(template())["MODELPORT_GATEWAY_AUTH"]) == {
+        "enabled": True,
+        "serviceAccountTokens": {"enabled": True, "audiences": ["modelport"], "cacheSeconds": 10},
+        "oidc": None,
+    }
+    custom = operator_env(
+        template(
+            "gatewayAuth.enabled=false",
+            "gatewayAuth.oidc.issuer=https://login.example.com",
+            "gatewayAuth.oidc.audiences={modelport}",
+        )
+    )
+    value = json.loads(custom["MODELPORT_GATEWAY_AUTH"])
+    assert value["enabled"] is False
+    assert value["oidc"] == {"issuer": "https://login.example.com", "audiences": ["modelport"]}
+    # What the chart renders, the operator accepts.
+    from modelport.settings import from_env
+
+    settings = from_env({k: v for k, v in custom.items() if k.startswith("MODELPORT_GATEWAY_")})
+    assert settings.gateway_auth.oidc is not None
+    assert settings.gateway_tokenreview_binding == "mp-modelport-gateways"
+
+
+def test_the_operator_may_manage_gateway_service_accounts() -> None:
+    role = by_name(template(), "ClusterRole")["mp-modelport"]
+    rule = next(r for r in role["rules"] if "serviceaccounts" in r["resources"])
+    assert rule["apiGroups"] == [""]
+    assert set(rule["verbs"]) == {"get", "list", "watch", "create", "patch", "update", "delete"}
 
 
 def test_secrets_are_read_only() -> None:
@@ -140,6 +226,10 @@ def test_service_monitor_scrapes_the_gateways_when_enabled() -> None:
         ("nonsense=1", "nonsense"),
         ("gateway.resources.limits.memory=512MB", "/gateway/resources/limits/memory"),
         ("gateway.tolerations[0].operator=In", "/gateway/tolerations/0/operator"),
+        ("gatewayAuth.enabled=maybe", "/gatewayAuth/enabled"),
+        ("gatewayAuth.serviceAccountTokens.cacheSeconds=900", "cacheSeconds"),
+        ("gatewayAuth.serviceAccountTokens.audience=x", "audience"),
+        ("gatewayAuth.oidc.issuer=login.example.com", "/gatewayAuth/oidc"),
     ],
 )
 def test_values_schema_refuses_bad_values(value: str, complaint: str) -> None:

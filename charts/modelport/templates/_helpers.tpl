@@ -54,7 +54,7 @@ each one; keep the two in step.
   resources: [deployments]
   verbs: [get, list, watch, create, patch, update, delete]
 - apiGroups: [""]
-  resources: [services, configmaps]
+  resources: [services, configmaps, serviceaccounts]
   verbs: [get, list, watch, create, patch, update, delete]
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
@@ -68,4 +68,38 @@ each one; keep the two in step.
 - apiGroups: ["", events.k8s.io]
   resources: [events]
   verbs: [create, patch]
+{{- end -}}
+
+{{/*
+The ClusterRoleBinding that lets gateways create TokenReviews, when the chart
+creates it: always when the operator watches the whole cluster (endpoints may
+turn ServiceAccount tokens on for themselves), and with watchNamespaces only
+when gatewayAuth.serviceAccountTokens.enabled (it is then the operator's one
+cluster-scoped right). Empty when not created.
+*/}}
+{{- define "modelport.tokenReviewBinding" -}}
+{{- if or (not .Values.watchNamespaces) (dig "serviceAccountTokens" "enabled" true .Values.gatewayAuth) -}}
+{{- printf "%s-gateways" (include "modelport.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The ClusterRole of the gateways: create TokenReviews, nothing else. */}}
+{{- define "modelport.tokenReviewRole" -}}
+{{- printf "%s-gateway-tokenreview" (include "modelport.fullname" .) -}}
+{{- end -}}
+
+{{/*
+The operator's rights on that binding: keep its subjects (get, update; no list,
+no other binding), and bind its one ClusterRole, which lets it name the role
+without holding the role's right itself. README.md explains them.
+*/}}
+{{- define "modelport.tokenReviewRules" -}}
+- apiGroups: [rbac.authorization.k8s.io]
+  resources: [clusterrolebindings]
+  resourceNames: [{{ include "modelport.tokenReviewBinding" . }}]
+  verbs: [get, patch, update]
+- apiGroups: [rbac.authorization.k8s.io]
+  resources: [clusterroles]
+  resourceNames: [{{ include "modelport.tokenReviewRole" . }}]
+  verbs: [bind]
 {{- end -}}
