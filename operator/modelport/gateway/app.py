@@ -1,10 +1,13 @@
 """The gateway's raw ASGI app: one endpoint, its routes, and how a request is proxied.
 
-A proxied request goes: route → content type → body (bounded) → JSON → task check →
-validation → router (traffic split) → policy → provider translation + upstream I/O →
-response. Each step fails with a :class:`GatewayError`, which becomes an OpenAI-shaped
-JSON error; nothing else reaches the client, so a bug shows up as a 500 with a request
-id in the log, never as a traceback.
+A proxied request passes the stages of :mod:`modelport.gateway.pipeline`: authenticate
+(headers only) → content type → body (bounded) → JSON → task check → validation → admit
+→ plan (traffic split, fallback order) → attempt(s): provider translation + upstream I/O
+→ relay through the taps → finish (metrics, sinks), which runs whatever happened. Each
+step fails with a :class:`GatewayError`, which becomes an OpenAI-shaped JSON error;
+nothing else reaches the client, so a bug shows up as a 500 with an incident id in the
+log, never as a traceback. Every step records into the request's
+:class:`~modelport.gateway.context.RequestContext`.
 
 While a proxied request is in flight a watcher task awaits the client's
 ``http.disconnect`` and cancels the request's task, which closes the upstream response at
@@ -24,6 +27,8 @@ from typing import Any
 
 import orjson
 
+from modelport.gateway.auth.base import Fingerprinter
+from modelport.gateway.context import Attempt, RequestContext, TokenUsage
 from modelport.gateway.errors import (
     BAD_REQUEST,
     DEADLINE_EXCEEDED,
@@ -34,6 +39,7 @@ from modelport.gateway.errors import (
     GatewayError,
 )
 from modelport.gateway.metrics import Metrics
+from modelport.gateway.pipeline import Pipeline, Tap
 from modelport.gateway.protocol import (
     ChatRequest,
     CompletionRequest,
@@ -43,8 +49,9 @@ from modelport.gateway.protocol import (
 from modelport.gateway.providers import REGISTRY
 from modelport.gateway.providers.base import Call, Provider
 from modelport.gateway.secrets import SecretStore
-from modelport.gateway.traffic import AdmitAll, Policy, Router
+from modelport.gateway.traffic import Router
 from modelport.gateway.upstream import KEEPALIVE_SECONDS, MAX_IDLE_PER_ORIGIN, Upstream
+from modelport.gateway.usage import estimate_completion_of_body, estimated
 from modelport.gatewayconfig import ConfigError, EntityConfig, GatewayConfig, Task
 
 log = logging.getLogger("modelport.gateway")
@@ -78,8 +85,13 @@ class _Exchange:
     """One proxied request's progress, shared by the work and the disconnect watcher."""
 
     started: bool = False
+    """The status line went to the client: from here on only the body can follow."""
     finished: bool = False
-    status: int = 0
+    disconnected: bool = False
+    chunks: int = 0
+    """Stream chunks relayed (the completion estimate when the upstream reports no usage)."""
+    body: bytes | None = None
+    """A whole response body, kept for the estimate only when it carried no usage."""
 
 
 def check_providers(config: GatewayConfig) -> None:
@@ -94,6 +106,16 @@ def check_providers(config: GatewayConfig) -> None:
             )
 
 
+def default_pipeline(config: GatewayConfig, secrets_dir: Path) -> Pipeline:
+    """The stages ``config`` asks for: today, caller authentication when it is enabled."""
+    auth = config.ai_gateway.auth
+    if not auth.enabled:
+        return Pipeline()
+    from modelport.gateway.auth.callers import build
+
+    return Pipeline(authenticator=build(auth, secrets_dir, Fingerprinter()))
+
+
 class GatewayApp:
     """The ASGI callable for one endpoint."""
 
@@ -102,7 +124,7 @@ class GatewayApp:
         config: GatewayConfig,
         secrets_dir: Path,
         *,
-        policy: Policy | None = None,
+        pipeline: Pipeline | None = None,
         router: Router | None = None,
         max_idle_per_origin: int = MAX_IDLE_PER_ORIGIN,
         keepalive_seconds: float = KEEPALIVE_SECONDS,
@@ -117,7 +139,7 @@ class GatewayApp:
             keepalive_seconds=keepalive_seconds,
         )
         self.router = router or Router(config)
-        self.policy: Policy = policy or AdmitAll()
+        self.pipeline = pipeline if pipeline is not None else default_pipeline(config, secrets_dir)
         self.metrics = Metrics()
         self._started = False
         ep = config.endpoint_name
@@ -149,13 +171,22 @@ class GatewayApp:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 await self.upstream.start()  # the session belongs to the serving loop
+                for stage in self._managed():
+                    await stage.start()
                 self._started = True
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self._started = False
+                for stage in self._managed():
+                    await stage.aclose()
                 await self.upstream.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    def _managed(self) -> list[Any]:
+        """Stages with a lifetime of their own (``start``/``aclose``): sinks, verifiers."""
+        stages: list[Any] = [self.pipeline.authenticator, *self.pipeline.sinks]
+        return [s for s in stages if hasattr(s, "start") and hasattr(s, "aclose")]
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
@@ -168,6 +199,11 @@ class GatewayApp:
                 await self._proxy(scope, receive, send, path, task)
             elif path in ("/v1/models", "/serving-endpoints/models"):
                 _require(method, path, "GET")
+                auth = self.pipeline.authenticator
+                if auth is not None:
+                    await auth.authenticate(
+                        RequestContext(self.config.endpoint_name, path), scope["headers"]
+                    )
                 await _respond(send, 200, self._models_body)
             elif path == "/healthz":
                 _require(method, path, "GET")
@@ -177,9 +213,8 @@ class GatewayApp:
                 await self._readyz(send)
             elif path == "/metrics":
                 _require(method, path, "GET")
-                await _respond(
-                    send, 200, self.metrics.render(), b"text/plain; version=0.0.4; charset=utf-8"
-                )
+                body, content_type = self.metrics.render()
+                await _respond(send, 200, body, content_type)
             elif path.startswith("/serving-endpoints/") and path.endswith("/invocations"):
                 name = path.removeprefix("/serving-endpoints/").removesuffix("/invocations")
                 raise GatewayError(
@@ -196,7 +231,7 @@ class GatewayApp:
                     f"{self._invocations}",
                 )
         except GatewayError as exc:
-            await _respond(send, exc.status, exc.body(), extra=_allow(exc))
+            await _respond(send, exc.status, exc.body(), extra=_extra_headers(exc))
         except _DisconnectedError:
             return  # nobody is left to answer
 
@@ -213,23 +248,47 @@ class GatewayApp:
     async def _proxy(
         self, scope: Scope, receive: Receive, send: Send, path: str, task: Task
     ) -> None:
-        call, plan = await self._parse(scope, receive, path, task)
+        """One proxied request through every stage; ``finish`` runs whatever happens."""
+        ctx = RequestContext(self.config.endpoint_name, path)
         exchange = _Exchange()
-        start = time.monotonic()
-        self.metrics.in_flight += 1
-        entity = plan[0]
+        call: Call | None = None
+        self.metrics.request_started()
         try:
-            entity = await self._guarded(
-                receive, self._dispatch(call, plan, send, exchange), exchange
-            )
+            try:
+                auth = self.pipeline.authenticator
+                if auth is not None:
+                    await auth.authenticate(ctx, scope["headers"])
+                call, plan = await self._parse(ctx, scope, receive, path, task)
+                for stage in self.pipeline.admission:
+                    await stage.admit(ctx, call)
+            except GatewayError as exc:
+                # Refused before any entity was tried: final, never retried elsewhere.
+                await self._fail(send, ctx, exchange, exc)
+                return
+            await self._guarded(receive, self._dispatch(ctx, call, plan, send, exchange), exchange)
+        except _DisconnectedError:
+            exchange.disconnected = True
+            raise
         finally:
-            self.metrics.in_flight -= 1
-            self.metrics.observe(
-                entity.name, path, exchange.status or 499, time.monotonic() - start
-            )
+            self._finish(ctx, exchange, call)
+
+    def _finish(self, ctx: RequestContext, exchange: _Exchange, call: Call | None) -> None:
+        """Always: close the context's books, count it, hand it to the sinks."""
+        ctx.ended = time.monotonic()
+        if exchange.disconnected or not exchange.finished:
+            ctx.status, ctx.outcome = 499, "disconnected"
+        if ctx.usage is None and call is not None and ctx.status == 200:
+            if exchange.body is not None:
+                completion = estimate_completion_of_body(exchange.body)
+            else:
+                completion = exchange.chunks
+            ctx.usage = estimated(call.request, completion)
+        self.metrics.request_finished(ctx)
+        if self.pipeline.sinks:
+            self.pipeline.finish(ctx)
 
     async def _parse(
-        self, scope: Scope, receive: Receive, path: str, task: Task
+        self, ctx: RequestContext, scope: Scope, receive: Receive, path: str, task: Task
     ) -> tuple[Call, list[EntityConfig]]:
         if task is not self.config.task:
             raise GatewayError(
@@ -246,8 +305,9 @@ class GatewayApp:
         if not isinstance(raw, dict):
             raise GatewayError(400, BAD_REQUEST, "request body must be a JSON object")
         request = validate(REQUEST_MODELS[task], raw)
-        plan = self.router.plan(request.model)
         stream = bool(getattr(request, "stream", False))
+        ctx.task, ctx.model, ctx.stream = task, request.model, stream
+        plan = self.router.plan(request.model)
         options = getattr(request, "stream_options", None)
         call = Call(
             entity=plan[0],
@@ -260,21 +320,30 @@ class GatewayApp:
         return call, plan
 
     async def _dispatch(
-        self, call: Call, plan: list[EntityConfig], send: Send, exchange: _Exchange
-    ) -> EntityConfig:
+        self,
+        ctx: RequestContext,
+        call: Call,
+        plan: list[EntityConfig],
+        send: Send,
+        exchange: _Exchange,
+    ) -> None:
         """Try the planned entities in order; only errors before the response started and
         worth retrying elsewhere (429, 5xx) move on to the next one (fallback)."""
+        hooks = self.pipeline.attempt_hooks
         for i, entity in enumerate(plan):
             call.entity = entity
+            attempt = Attempt(entity.name, time.monotonic())
+            ctx.attempts.append(attempt)
             provider = REGISTRY[entity.provider]
             try:
-                await self.policy.admit(call)
+                for hook in hooks:
+                    await hook.before(ctx, call, attempt)
                 async with asyncio.timeout(self.config.request_timeout_seconds):
                     if call.stream:
-                        await self._stream(call, provider, send, exchange)
+                        await self._stream(ctx, call, provider, send, exchange)
                     else:
-                        await self._complete(call, provider, send, exchange)
-                return entity
+                        await self._complete(ctx, call, provider, send, exchange)
+                error = None
             except TimeoutError:
                 error = GatewayError(
                     504,
@@ -288,67 +357,106 @@ class GatewayApp:
                 incident = uuid.uuid4().hex[:12]
                 log.exception("unexpected error (incident %s)", incident)
                 error = GatewayError(500, INTERNAL_ERROR, f"internal error (incident {incident})")
+            attempt.ended = time.monotonic()
+            attempt.status = 200 if error is None else error.status
+            attempt.error_code = None if error is None else error.code
+            for hook in hooks:
+                hook.after(ctx, attempt)
+            if error is None:
+                return
             retryable = error.status == 429 or error.status >= 500
             if exchange.started or not retryable or i == len(plan) - 1:
-                await self._fail(send, exchange, error, entity)
-                return entity
+                await self._fail(send, ctx, exchange, error, entity)
+                return
             log.info("falling back from entity=%s after %s", entity.name, error.status)
-        return plan[-1]
 
     async def _complete(
-        self, call: Call, provider: Provider, send: Send, exchange: _Exchange
+        self,
+        ctx: RequestContext,
+        call: Call,
+        provider: Provider,
+        send: Send,
+        exchange: _Exchange,
     ) -> None:
         body, usage = await self.upstream.complete(call, provider)
         if usage is not None:
-            self.metrics.add_tokens(call.entity.name, usage.prompt_tokens, usage.completion_tokens)
-        exchange.started = exchange.finished = True
-        exchange.status = 200
+            ctx.usage = TokenUsage.reported(usage)
+        else:
+            exchange.body = body
+        if self.pipeline.taps:
+            for tap in self.pipeline.open_taps(ctx, call):
+                body = tap.body(body)
+        exchange.started = True
+        ctx.status = 200
+        ctx.first_byte = time.monotonic()
         await _respond(send, 200, body, served=call.entity.name)
+        exchange.finished = True
 
     async def _stream(
-        self, call: Call, provider: Provider, send: Send, exchange: _Exchange
+        self,
+        ctx: RequestContext,
+        call: Call,
+        provider: Provider,
+        send: Send,
+        exchange: _Exchange,
     ) -> None:
         async with self.upstream.stream(call, provider) as upstream:
+            taps = self.pipeline.open_taps(ctx, call) if self.pipeline.taps else None
             headers = [*SSE_HEADERS, (b"served-model-name", call.entity.name.encode())]
             exchange.started = True
-            exchange.status = 200
+            ctx.status = 200
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             async for payloads in upstream:
+                if taps:
+                    payloads = _tapped(taps, payloads)
+                if not payloads:
+                    continue
+                if ctx.first_byte is None:
+                    ctx.first_byte = time.monotonic()
+                exchange.chunks += len(payloads)
                 frame = b"".join(b"data: " + p + b"\n\n" for p in payloads)
                 await send({"type": "http.response.body", "body": frame, "more_body": True})
             usage = upstream.translator.usage
             if usage is not None:
-                self.metrics.add_tokens(
-                    call.entity.name, usage.prompt_tokens, usage.completion_tokens
-                )
+                ctx.usage = TokenUsage.reported(usage)
         exchange.finished = True
         await send({"type": "http.response.body", "body": DONE, "more_body": False})
 
     async def _fail(
-        self, send: Send, exchange: _Exchange, error: GatewayError, entity: EntityConfig
+        self,
+        send: Send,
+        ctx: RequestContext,
+        exchange: _Exchange,
+        error: GatewayError,
+        entity: EntityConfig | None = None,
     ) -> None:
+        ctx.error_code = error.code
+        ctx.outcome = "timeout" if error.code == DEADLINE_EXCEEDED else "error"
         if error.status >= 500:
             log.warning(
-                "entity=%s status=%s code=%s: %s",
-                entity.name,
+                "request=%s entity=%s status=%s code=%s: %s",
+                ctx.request_id,
+                entity.name if entity else "-",
                 error.status,
                 error.code,
                 error.message,
             )
         if not exchange.started:
-            exchange.started = exchange.finished = True
-            exchange.status = error.status
-            await _respond(send, error.status, error.body(), served=entity.name)
+            exchange.started = True
+            ctx.status = error.status
+            ctx.first_byte = time.monotonic()
+            served = entity.name if entity else None
+            await _respond(
+                send, error.status, error.body(), served=served, extra=_extra_headers(error)
+            )
+            exchange.finished = True
             return
         # Headers are gone: the OpenAI SDKs raise on an SSE event carrying "error".
-        exchange.finished = True
-        exchange.status = error.status
         frame = b"data: " + error.body() + b"\n\n"
         await send({"type": "http.response.body", "body": frame, "more_body": False})
+        exchange.finished = True
 
-    async def _guarded(
-        self, receive: Receive, work: Awaitable[EntityConfig], exchange: _Exchange
-    ) -> EntityConfig:
+    async def _guarded(self, receive: Receive, work: Awaitable[None], exchange: _Exchange) -> None:
         """Run ``work`` in this task, cancelling it as soon as the client disconnects.
 
         The work runs here and only the watcher gets a task of its own: one task a
@@ -373,7 +481,7 @@ class GatewayApp:
 
         watcher = asyncio.get_running_loop().create_task(watch())
         try:
-            return await work
+            await work
         except asyncio.CancelledError:
             if disconnected and current.uncancel() == 0:
                 log.info("client disconnected; upstream request closed")
@@ -382,6 +490,19 @@ class GatewayApp:
         finally:
             # Not awaited: it holds nothing, and the loop finishes the cancellation.
             watcher.cancel()
+
+
+def _tapped(taps: list[Tap], payloads: list[bytes]) -> list[bytes]:
+    """Each payload through every tap, in order; an empty result drops the chunk."""
+    out = []
+    for payload in payloads:
+        for tap in taps:
+            payload = tap.chunk(payload)
+            if not payload:
+                break
+        else:
+            out.append(payload)
+    return out
 
 
 class _DisconnectedError(Exception):
@@ -452,8 +573,10 @@ def _method_not_allowed(path: str, allowed: str) -> GatewayError:
     return GatewayError(405, METHOD_NOT_ALLOWED, f"{path} accepts {allowed} only", allow=allowed)
 
 
-def _allow(error: GatewayError) -> list[tuple[bytes, bytes]]:
-    return [(b"allow", error.allow.encode())] if error.allow else []
+def _extra_headers(error: GatewayError) -> list[tuple[bytes, bytes]]:
+    extra = [(b"allow", error.allow.encode())] if error.allow else []
+    extra.extend(error.headers)
+    return extra
 
 
 async def _respond(

@@ -17,6 +17,7 @@ INVALID_PARAMETER_VALUE = "INVALID_PARAMETER_VALUE"
 RESOURCE_DOES_NOT_EXIST = "RESOURCE_DOES_NOT_EXIST"
 ENDPOINT_NOT_FOUND = "ENDPOINT_NOT_FOUND"
 REQUEST_LIMIT_EXCEEDED = "REQUEST_LIMIT_EXCEEDED"
+UNAUTHENTICATED = "UNAUTHENTICATED"
 PERMISSION_DENIED = "PERMISSION_DENIED"
 DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
 TEMPORARILY_UNAVAILABLE = "TEMPORARILY_UNAVAILABLE"
@@ -25,6 +26,8 @@ METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
 
 _TYPES = {
     400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
     404: "not_found_error",
     405: "invalid_request_error",
     413: "invalid_request_error",
@@ -44,6 +47,7 @@ class GatewayError(Exception):
         *,
         param: str | None = None,
         allow: str | None = None,
+        headers: tuple[tuple[bytes, bytes], ...] = (),
     ):
         super().__init__(message)
         self.status = status
@@ -52,6 +56,8 @@ class GatewayError(Exception):
         self.param = param
         self.allow = allow
         """For 405: the method the route accepts (the ``Allow`` header)."""
+        self.headers = headers
+        """Extra response headers (``WWW-Authenticate`` of a 401)."""
 
     def payload(self) -> dict[str, Any]:
         """The JSON body, as a dict (also used as an SSE error event mid-stream)."""

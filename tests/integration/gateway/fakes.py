@@ -322,10 +322,14 @@ def endpoint(
     name: str = "ep",
     **extra: Any,
 ) -> dict[str, Any]:
-    """A gateway.json document."""
+    """A gateway.json document. Caller authentication is off unless ``aiGateway`` sets
+    ``auth``: these tests are about providers and behaviour (test_auth.py is about auth)."""
     doc: dict[str, Any] = {"version": 1, "endpointName": name, "entities": list(entities)}
     if routes is not None:
         doc["routes"] = routes
+    ai = dict(extra.pop("aiGateway", {}))
+    ai.setdefault("auth", {"enabled": False})
+    doc["aiGateway"] = ai
     doc.update(extra)
     return doc
 

@@ -10,5 +10,6 @@ class AI21LabsProvider(OpenAICompatible):
     """Bearer API key; chat only (AI21's completions models are retired)."""
 
     name = "ai21labs"
+    asks_stream_usage = False  # not in its documented parameters; counted if sent
     tasks = frozenset({Task.CHAT})
     default_base_url = "https://api.ai21.com/studio/v1"

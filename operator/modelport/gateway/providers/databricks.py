@@ -16,6 +16,7 @@ class DatabricksModelServingProvider(OpenAICompatible):
     """Bearer token; the endpoint name is ``modelName``."""
 
     name = "databricks-model-serving"
+    asks_stream_usage = False  # not in its documented parameters; counted if sent
 
     def url(self, call: Call) -> str:
         """The named endpoint's invocations URL."""

@@ -17,6 +17,8 @@ from modelport.gateway.providers.base import Auth, Call, UpstreamRequest
 from modelport.gateway.providers.openai_compatible import TASK_PATHS, OpenAICompatible
 from modelport.gatewayconfig import EntityConfig, OpenAISettings
 
+AZURE_STREAM_USAGE_SINCE = "2024-09-01"
+"""The first Azure OpenAI API version that takes ``stream_options`` (2024-09-01-preview)."""
 ENTRA_SCOPE = "https://cognitiveservices.azure.com/.default"
 ENTRA_TOKEN_URL = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token"  # noqa: S105
 
@@ -41,6 +43,13 @@ class OpenAIProvider(OpenAICompatible):
             f"{self.base_url(call.entity)}/openai/deployments/{settings.deployment_name}"
             f"{TASK_PATHS[call.task]}?{query}"
         )
+
+    def stream_usage(self, call: Call) -> bool:
+        """OpenAI always; Azure from the API version that knows ``stream_options``."""
+        settings = _settings(call.entity)
+        if settings.api_type == "openai":
+            return True
+        return (settings.api_version or "") >= AZURE_STREAM_USAGE_SINCE
 
     def auth_headers(self, entity: EntityConfig, auth: Auth) -> dict[str, str]:
         """Bearer key (+ organization), ``api-key``, or the Entra ID bearer token."""

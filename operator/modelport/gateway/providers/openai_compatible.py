@@ -5,6 +5,13 @@ take the client's body nearly as is; they differ only in URL and auth headers, w
 all their modules define. Bodies are relayed without re-serialising and streamed events
 are passed through untouched (only ``[DONE]`` is held back, so the gateway sends exactly
 one at the end whatever the upstream does).
+
+Usage is always asked for: a stream goes upstream with ``stream_options.include_usage``
+set, so every streamed request ends with the provider's own token counts. When the
+client did not ask for them, the usage-only chunk (``choices: []``) is not relayed, and
+the client sees the stream it asked for. Upstreams that may not accept the option
+(:attr:`OpenAICompatible.asks_stream_usage` false) are not sent it; their counts are
+taken when they send them anyway, and estimated otherwise.
 """
 
 from __future__ import annotations
@@ -30,6 +37,12 @@ class OpenAICompatible(Provider):
     """Relays OpenAI-format requests; subclasses say where and how to authenticate."""
 
     tasks = frozenset(Task)
+    asks_stream_usage: bool = True
+    """Whether the upstream accepts ``stream_options.include_usage`` (OpenAI's API)."""
+
+    def stream_usage(self, call: Call) -> bool:
+        """Whether to ask this call's upstream for a stream's usage."""
+        return self.asks_stream_usage
 
     def url(self, call: Call) -> str:
         """The upstream URL for this call (base URL + the task's OpenAI path)."""
@@ -40,8 +53,15 @@ class OpenAICompatible(Provider):
         return {"authorization": f"Bearer {auth.secret('apiKey')}"}
 
     def body(self, call: Call) -> dict[str, Any]:
-        """The client's body with ``model`` set to the entity's upstream model name."""
-        return {**call.raw, "model": call.entity.model_name}
+        """The client's body with ``model`` set to the entity's upstream model name, and a
+        stream's usage asked for."""
+        body = {**call.raw, "model": call.entity.model_name}
+        if call.stream and not call.include_usage and self.stream_usage(call):
+            body["stream_options"] = {
+                **(call.raw.get("stream_options") or {}),
+                "include_usage": True,
+            }
+        return body
 
     def build_request(self, call: Call, auth: Auth) -> UpstreamRequest:
         """POST the client's body to the task's path."""
@@ -56,16 +76,21 @@ class OpenAICompatible(Provider):
 
     def stream_translator(self, call: Call) -> PassThrough:
         """Relay events unchanged."""
-        return PassThrough()
+        return PassThrough(keep_usage_chunk=call.include_usage)
 
 
 class PassThrough:
-    """Relays ``data:`` payloads as they are, noting the usage chunk when one passes."""
+    """Relays ``data:`` payloads as they are, noting the usage chunk when one passes.
 
-    __slots__ = ("usage",)
+    With ``keep_usage_chunk`` false (the client did not ask for usage, the gateway did),
+    a chunk that carries only usage (no choices) is taken and not relayed.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_keep", "usage")
+
+    def __init__(self, *, keep_usage_chunk: bool = True) -> None:
         self.usage: Usage | None = None
+        self._keep = keep_usage_chunk
 
     def feed(self, event: Event) -> list[bytes]:
         """Relay one event (``[DONE]`` is the gateway's to send)."""
@@ -75,12 +100,15 @@ class PassThrough:
         # Parse only the chunk that carries usage; every other chunk passes untouched.
         if b'"usage":{' in data or b'"usage": {' in data:
             try:
-                found = orjson.loads(data).get("usage")
+                chunk = orjson.loads(data)
+                found = chunk.get("usage")
                 if isinstance(found, dict):
                     self.usage = Usage(
                         int(found.get("prompt_tokens") or 0),
                         int(found.get("completion_tokens") or 0),
                     )
+                    if not self._keep and not chunk.get("choices"):
+                        return []
             except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
                 pass
         return [data]
