@@ -131,16 +131,7 @@ class Reconciler:
             # to remove (the deletion of the children brings us here).
             with self._slots_lock:
                 self._secrets.pop((namespace, name), None)
-            account = gateway_service_account_name(name)
-            result = self.binding.sync(namespace, account, present=False)
-            if not result.ok:
-                log.warning(
-                    "could not remove %s/%s from ClusterRoleBinding %s: %s",
-                    namespace,
-                    account,
-                    result.binding,
-                    result.detail,
-                )
+            self._bind(namespace, name, None)
             return None
         try:
             endpoint = ServingEndpoint.parse(raw)
@@ -217,7 +208,20 @@ class Reconciler:
         wanted = account is not None
         account = account or gateway_service_account_name(name)
         result: BindingResult = self.binding.sync(namespace, account, present=wanted)
-        return None if result.ok else result.problem(namespace, account)
+        if result.ok:
+            return None
+        if not wanted:
+            # A leftover subject (refused removal) harms no caller of this endpoint:
+            # worth a log line, not a Degraded endpoint.
+            log.warning(
+                "could not remove %s/%s from ClusterRoleBinding %s: %s",
+                namespace,
+                account,
+                result.binding,
+                result.detail,
+            )
+            return None
+        return result.problem(namespace, account)
 
     def _observe(
         self,

@@ -30,6 +30,7 @@ class FakeKube:
         self.writes = 0
         self.namespace_gone = False
         self.refuse = ""
+        self.refuse_binding = False
         # The TokenReview ClusterRoleBinding the chart creates (None: not installed).
         self.binding: dict[str, Any] | None = {
             "metadata": {"name": BINDING, "resourceVersion": "1"},
@@ -80,6 +81,8 @@ class FakeKube:
         return copy.deepcopy(self.binding)
 
     def replace_cluster_role_binding(self, body: dict[str, Any]) -> dict[str, Any]:
+        if self.refuse_binding:
+            raise KubeError("PUT clusterrolebindings: 403 forbidden", 403)
         assert self.binding is not None
         assert body["metadata"]["resourceVersion"] == self.binding["metadata"]["resourceVersion"]
         self.writes += 1
@@ -276,3 +279,23 @@ def test_a_missing_api_key_secret_is_named_and_the_endpoint_keeps_serving() -> N
     kube.secrets["callers"] = {"alice": "x"}
     reconciler.reconcile(NS, "openai-chat")
     assert kube.endpoint["status"]["state"] == {"ready": "READY", "configUpdate": "NOT_UPDATING"}
+
+
+def test_a_refused_binding_degrades_only_endpoints_that_need_it() -> None:
+    kube = FakeKube(_sample("openai"), {"llm-keys": {"openai": "x"}})
+    kube.refuse_binding = True
+    reconciler = _reconciler(kube)
+    reconciler.reconcile(NS, "openai-chat")
+    degraded = next(c for c in kube.endpoint["status"]["conditions"] if c["type"] == "Degraded")
+    assert degraded["reason"] == "TokenReviewUnavailable" and "403" in degraded["message"]
+
+    # Turned off, the subject it could not add is not needed: nothing to report.
+    _with_auth(kube.endpoint, {"serviceAccountTokens": {"enabled": False}})
+    kube.endpoint["metadata"]["generation"] = 2
+    kube.binding["subjects"] = [  # type: ignore[index]
+        {"kind": "ServiceAccount", "name": "openai-chat-gateway", "namespace": NS}
+    ]
+    reconciler.binding = type(reconciler.binding)(kube, BINDING)  # forget the cached read
+    reconciler.reconcile(NS, "openai-chat")
+    degraded = next(c for c in kube.endpoint["status"]["conditions"] if c["type"] == "Degraded")
+    assert degraded["status"] == "False"
