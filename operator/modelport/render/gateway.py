@@ -11,7 +11,7 @@ file and the gateway picks it up without a restart.
 When the gateway verifies callers' ServiceAccount tokens it needs an identity of its
 own to ask the apiserver (TokenReview): a ServiceAccount per endpoint, whose token is
 mounted, and which the operator adds to the ClusterRoleBinding that grants exactly
-that. Otherwise the pod runs as the namespace's default ServiceAccount with no token.
+that. Otherwise the pod runs as the namespace's `default` ServiceAccount with no token.
 """
 
 from __future__ import annotations
@@ -159,11 +159,13 @@ def _deployment(
         placement["tolerations"] = [dict(t) for t in settings.gateway_tolerations]
     # The token is the gateway's credential for TokenReview, so it is mounted only
     # when the gateway verifies ServiceAccount tokens (and then for its own account).
-    identity: Manifest = (
-        {"serviceAccountName": account, "automountServiceAccountToken": True}
-        if account is not None
-        else {"automountServiceAccountToken": False}
-    )
+    # "default" is spelled out: left out, the apiserver would keep the old name
+    # through the deprecated `serviceAccount` field, and pods would name a pruned
+    # ServiceAccount.
+    identity: Manifest = {
+        "serviceAccountName": account or "default",
+        "automountServiceAccountToken": account is not None,
+    }
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

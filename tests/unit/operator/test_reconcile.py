@@ -228,7 +228,8 @@ def test_the_binding_follows_the_endpoint() -> None:
     assert outcome is not None and outcome.pruned == ["ServiceAccount openai-chat-gateway"]
     assert kube.subjects() == []
     pod = kube.objects[("Deployment", "openai-chat-gateway")]["spec"]["template"]["spec"]
-    assert pod["automountServiceAccountToken"] is False and "serviceAccountName" not in pod
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["serviceAccountName"] == "default"
 
     # On again, then the endpoint deleted: added, then removed; someone else's stays.
     del kube.endpoint["spec"]["aiGateway"]["auth"]

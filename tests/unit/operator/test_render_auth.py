@@ -139,7 +139,7 @@ def test_auth_section(
     else:
         assert rendered.service_account is None
         assert "ServiceAccount" not in {kind for kind, _ in kinds}
-        assert "serviceAccountName" not in pod
+        assert pod["serviceAccountName"] == "default"
         assert pod["automountServiceAccountToken"] is False
 
 
