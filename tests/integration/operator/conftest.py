@@ -12,7 +12,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Cluster
-from tests.integration.operator.support import Operator, install_crd
+from tests.integration.operator.support import (
+    Operator,
+    install_crd,
+    install_tokenreview_binding,
+)
 
 
 @pytest.fixture(scope="session")
@@ -20,6 +24,17 @@ def crd(cluster: Cluster) -> Cluster:
     """The cluster, with the ServingEndpoint CRD installed."""
     install_crd(cluster)
     return cluster
+
+
+@pytest.fixture(scope="session")
+def tokenreview_binding(crd: Cluster) -> Iterator[str]:
+    """The gateways' TokenReview ClusterRoleBinding the chart would create, named for this
+    session (it is cluster-scoped; another session may run beside this one)."""
+    name = f"modelport-test-{uuid.uuid4().hex[:8]}-gateways"
+    install_tokenreview_binding(crd, name)
+    yield name
+    crd.kubectl("delete", "clusterrolebinding", name, "--wait=false", check=False)
+    crd.kubectl("delete", "clusterrole", f"{name}-role", "--wait=false", check=False)
 
 
 def make_namespace(cluster: Cluster, prefix: str) -> str:
@@ -43,10 +58,14 @@ def op_namespace(crd: Cluster) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def operator(
-    crd: Cluster, op_namespace: str, tmp_path_factory: pytest.TempPathFactory
+    crd: Cluster,
+    op_namespace: str,
+    tokenreview_binding: str,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Operator]:
-    """`modelport operator` watching the module's namespace."""
+    """`modelport operator` watching the module's namespace, keeping the session's
+    TokenReview binding."""
     log = Path(tmp_path_factory.mktemp("operator")) / "operator.log"
-    op = Operator(crd, [op_namespace], log).start()
+    op = Operator(crd, [op_namespace], log, binding=tokenreview_binding).start()
     yield op
     op.stop()

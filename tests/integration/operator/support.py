@@ -19,10 +19,13 @@ import yaml
 from tests.conftest import ROOT, Cluster
 
 SAMPLES = ROOT / "manifests" / "samples"
-CHILD_KINDS = "configmaps,services,deployments.apps,horizontalpodautoscalers.autoscaling"
+CHILD_KINDS = (
+    "configmaps,serviceaccounts,services,deployments.apps,horizontalpodautoscalers.autoscaling"
+)
 MANAGED = "app.kubernetes.io/managed-by=modelport"
 KIND_ALIASES = {
     "ConfigMap": "configmap",
+    "ServiceAccount": "serviceaccount",
     "Service": "service",
     "Deployment": "deployment.apps",
     "HorizontalPodAutoscaler": "horizontalpodautoscaler.autoscaling",
@@ -42,16 +45,96 @@ def install_crd(cluster: Cluster) -> None:
     )
 
 
+def openai_entity(name: str = "gpt", keys: str = "llm-keys") -> dict[str, Any]:
+    """An external gpt-4o entity whose key is `<keys>/openai` (a Secret)."""
+    return {
+        "name": name,
+        "externalModel": {
+            "name": "gpt-4o",
+            "provider": "openai",
+            "task": "llm/v1/chat",
+            "openaiConfig": {"openaiApiKey": {"secretKeyRef": {"name": keys, "key": "openai"}}},
+        },
+    }
+
+
+def install_tokenreview_binding(cluster: Cluster, name: str) -> None:
+    """What the chart creates for the gateways' TokenReviews: a ClusterRole `<name>-role`
+    that may create TokenReviews, and a ClusterRoleBinding `name` to it, no subjects."""
+    apply(
+        cluster,
+        "default",
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": f"{name}-role", "labels": {"modelport-test": "tokenreview"}},
+            "rules": [
+                {
+                    "apiGroups": ["authentication.k8s.io"],
+                    "resources": ["tokenreviews"],
+                    "verbs": ["create"],
+                }
+            ],
+        },
+    )
+    apply(
+        cluster,
+        "default",
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": name, "labels": {"modelport-test": "tokenreview"}},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": f"{name}-role",
+            },
+        },
+    )
+
+
+def binding_subjects(cluster: Cluster, name: str) -> list[str]:
+    """`<namespace>/<name>` of each ServiceAccount subject of ClusterRoleBinding `name`."""
+    binding = kubectl_json(cluster, "get", "clusterrolebinding", name)
+    return [
+        f"{s.get('namespace')}/{s['name']}"
+        for s in binding.get("subjects") or []
+        if s["kind"] == "ServiceAccount"
+    ]
+
+
+def can_create_tokenreviews(cluster: Cluster, namespace: str, account: str) -> bool:
+    """Whether ServiceAccount `namespace/account` may create TokenReviews (impersonated)."""
+    done = cluster.kubectl(
+        "auth",
+        "can-i",
+        "create",
+        "tokenreviews.authentication.k8s.io",
+        f"--as=system:serviceaccount:{namespace}:{account}",
+        check=False,
+    )
+    return done.stdout.strip() == "yes"
+
+
 class Operator:
-    """`modelport operator` in a subprocess, logging JSON lines to a file."""
+    """`modelport operator` in a subprocess, logging JSON lines to a file.
+
+    `binding` names the ClusterRoleBinding it keeps the gateways' TokenReview subjects
+    in (`install_tokenreview_binding`; the chart's `<release>-gateways`)."""
 
     def __init__(
-        self, cluster: Cluster, namespaces: Iterable[str], log_path: Path, *extra: str
+        self,
+        cluster: Cluster,
+        namespaces: Iterable[str],
+        log_path: Path,
+        *extra: str,
+        binding: str = "",
     ) -> None:
         self.cluster = cluster
         self.namespaces = list(namespaces)
         self.log_path = log_path
         self.extra = extra
+        self.binding = binding
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, *, via_kopf: bool = False) -> Operator:
@@ -59,6 +142,9 @@ class Operator:
         `kopf run -m modelport.controller` configured through MODELPORT_* variables."""
         env = {**self.cluster.env, "PYTHONUNBUFFERED": "1"}
         env.pop("MODELPORT_NAMESPACES", None)
+        env.pop("MODELPORT_GATEWAY_TOKENREVIEW_BINDING", None)
+        if self.binding:
+            env["MODELPORT_GATEWAY_TOKENREVIEW_BINDING"] = self.binding
         if via_kopf:
             args = [
                 sys.executable,

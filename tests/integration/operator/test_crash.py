@@ -20,9 +20,11 @@ from tests.integration.operator.support import (
     Operator,
     all_managed,
     apply,
+    binding_subjects,
     create_secret,
     endpoint,
     kubectl_json,
+    openai_entity,
     wait_ready,
     write_snapshot,
 )
@@ -32,6 +34,9 @@ pytestmark = pytest.mark.cluster
 
 # Enough endpoints that the operator is still busy when the first child appears.
 COUNT = 12
+# ConfigMap, ServiceAccount, Service, Deployment, HPA of the gateway; Deployment,
+# Service, HPA of the model.
+CHILDREN = 8
 
 
 def _body(name: str) -> dict[str, Any]:
@@ -41,17 +46,7 @@ def _body(name: str) -> dict[str, Any]:
         "metadata": {"name": name},
         "spec": {
             "servedEntities": [
-                {
-                    "name": "gpt",
-                    "externalModel": {
-                        "name": "gpt-4o",
-                        "provider": "openai",
-                        "task": "llm/v1/chat",
-                        "openaiConfig": {
-                            "openaiApiKey": {"secretKeyRef": {"name": "keys", "key": "openai"}}
-                        },
-                    },
-                },
+                openai_entity(keys="keys"),
                 {
                     "name": "llama",
                     "entityName": "hf://meta-llama/Llama-3.1-8B-Instruct",
@@ -75,11 +70,11 @@ def log_path(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_sigkill_mid_reconcile_then_restart_converges(
-    crd: Cluster, op_namespace: str, log_path: Path
+    crd: Cluster, op_namespace: str, tokenreview_binding: str, log_path: Path
 ) -> None:
     ns = op_namespace
     create_secret(crd, ns, "keys", {"openai": f"{FAKE_SECRET_PREFIX}-{uuid.uuid4().hex[:8]}"})
-    first = Operator(crd, [ns], log_path).start()
+    first = Operator(crd, [ns], log_path, binding=tokenreview_binding).start()
     try:
         # All at once, in one request, so the operator gets them together.
         items = [_body(f"crash-{i}") for i in range(COUNT)]
@@ -90,16 +85,16 @@ def test_sigkill_mid_reconcile_then_restart_converges(
     finally:
         first.stop(signal.SIGKILL)
     written = len(all_managed(crd, ns))
-    assert written < COUNT * 7, "the kill came too late to interrupt anything"
+    assert written < COUNT * CHILDREN, "the kill came too late to interrupt anything"
 
     # The restart uses `kopf run -m modelport.controller`, the documented equivalent.
-    second = Operator(crd, [ns], log_path).start(via_kopf=True)
+    second = Operator(crd, [ns], log_path, binding=tokenreview_binding).start(via_kopf=True)
     try:
         for i in range(COUNT):
             wait_ready(crd, ns, f"crash-{i}", timeout=120)
         children = all_managed(crd, ns)
         keys = [(c["kind"], c["metadata"]["name"]) for c in children]
-        assert len(keys) == len(set(keys)) == COUNT * 7
+        assert len(keys) == len(set(keys)) == COUNT * CHILDREN
         uids = {}
         for i in range(COUNT):
             live = endpoint(crd, ns, f"crash-{i}")
@@ -112,6 +107,10 @@ def test_sigkill_mid_reconcile_then_restart_converges(
                 child["metadata"]["name"].startswith(owner["name"] + "-")
                 or child["metadata"]["name"] == owner["name"]
             )
+        # Every gateway's ServiceAccount is in the TokenReview binding, exactly once,
+        # although twelve reconciles added theirs at the same time.
+        subjects = [s for s in binding_subjects(crd, tokenreview_binding) if s.startswith(ns)]
+        assert sorted(subjects) == sorted(f"{ns}/crash-{i}-gateway" for i in range(COUNT))
         # One ReplicaSet per Deployment: no duplicate pods from a half-done rollout.
         time.sleep(1)
         sets = kubectl_json(crd, "-n", ns, "get", "replicasets")["items"]
@@ -123,7 +122,7 @@ def test_sigkill_mid_reconcile_then_restart_converges(
     # One more restart of a converged operator: resuming writes nothing at all.
     before = {f"crash-{i}": write_snapshot(crd, ns, f"crash-{i}") for i in range(COUNT)}
     offset = len(log_path.read_text())
-    third = Operator(crd, [ns], log_path).start()
+    third = Operator(crd, [ns], log_path, binding=tokenreview_binding).start()
     try:
         eventually(lambda: len(third.reconcile_lines(offset)) >= COUNT, timeout=60)
         after = {f"crash-{i}": write_snapshot(crd, ns, f"crash-{i}") for i in range(COUNT)}

@@ -63,6 +63,7 @@ def operator(
     crd: Cluster,
     op_namespace: str,
     doomed_namespace: str,
+    tokenreview_binding: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Operator]:
     """This module's operator watches two namespaces and serves its liveness endpoint."""
@@ -73,6 +74,7 @@ def operator(
         log,
         "--liveness",
         f"http://127.0.0.1:{LIVENESS_PORT}/healthz",
+        binding=tokenreview_binding,
     ).start()
     yield op
     op.stop()
@@ -196,6 +198,7 @@ def test_edits_converge(crd: Cluster, keys: str, operator: Operator) -> None:
     eventually(lambda: ("Deployment", "edits-llama") not in children(crd, ns, name))
     assert set(children(crd, ns, name)) == {
         ("ConfigMap", "edits-gateway"),
+        ("ServiceAccount", "edits-gateway"),
         ("Deployment", "edits-gateway"),
         ("HorizontalPodAutoscaler", "edits-gateway"),
         ("Service", "edits"),

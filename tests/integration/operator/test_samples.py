@@ -1,7 +1,9 @@
 """Every sample endpoint, applied to a real cluster with the real operator running:
 exactly the children of design.md, with owner references and labels, READY and
-NOT_UPDATING with the traffic weights in status; deleting removes every child; and
-no Secret value shows up in any ConfigMap, status, event or operator log line."""
+NOT_UPDATING with the traffic weights in status, each gateway's ServiceAccount in the
+TokenReview binding; deleting removes every child and every subject; and no Secret
+value (provider keys, callers' API keys) shows up in any ConfigMap, status, event or
+operator log line."""
 
 from __future__ import annotations
 
@@ -19,7 +21,9 @@ from tests.integration.operator.support import (
     SAMPLES,
     Operator,
     apply,
+    binding_subjects,
     bound_pvc,
+    can_create_tokenreviews,
     children,
     create_secret,
     endpoint,
@@ -77,6 +81,7 @@ def applied(
 def _expected(ep: str, sample_name: str) -> set[tuple[str, str]]:
     want = {
         ("ConfigMap", f"{ep}-gateway"),
+        ("ServiceAccount", f"{ep}-gateway"),  # callers authenticate by default
         ("Deployment", f"{ep}-gateway"),
         ("HorizontalPodAutoscaler", f"{ep}-gateway"),
         ("Service", ep),
@@ -91,7 +96,11 @@ def _expected(ep: str, sample_name: str) -> set[tuple[str, str]]:
 
 @pytest.mark.parametrize("sample_name", SAMPLE_NAMES)
 def test_sample_reaches_ready_with_exact_children(
-    crd: Cluster, op_namespace: str, applied: dict[str, dict[str, Any]], sample_name: str
+    crd: Cluster,
+    op_namespace: str,
+    tokenreview_binding: str,
+    applied: dict[str, dict[str, Any]],
+    sample_name: str,
 ) -> None:
     body = applied[sample_name]
     ep = body["metadata"]["name"]
@@ -157,6 +166,18 @@ def test_sample_reaches_ready_with_exact_children(
     mount = next(m for m in container["volumeMounts"] if m["name"] == "secrets")
     assert mount["readOnly"] is True
 
+    # The gateway verifies callers' ServiceAccount tokens as its own ServiceAccount,
+    # which may create TokenReviews (through the binding) and nothing else.
+    account = f"{ep}-gateway"
+    assert (pod["serviceAccountName"], pod["automountServiceAccountToken"]) == (account, True)
+    assert f"{op_namespace}/{account}" in binding_subjects(crd, tokenreview_binding)
+    assert can_create_tokenreviews(crd, op_namespace, account)
+    config = json.loads(found[("ConfigMap", f"{ep}-gateway")]["data"]["gateway.json"])
+    auth = config["aiGateway"]["auth"]
+    assert auth["enabled"] is True and auth["serviceAccountTokens"]["audiences"] == ["modelport"]
+    api_keys = {(r.name, r.key) for r in refs if r.field.startswith("spec.aiGateway.auth")}
+    assert {k["path"] for k in auth["apiKeys"]} == {f"{n}/{k}" for n, k in api_keys}
+
 
 def test_gpu_pods_run_on_gpu_nodes(
     crd: Cluster, op_namespace: str, applied: dict[str, dict[str, Any]]
@@ -185,6 +206,8 @@ def test_no_secret_value_leaks(
     for name in applied.values():
         wait_ready(crd, op_namespace, name["metadata"]["name"], timeout=120)
     values = list(secret_values.values())
+    # Callers' API keys are scanned for too (the callers sample lists two).
+    assert any(name == "chat-callers" for name, _ in secret_values)
     places = {
         "configmaps": json.dumps(kubectl_json(crd, "-n", op_namespace, "get", "configmaps")),
         "endpoints": json.dumps(kubectl_json(crd, "-n", op_namespace, "get", "servingendpoints")),
@@ -198,7 +221,7 @@ def test_no_secret_value_leaks(
 
 
 def test_deleting_endpoints_removes_every_child(
-    crd: Cluster, op_namespace: str, applied: dict[str, dict[str, Any]]
+    crd: Cluster, op_namespace: str, tokenreview_binding: str, applied: dict[str, dict[str, Any]]
 ) -> None:
     for body in applied.values():
         wait_ready(crd, op_namespace, body["metadata"]["name"], timeout=120)
@@ -218,11 +241,22 @@ def test_deleting_endpoints_removes_every_child(
                 "-n",
                 op_namespace,
                 "get",
-                "configmaps,services,deployments,horizontalpodautoscalers",
+                "configmaps,serviceaccounts,services,deployments,horizontalpodautoscalers",
                 "-l",
                 "app.kubernetes.io/managed-by=modelport",
             )["items"]
         ),
         timeout=90,
+    )
+    # The binding is cluster-scoped, owned by no endpoint: the operator removes them.
+    eventually(
+        lambda: (
+            not [
+                s
+                for s in binding_subjects(crd, tokenreview_binding)
+                if s.startswith(f"{op_namespace}/")
+            ]
+        ),
+        timeout=60,
     )
     crd.kubectl("delete", "pv", "-l", f"modelport-test={op_namespace}", "--wait=false", check=False)
