@@ -1,12 +1,15 @@
 """The chart's RBAC is enough, and no more: the operator runs with a token of the
 chart's ServiceAccount and reconciles every sample to READY in a namespace that
-enforces the restricted Pod Security level."""
+enforces the restricted Pod Security level, keeping the gateways' TokenReview
+binding with the one cluster-scoped right it has (which `helm upgrade` leaves
+alone)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,11 +22,14 @@ from tests.integration.operator.support import (
     SAMPLES,
     Operator,
     apply,
+    binding_subjects,
     bound_pvc,
+    can_create_tokenreviews,
     create_secret,
     sample,
     wait_ready,
 )
+from tests.support import eventually
 
 pytestmark = pytest.mark.cluster
 
@@ -54,24 +60,33 @@ def can_i(cluster: Cluster, *args: str) -> bool:
     return done.stdout.strip() == "yes"
 
 
+def helm(cluster: Cluster, *args: str) -> None:
+    subprocess.run(
+        [str(cluster.tools / "helm"), *args],
+        env=cluster.env, capture_output=True, text=True, check=True, timeout=180,
+    )  # fmt: skip
+
+
 @pytest.fixture
-def release(cluster: Cluster, namespace: str) -> str:
+def release(cluster: Cluster, namespace: str) -> Iterator[str]:
     cluster.kubectl(
         "label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted"
     )
     name = f"mp-{uuid.uuid4().hex[:6]}"
-    subprocess.run(
-        [str(cluster.tools / "helm"), "install", name, CHART, "--namespace", namespace,
-         "--set", f"watchNamespaces={{{namespace}}}", "--wait", "--timeout", "120s"],
-        env=cluster.env, capture_output=True, text=True, check=True, timeout=180,
+    helm(
+        cluster, "install", name, CHART, "--namespace", namespace,
+        "--set", f"watchNamespaces={{{namespace}}}", "--wait", "--timeout", "120s",
     )  # fmt: skip
-    return name
+    yield name
+    # The TokenReview ClusterRoles and bindings outlive the namespace otherwise.
+    helm(cluster, "uninstall", name, "--namespace", namespace, "--wait")
 
 
 def test_chart_rbac_is_sufficient_and_least_privilege(
     cluster: Cluster, namespace: str, release: str, tmp_path: Path
 ) -> None:
     sa = f"{release}-modelport"
+    binding = f"{release}-modelport-gateways"
     as_operator = Cluster(
         token_kubeconfig(cluster, namespace, sa, tmp_path / "sa.kubeconfig"), cluster.tools
     )
@@ -84,8 +99,18 @@ def test_chart_rbac_is_sufficient_and_least_privilege(
         ("delete", "horizontalpodautoscalers.autoscaling"),
         ("get", "secrets"),
         ("create", "events"),
+        ("create", "serviceaccounts"),
+        ("delete", "serviceaccounts"),
     ]:
         assert can_i(as_operator, verb, resource, "-n", namespace), (verb, resource)
+    # Its one cluster-scoped right: the subjects of the gateways' TokenReview binding.
+    rbac = "rbac.authorization.k8s.io"
+    for verb, resource in [
+        ("get", f"clusterrolebindings.{rbac}/{binding}"),
+        ("update", f"clusterrolebindings.{rbac}/{binding}"),
+        ("bind", f"clusterroles.{rbac}/{release}-modelport-gateway-tokenreview"),
+    ]:
+        assert can_i(as_operator, verb, resource), (verb, resource)
     # What it must not do.
     for verb, resource, where in [
         ("get", "secrets", "default"),
@@ -99,11 +124,26 @@ def test_chart_rbac_is_sufficient_and_least_privilege(
         ("create", "deployments.apps", "default"),
         ("list", "nodes", ""),
         ("create", "customresourcedefinitions.apiextensions.k8s.io", ""),
+        ("create", "serviceaccounts", "default"),
+        # It may name the TokenReview role in its binding, not hold its right, and
+        # no other binding or role is within reach.
+        ("create", "tokenreviews.authentication.k8s.io", ""),
+        ("list", "clusterrolebindings.rbac.authorization.k8s.io", ""),
+        ("create", "clusterrolebindings.rbac.authorization.k8s.io", ""),
+        ("update", "clusterrolebindings.rbac.authorization.k8s.io/cluster-admin", ""),
+        ("update", f"clusterrolebindings.rbac.authorization.k8s.io/{release}-modelport", ""),
+        ("bind", "clusterroles.rbac.authorization.k8s.io/cluster-admin", ""),
+        ("bind", "clusterroles.rbac.authorization.k8s.io/admin", ""),
+        ("create", "rolebindings.rbac.authorization.k8s.io", namespace),
     ]:
         scope = (
             [] if not where else (["--all-namespaces"] if where.startswith("--") else ["-n", where])
         )
         assert not can_i(as_operator, verb, resource, *scope), (verb, resource, where)
+    # It creates the gateways' ServiceAccounts, never tokens for them.
+    assert not can_i(
+        as_operator, "create", "serviceaccounts", "--subresource=token", "-n", namespace
+    )
 
     # Every sample, reconciled by the operator with only these rights.
     values: dict[str, dict[str, str]] = {}
@@ -119,7 +159,7 @@ def test_chart_rbac_is_sufficient_and_least_privilege(
     bound_pvc(cluster, namespace, "model-cache")
 
     log = tmp_path / "operator.log"
-    operator = Operator(as_operator, [namespace], log).start()
+    operator = Operator(as_operator, [namespace], log, binding=binding).start()
     try:
         names = []
         for name in SAMPLE_NAMES:
@@ -128,6 +168,31 @@ def test_chart_rbac_is_sufficient_and_least_privilege(
             names.append(body["metadata"]["name"])
         for name in names:
             wait_ready(cluster, namespace, name, timeout=120)
+        operator.assert_alive()
+        # Every gateway verifies ServiceAccount tokens (the default) with its own
+        # ServiceAccount, which the operator bound to TokenReview, and nothing more.
+        wanted = {f"{namespace}/{name}-gateway" for name in names}
+        assert set(binding_subjects(cluster, binding)) == wanted
+        for name in names:
+            assert can_create_tokenreviews(cluster, namespace, f"{name}-gateway")
+        for endpoint_status in json.loads(
+            cluster.kubectl("-n", namespace, "get", "servingendpoints", "-o", "json").stdout
+        )["items"]:
+            degraded = next(
+                c for c in endpoint_status["status"]["conditions"] if c["type"] == "Degraded"
+            )
+            assert degraded["status"] == "False", degraded
+
+        # Helm does not render the subjects, so an upgrade leaves them as they are.
+        helm(
+            cluster, "upgrade", release, CHART, "--namespace", namespace, "--reuse-values",
+            "--set", "operator.logLevel=DEBUG", "--wait", "--timeout", "120s",
+        )  # fmt: skip
+        assert set(binding_subjects(cluster, binding)) == wanted
+
+        # Deleting the endpoints takes their subjects out again.
+        cluster.kubectl("-n", namespace, "delete", "servingendpoints", "--all", "--wait=false")
+        eventually(lambda: not binding_subjects(cluster, binding), timeout=90)
         operator.assert_alive()
     finally:
         operator.stop()

@@ -80,3 +80,9 @@ def test_install_upgrade_uninstall(cluster: Cluster, namespace: str) -> None:
         "-l", f"app.kubernetes.io/instance={release}", "-o", "name",
     )  # fmt: skip
     assert left.stdout.strip() == ""
+    # Nor the cluster-scoped part (the gateways' TokenReview role and binding).
+    left = cluster.kubectl(
+        "get", "clusterrole,clusterrolebinding",
+        "-l", f"app.kubernetes.io/instance={release}", "-o", "name",
+    )  # fmt: skip
+    assert left.stdout.strip() == ""
