@@ -171,22 +171,26 @@ class GatewayApp:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 await self.upstream.start()  # the session belongs to the serving loop
-                for stage in self._managed():
-                    await stage.start()
+                for stage in self._stages():
+                    if hasattr(stage, "start"):
+                        await stage.start()
                 self._started = True
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self._started = False
-                for stage in self._managed():
-                    await stage.aclose()
+                for stage in self._stages():
+                    if hasattr(stage, "aclose"):
+                        await stage.aclose()
                 await self.upstream.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    def _managed(self) -> list[Any]:
-        """Stages with a lifetime of their own (``start``/``aclose``): sinks, verifiers."""
-        stages: list[Any] = [self.pipeline.authenticator, *self.pipeline.sinks]
-        return [s for s in stages if hasattr(s, "start") and hasattr(s, "aclose")]
+    def _stages(self) -> list[Any]:
+        """Every configured stage; those with a lifetime of their own (sinks, verifiers)
+        have ``start`` and/or ``aclose``, called at start-up and shutdown."""
+        p = self.pipeline
+        stages = [p.authenticator, *p.admission, *p.attempt_hooks, *p.taps, *p.sinks]
+        return [s for s in stages if s is not None]
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
@@ -407,15 +411,17 @@ class GatewayApp:
             ctx.status = 200
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             async for payloads in upstream:
+                stop = None
                 if taps:
-                    payloads = _tapped(taps, payloads)
-                if not payloads:
-                    continue
-                if ctx.first_byte is None:
-                    ctx.first_byte = time.monotonic()
-                exchange.chunks += len(payloads)
-                frame = b"".join(b"data: " + p + b"\n\n" for p in payloads)
-                await send({"type": "http.response.body", "body": frame, "more_body": True})
+                    payloads, stop = _tapped(taps, payloads)
+                if payloads:
+                    if ctx.first_byte is None:
+                        ctx.first_byte = time.monotonic()
+                    exchange.chunks += len(payloads)
+                    frame = b"".join(b"data: " + p + b"\n\n" for p in payloads)
+                    await send({"type": "http.response.body", "body": frame, "more_body": True})
+                if stop is not None:
+                    raise stop
             usage = upstream.translator.usage
             if usage is not None:
                 ctx.usage = TokenUsage.reported(usage)
@@ -492,17 +498,21 @@ class GatewayApp:
             watcher.cancel()
 
 
-def _tapped(taps: list[Tap], payloads: list[bytes]) -> list[bytes]:
-    """Each payload through every tap, in order; an empty result drops the chunk."""
-    out = []
+def _tapped(taps: list[Tap], payloads: list[bytes]) -> tuple[list[bytes], GatewayError | None]:
+    """Each payload through every tap, in order; an empty result drops the chunk. A tap
+    that stops the stream ends the batch there: what passed before it is still sent."""
+    out: list[bytes] = []
     for payload in payloads:
         for tap in taps:
-            payload = tap.chunk(payload)
+            try:
+                payload = tap.chunk(payload)
+            except GatewayError as stop:
+                return out, stop
             if not payload:
                 break
         else:
             out.append(payload)
-    return out
+    return out, None
 
 
 class _DisconnectedError(Exception):

@@ -54,9 +54,7 @@ def sdk(gw: RunningGateway, key: str) -> openai.OpenAI:
 
 
 @pytest.fixture
-def keyed(
-    provider: FakeProvider, gateway: Callable[..., RunningGateway]
-) -> RunningGateway:
+def keyed(provider: FakeProvider, gateway: Callable[..., RunningGateway]) -> RunningGateway:
     serve_openai(provider, "/v1", lambda seen: None, model="e1")
     return gateway(
         with_keys(provider.url + "/v1"), {"callers/alice": ALICE, "callers/bot": BOT + "\n"}
@@ -75,9 +73,7 @@ def test_no_credential_is_401_with_a_bearer_challenge(keyed: RunningGateway) -> 
 
 def test_a_wrong_key_is_401_through_the_sdk(keyed: RunningGateway) -> None:
     with pytest.raises(openai.AuthenticationError) as caught:
-        sdk(keyed, "test-caller-key-nobody-9999").chat.completions.create(
-            model="ep", messages=CHAT
-        )
+        sdk(keyed, "test-caller-key-nobody-9999").chat.completions.create(model="ep", messages=CHAT)
     assert caught.value.status_code == 401
     assert caught.value.response.headers["www-authenticate"].endswith('error="invalid_token"')
     assert "test-caller-key-nobody-9999" not in caught.value.response.text
@@ -104,7 +100,7 @@ def test_models_list_needs_a_credential_too(keyed: RunningGateway) -> None:
 
 
 def test_other_schemes_and_empty_tokens_are_401(keyed: RunningGateway) -> None:
-    for header in (f"Basic {ALICE}", "Bearer ", "Bearer", ALICE, f"bearer  {ALICE}x"):
+    for header in (f"Basic {ALICE}", "Bearer", ALICE, f"bearer  {ALICE}x", f"Token {ALICE}"):
         r = httpx.post(
             keyed.url + "/v1/chat/completions",
             json={"messages": CHAT},

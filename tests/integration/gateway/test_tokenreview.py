@@ -9,20 +9,19 @@ the apiserver named by the cluster's kubeconfig, trusting its CA.
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from modelport import gatewayconfig as gc
 from modelport.gateway.auth.base import AuthFailedError, AuthUnavailableError
 from modelport.gateway.auth.tokenreview import TokenReviewVerifier
 from tests.conftest import Cluster
-from tests.support import FakeClock, asynchronous, eventually
+from tests.integration.gateway.kubeauth import api_server, grant_tokenreview, mint
+from tests.support import FakeClock, asynchronous
 
 pytestmark = pytest.mark.cluster
 
@@ -32,33 +31,6 @@ CACHE_SECONDS = 10.0
 Reviewers = Callable[..., TokenReviewVerifier]
 
 
-def api_server(cluster: Cluster, directory: Path) -> tuple[str, Path]:
-    """The apiserver's URL and a file with its CA, from the kubeconfig's current context."""
-    config: dict[str, Any] = yaml.safe_load(cluster.kubeconfig.read_text())
-    context_name = config.get("current-context")
-    contexts = {c["name"]: c["context"] for c in config.get("contexts", [])}
-    clusters = {c["name"]: c["cluster"] for c in config["clusters"]}
-    entry = (
-        clusters[contexts[context_name]["cluster"]]
-        if context_name in contexts
-        else next(iter(clusters.values()))
-    )
-    if "certificate-authority-data" in entry:
-        ca_file = directory / "ca.crt"
-        ca_file.write_bytes(base64.b64decode(entry["certificate-authority-data"]))
-    else:
-        ca_file = Path(entry["certificate-authority"])
-        if not ca_file.is_absolute():
-            ca_file = cluster.kubeconfig.parent / ca_file
-    return entry["server"], ca_file
-
-
-def mint(cluster: Cluster, namespace: str, account: str, *audiences: str) -> str:
-    """A fresh token of ``account`` (for ``audiences``; none: the apiserver's own)."""
-    flags = [f"--audience={a}" for a in audiences]
-    return cluster.kubectl("-n", namespace, "create", "token", account, *flags).stdout.strip()
-
-
 @pytest.fixture
 def reviewers(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Reviewers]:
     """Make verifiers that review as the namespace's ServiceAccount ``reviewer``.
@@ -66,25 +38,9 @@ def reviewers(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Revi
     ``reviewer`` may create tokenreviews (a ClusterRole and ClusterRoleBinding named after
     the namespace, removed afterwards); ``norights`` may not; ``caller`` is a caller.
     """
-    role = f"modelport-test-tokenreview-{namespace}"
     for account in ("reviewer", "norights", "caller"):
         cluster.kubectl("-n", namespace, "create", "serviceaccount", account)
-    cluster.kubectl(
-        "create", "clusterrole", role, "--verb=create",
-        "--resource=tokenreviews.authentication.k8s.io",
-    )  # fmt: skip
-    cluster.kubectl(
-        "create", "clusterrolebinding", role, f"--clusterrole={role}",
-        f"--serviceaccount={namespace}:reviewer",
-    )  # fmt: skip
-    # The RBAC authorizer learns of the binding through a watch: wait until it applies.
-    eventually(
-        lambda: cluster.kubectl(
-            "auth", "can-i", "create", "tokenreviews.authentication.k8s.io",
-            f"--as=system:serviceaccount:{namespace}:reviewer", check=False,
-        ).stdout.strip() == "yes",
-        timeout=30,
-    )  # fmt: skip
+    revoke = grant_tokenreview(cluster, namespace, "reviewer")
     url, ca_file = api_server(cluster, tmp_path)
 
     def make(
@@ -108,8 +64,7 @@ def reviewers(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Revi
     try:
         yield make
     finally:
-        cluster.kubectl("delete", "clusterrolebinding", role, "--ignore-not-found", check=False)
-        cluster.kubectl("delete", "clusterrole", role, "--ignore-not-found", check=False)
+        revoke()
 
 
 @asynchronous

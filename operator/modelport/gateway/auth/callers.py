@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 
 from modelport import gatewayconfig as gc
+from modelport.gatewayconfig import ConfigError
 from modelport.gateway.auth.apikeys import ApiKeyVerifier
 from modelport.gateway.auth.base import (
     AuthFailedError,
@@ -165,11 +166,16 @@ def build(config: gc.AuthConfig, secrets_dir: Path, fingerprint: Fingerprinter) 
     if config.service_account_tokens is not None:
         from modelport.gateway.auth.tokenreview import TokenReviewVerifier
 
-        service_accounts = TokenReviewVerifier(config.service_account_tokens)
+        try:
+            service_accounts = TokenReviewVerifier(
+                config.service_account_tokens, fingerprint=fingerprint
+            )
+        except ValueError as exc:  # no apiserver to ask, outside a pod
+            raise ConfigError(f"aiGateway.auth.{exc}") from None
     if config.oidc is not None:
         from modelport.gateway.auth.oidc import OidcVerifier
 
-        oidc = OidcVerifier(config.oidc)
+        oidc = OidcVerifier(config.oidc, fingerprint=fingerprint)
     return CallerAuth(
         config,
         ApiKeyVerifier(secrets_dir, config.api_keys, fingerprint=fingerprint),
