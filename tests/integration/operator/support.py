@@ -45,19 +45,6 @@ def install_crd(cluster: Cluster) -> None:
     )
 
 
-def openai_entity(name: str = "gpt", keys: str = "llm-keys") -> dict[str, Any]:
-    """An external gpt-4o entity whose key is `<keys>/openai` (a Secret)."""
-    return {
-        "name": name,
-        "externalModel": {
-            "name": "gpt-4o",
-            "provider": "openai",
-            "task": "llm/v1/chat",
-            "openaiConfig": {"openaiApiKey": {"secretKeyRef": {"name": keys, "key": "openai"}}},
-        },
-    }
-
-
 def install_tokenreview_binding(cluster: Cluster, name: str) -> None:
     """What the chart creates for the gateways' TokenReviews: a ClusterRole `<name>-role`
     that may create TokenReviews, and a ClusterRoleBinding `name` to it, no subjects."""

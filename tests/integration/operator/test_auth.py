@@ -26,11 +26,11 @@ from tests.integration.operator.support import (
     create_secret,
     endpoint,
     kubectl_json,
-    openai_entity,
     state,
     wait_ready,
 )
 from tests.support import eventually
+from tests.unit.operator.helpers import external
 
 pytestmark = pytest.mark.cluster
 
@@ -45,7 +45,7 @@ def keys(crd: Cluster, op_namespace: str) -> str:
 
 
 def _endpoint(name: str, auth: dict[str, Any] | None = None) -> dict[str, Any]:
-    spec: dict[str, Any] = {"servedEntities": [openai_entity()]}
+    spec: dict[str, Any] = {"servedEntities": [external("gpt")]}
     if auth is not None:
         spec["aiGateway"] = {"auth": auth}
     return {

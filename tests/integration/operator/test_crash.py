@@ -24,11 +24,11 @@ from tests.integration.operator.support import (
     create_secret,
     endpoint,
     kubectl_json,
-    openai_entity,
     wait_ready,
     write_snapshot,
 )
 from tests.support import eventually
+from tests.unit.operator.helpers import external
 
 pytestmark = pytest.mark.cluster
 
@@ -46,7 +46,7 @@ def _body(name: str) -> dict[str, Any]:
         "metadata": {"name": name},
         "spec": {
             "servedEntities": [
-                openai_entity(keys="keys"),
+                external("gpt", "keys"),
                 {
                     "name": "llama",
                     "entityName": "hf://meta-llama/Llama-3.1-8B-Instruct",
