@@ -1,86 +1,413 @@
-"""Prometheus metrics in the text exposition format, kept in process memory.
+"""The gateway's Prometheus metrics, on ``prometheus_client``, summed over uvicorn workers.
 
-A handful of counters and one histogram do not justify a client library; with several
-uvicorn workers each process reports its own series, which Prometheus sums per pod.
+Series (the names are an interface: dashboards, alerts and tests use them):
+
+- ``modelport_gateway_requests_total{entity,route,status}``: finished requests.
+  ``entity=""`` counts requests refused before any entity was tried (400, 401, 403,
+  404, 405, 413, 415, …: ``RequestContext.entity`` is None); ``status="499"`` a client
+  that left before an answer.
+- ``modelport_gateway_request_duration_seconds{entity}`` (histogram): arrival to the last
+  byte, refused requests included under ``entity=""``.
+- ``modelport_gateway_time_to_first_token_seconds{entity}`` (histogram): arrival to the
+  first byte of a successful answer: the first chunk of a stream, the headers of a whole
+  body. Errors are left out: their first byte is not a token, and a flood of 1 ms
+  refusals would drag the quantiles down.
+- ``modelport_gateway_tokens_total{entity,kind}``: ``kind`` is ``prompt`` or
+  ``completion``; all tokens, whether the provider reported them or the gateway
+  estimated them.
+- ``modelport_gateway_estimated_tokens_total{entity,kind}``: the part of ``tokens_total``
+  that was estimated (the provider reported none). A separate counter rather than an
+  ``estimated`` label, so that ``tokens_total`` keeps its series and ``sum()`` over it
+  needs no care; the estimated share is ``estimated_tokens_total / tokens_total``.
+- ``modelport_gateway_principal_tokens_total{principal,kind}``: tokens per caller,
+  ``principal`` being :meth:`Principal.label` (``user:<name>``,
+  ``service_principal:<name>``), ``anonymous`` when the endpoint does not authenticate.
+  Bounded: each worker process gives its own label value to the first ``max_principals``
+  distinct principals it sees and counts every later one under ``other``, so a pod
+  exposes at most workers x max_principals principals plus ``anonymous`` and ``other``
+  (a restarted worker starts a fresh count). Per-caller totals beyond that bound belong
+  in the usage rows, not in Prometheus.
+- ``modelport_gateway_in_flight_requests`` (gauge): requests being served now.
+
+Two modes, chosen per process by the ``PROMETHEUS_MULTIPROC_DIR`` environment variable:
+
+- unset (one worker, and tests): each :class:`Metrics` keeps its series in its own
+  :class:`CollectorRegistry`, never the global one, so several gateway apps can live in one
+  test process; the cheapest mode (a locked float add per increment).
+- set (``modelport gateway --workers N``, see :func:`multiprocess_directory`):
+  prometheus_client writes every value to per-process mmap files in that directory, and
+  :meth:`Metrics.render` merges all of them, so any worker's scrape shows the pod's
+  totals. Counters and histograms of a worker that died stay in the totals (they must
+  never go backwards); its in-flight gauge (``livesum``) is dropped at the next scrape.
 """
 
 from __future__ import annotations
 
-import time
-from collections import defaultdict
+import contextlib
+import os
+import shutil
+import tempfile
+from bisect import bisect_left
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
-BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+    values,
+)
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+
+from modelport.gateway.context import Principal, RequestContext
+
+MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+"""Where worker processes write their metric files; must be set before prometheus_client
+is imported, which is why :func:`multiprocess_directory` exports it before uvicorn spawns
+the workers."""
+
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4.encode()
+"""The text format every Prometheus version parses; our names are all legacy-valid, so the
+body is the same as the 1.0.0 format's."""
+
+DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+# A first token comes in tens of milliseconds from a warm GPU, seconds from a busy provider.
+FIRST_TOKEN_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+ANONYMOUS = "anonymous"
+OTHER = "other"
+"""Principal label values of their own; :meth:`Principal.label` always has a ``kind:``
+prefix, so no caller can collide with them."""
+
+MAX_ROUTES = 32
+"""Distinct ``route`` values per process before the rest count as ``other``. The app
+passes route templates (a handful); the bound keeps a scrape small should a raw,
+client-chosen path ever reach the label."""
+
+Add = Callable[[float], None]
+"""One series' increment (a counter's ``inc``, a histogram's observe), resolved once."""
+Pair = tuple[Add, Add]
+"""The (prompt, completion) increments of one entity or principal."""
+
+# ``*_created`` series double a scrape for a start time that process_start_time_seconds
+# already tells; the gateway process is ours, so the library-wide switch is ours to flip.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 class Metrics:
-    """Request counts, latency and token usage per served entity."""
+    """Request counts, latencies and token usage of one gateway process (see the module)."""
 
-    def __init__(self) -> None:
-        self.requests: defaultdict[tuple[str, str, int], int] = defaultdict(int)
-        self.tokens: defaultdict[tuple[str, str], int] = defaultdict(int)
-        self._hist: defaultdict[str, list[int]] = defaultdict(lambda: [0] * (len(BUCKETS) + 1))
-        self._sum: defaultdict[str, float] = defaultdict(float)
-        self.in_flight = 0
-        self.started = time.time()
-
-    def observe(self, entity: str, route: str, status: int, seconds: float) -> None:
-        """Count one finished request."""
-        self.requests[(entity, route, status)] += 1
-        counts = self._hist[entity]
-        for i, bound in enumerate(BUCKETS):
-            if seconds <= bound:
-                counts[i] += 1
-                break
-        else:
-            counts[-1] += 1
-        self._sum[entity] += seconds
-
-    def add_tokens(self, entity: str, prompt: int, completion: int) -> None:
-        """Add the provider-reported token counts of one response."""
-        self.tokens[(entity, "prompt")] += prompt
-        self.tokens[(entity, "completion")] += completion
-
-    def render(self) -> bytes:
-        """The exposition text."""
-        lines = [
-            "# HELP modelport_gateway_requests_total Requests by served entity, route and status.",
-            "# TYPE modelport_gateway_requests_total counter",
-        ]
-        for (entity, route, status), n in sorted(self.requests.items()):
-            lines.append(
-                f'modelport_gateway_requests_total{{entity="{entity}",route="{route}",'
-                f'status="{status}"}} {n}'
+    def __init__(self, *, max_principals: int = 100) -> None:
+        if max_principals < 0:
+            raise ValueError(f"max_principals must be 0 or more, not {max_principals}")
+        self.max_principals = max_principals
+        self._dir = os.environ.get(MULTIPROC_DIR_ENV) or None
+        if self._dir is not None and values.ValueClass is values.MutexValue:
+            # The values would stay in this process's memory and never reach the files the
+            # scrape merges: every worker's numbers would silently vanish.
+            raise RuntimeError(
+                f"{MULTIPROC_DIR_ENV} was set after prometheus_client was imported; set it "
+                "before the process starts (modelport gateway --workers N does)"
             )
-        lines += [
-            "# HELP modelport_gateway_tokens_total Tokens reported by the provider.",
-            "# TYPE modelport_gateway_tokens_total counter",
-        ]
-        for (entity, kind), n in sorted(self.tokens.items()):
-            lines.append(f'modelport_gateway_tokens_total{{entity="{entity}",kind="{kind}"}} {n}')
-        lines += [
-            "# HELP modelport_gateway_request_duration_seconds Time to the last byte.",
-            "# TYPE modelport_gateway_request_duration_seconds histogram",
-        ]
-        for entity, counts in sorted(self._hist.items()):
-            cumulative = 0
-            for bound, n in zip((*BUCKETS, float("inf")), counts, strict=True):
-                cumulative += n
-                le = "+Inf" if bound == float("inf") else repr(bound)
-                lines.append(
-                    f'modelport_gateway_request_duration_seconds_bucket{{entity="{entity}",'
-                    f'le="{le}"}} {cumulative}'
+        # Multiprocess: the families register nowhere (their values go to the files) and
+        # the registry that renders holds only the collector that merges those files.
+        self._registry = CollectorRegistry()
+        family_registry: CollectorRegistry | None = self._registry
+        if self._dir is not None:
+            MultiProcessCollector(self._registry, path=self._dir)  # type: ignore[no-untyped-call]
+            family_registry = None
+        self._requests = Counter(
+            "modelport_gateway_requests",
+            "Finished requests by served entity, route and status; entity is empty for "
+            "requests refused before dispatch.",
+            ("entity", "route", "status"),
+            registry=family_registry,
+        )
+        self._duration = Histogram(
+            "modelport_gateway_request_duration_seconds",
+            "Seconds from arrival to the last byte.",
+            ("entity",),
+            buckets=DURATION_BUCKETS,
+            registry=family_registry,
+        )
+        self._first_token = Histogram(
+            "modelport_gateway_time_to_first_token_seconds",
+            "Seconds from arrival to the first byte of a successful answer (a stream's first "
+            "chunk).",
+            ("entity",),
+            buckets=FIRST_TOKEN_BUCKETS,
+            registry=family_registry,
+        )
+        self._tokens = Counter(
+            "modelport_gateway_tokens",
+            "Tokens by served entity and kind (prompt, completion), reported or estimated.",
+            ("entity", "kind"),
+            registry=family_registry,
+        )
+        self._estimated_tokens = Counter(
+            "modelport_gateway_estimated_tokens",
+            "The part of modelport_gateway_tokens_total the gateway estimated because the "
+            "provider reported none.",
+            ("entity", "kind"),
+            registry=family_registry,
+        )
+        self._principal_tokens = Counter(
+            "modelport_gateway_principal_tokens",
+            f"Tokens by caller and kind; the first {max_principals} callers a worker sees "
+            "have their own value, later ones count as 'other'.",
+            ("principal", "kind"),
+            registry=family_registry,
+        )
+        self._in_flight = Gauge(
+            "modelport_gateway_in_flight_requests",
+            "Requests being served now.",
+            registry=family_registry,
+            # livesum: the pod's sum over the workers alive now; a dead one's share goes.
+            multiprocess_mode="livesum",
+        )
+        self._in_flight_add = _adder(self._in_flight)
+        # The hot path: `.labels()` validates and hashes its arguments under a lock on every
+        # call, so each series' increment is resolved once and cached here: one dict lookup
+        # per family per request.
+        self._request_adds: dict[tuple[str, str, int], Add] = {}
+        self._routes: set[str] = set()
+        self._entities: dict[str, _EntitySeries] = {}
+        self._principals: dict[str, Pair] = {}
+        self._fixed_principals: dict[str, Pair] = {}
+
+    @property
+    def multiprocess(self) -> bool:
+        """Whether the scrape merges the files of every worker process."""
+        return self._dir is not None
+
+    def request_started(self) -> None:
+        """A request arrived: in-flight + 1."""
+        self._in_flight_add(1)
+
+    def request_finished(self, ctx: RequestContext) -> None:
+        """A request ended, however it ended: in-flight - 1, and its count, timings and
+        tokens."""
+        self._in_flight_add(-1)
+        # 0 at the end means nothing reached the client: it left first.
+        status = ctx.status or 499
+        series = self._entity(ctx.entity or "")
+        self._count_request(series, ctx.route, status, ctx.duration)
+        if status < 400:
+            first_byte = ctx.time_to_first_byte
+            if first_byte is not None:
+                observe = series.first_token
+                if observe is None:
+                    observe = series.first_token = _observer(
+                        self._first_token.labels(series.entity)
+                    )
+                observe(first_byte)
+        usage = ctx.usage
+        if usage is not None:
+            self._count_tokens(
+                series,
+                ctx.principal,
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                estimated=usage.estimated,
+            )
+
+    def render(self) -> tuple[bytes, bytes]:
+        """``(body, content_type)`` for ``GET /metrics``: this process's series, or the
+        pod's in multiprocess mode."""
+        if self._dir is not None:
+            _forget_dead_workers(self._dir)
+        return generate_latest(self._registry), CONTENT_TYPE
+
+    # -- internals
+
+    def _entity(self, entity: str) -> _EntitySeries:
+        series = self._entities.get(entity)
+        if series is None:
+            series = self._entities[entity] = _EntitySeries(
+                entity, _observer(self._duration.labels(entity))
+            )
+        return series
+
+    def _count_request(
+        self, series: _EntitySeries, route: str, status: int, seconds: float
+    ) -> None:
+        key = (series.entity, route, status)
+        add = self._request_adds.get(key)
+        if add is None:
+            if route not in self._routes and len(self._routes) >= MAX_ROUTES:
+                # Not cached under the overflowing route: the dict stays bounded.
+                add = _adder(self._requests.labels(series.entity, OTHER, str(status)))
+            else:
+                self._routes.add(route)
+                add = self._request_adds[key] = _adder(
+                    self._requests.labels(series.entity, route, str(status))
                 )
-            lines.append(
-                f'modelport_gateway_request_duration_seconds_sum{{entity="{entity}"}} '
-                f"{self._sum[entity]:.6f}"
-            )
-            lines.append(
-                "modelport_gateway_request_duration_seconds_count"
-                f'{{entity="{entity}"}} {cumulative}'
-            )
-        lines += [
-            "# HELP modelport_gateway_in_flight_requests Requests being proxied now.",
-            "# TYPE modelport_gateway_in_flight_requests gauge",
-            f"modelport_gateway_in_flight_requests {self.in_flight}",
-        ]
-        return ("\n".join(lines) + "\n").encode()
+        add(1)
+        series.duration(seconds)
+
+    def _count_tokens(
+        self,
+        series: _EntitySeries,
+        principal: Principal | None,
+        prompt: int,
+        completion: int,
+        *,
+        estimated: bool,
+    ) -> None:
+        tokens = series.tokens
+        if tokens is None:
+            tokens = series.tokens = _pair(self._tokens, series.entity)
+        by_principal = self._principal(principal)
+        # Every increment is an mmap write in multiprocess mode: zeros (an embedding's
+        # completion) are skipped; so is a negative count, which a counter would refuse
+        # with an exception in the middle of finishing a request.
+        if prompt > 0:
+            tokens[0](prompt)
+            by_principal[0](prompt)
+        if completion > 0:
+            tokens[1](completion)
+            by_principal[1](completion)
+        if estimated:
+            guessed = series.estimated
+            if guessed is None:
+                guessed = series.estimated = _pair(self._estimated_tokens, series.entity)
+            if prompt > 0:
+                guessed[0](prompt)
+            if completion > 0:
+                guessed[1](completion)
+
+    def _principal(self, principal: Principal | None) -> Pair:
+        if principal is None:
+            return self._fixed_principal(ANONYMOUS)
+        label = principal.label()
+        pair = self._principals.get(label)
+        if pair is None:
+            if len(self._principals) >= self.max_principals:
+                # Not cached under the caller's label: the dict stays bounded too.
+                return self._fixed_principal(OTHER)
+            pair = self._principals[label] = _pair(self._principal_tokens, label)
+        return pair
+
+    def _fixed_principal(self, label: str) -> Pair:
+        # Made on first use, so that a scrape shows no zero series nobody asked for.
+        pair = self._fixed_principals.get(label)
+        if pair is None:
+            pair = self._fixed_principals[label] = _pair(self._principal_tokens, label)
+        return pair
+
+
+class _EntitySeries:
+    """One entity's cached increments; those only some requests need are made on first
+    use (a refused request's ``entity=""`` never gets token series)."""
+
+    __slots__ = ("duration", "entity", "estimated", "first_token", "tokens")
+
+    def __init__(self, entity: str, duration: Add) -> None:
+        self.entity = entity
+        self.duration = duration
+        self.first_token: Add | None = None
+        self.tokens: Pair | None = None
+        self.estimated: Pair | None = None
+
+
+def _pair(family: Counter, first_label: str) -> Pair:
+    """The (prompt, completion) increments of a family labelled (<first>, kind)."""
+    return (
+        _adder(family.labels(first_label, "prompt")),
+        _adder(family.labels(first_label, "completion")),
+    )
+
+
+# prometheus_client's public increments re-check on every call what the callers here
+# guarantee once (a labelled child, an amount > 0), and a histogram walks its bounds one
+# comparison at a time in Python: together about a third of the metrics' cost per
+# request (benchmarks/gateway/metrics_cost.py). The two adapters below go straight to the
+# children's value objects (``_value``; ``_sum``, ``_buckets`` and ``_upper_bounds``:
+# private, unchanged since prometheus_client 0.4), whose ``inc`` is what the public
+# methods end in, in both modes (a locked float, or an mmap write). Should those
+# attributes ever change, the public methods are used, and the unit tests compare the
+# two paths.
+
+
+def _adder(child: Counter | Gauge) -> Add:
+    """``child.inc``, without the checks."""
+    try:
+        inc: Add = child._value.inc
+    except AttributeError:
+        return child.inc
+    return inc
+
+
+def _observer(child: Histogram) -> Add:
+    """``child.observe``, finding the bucket with a bisect instead of a linear scan."""
+    try:
+        bounds: list[float] = list(child._upper_bounds)
+        add_sum: Add = child._sum.inc
+        add_bucket: list[Add] = [bucket.inc for bucket in child._buckets]
+    except (AttributeError, TypeError):
+        return child.observe
+    if len(bounds) != len(add_bucket):
+        return child.observe
+
+    def observe(amount: float) -> None:
+        add_sum(amount)
+        # The first bucket whose bound is >= amount, as Histogram.observe picks it.
+        add_bucket[bisect_left(bounds, amount)](1)
+
+    return observe
+
+
+@contextlib.contextmanager
+def multiprocess_directory() -> Iterator[str]:
+    """A fresh private directory for the workers' metric files, exported as
+    ``PROMETHEUS_MULTIPROC_DIR`` for the processes started inside the block, and removed
+    (with the variable) after it.
+
+    Fresh, so that no file of an earlier run is summed into this one's totals; under the
+    temp dir (``/tmp``, the pod's emptyDir: the root filesystem is read-only); mode 0700.
+    """
+    path = tempfile.mkdtemp(prefix="modelport-metrics-")
+    previous = os.environ.get(MULTIPROC_DIR_ENV)
+    os.environ[MULTIPROC_DIR_ENV] = path
+    try:
+        yield path
+    finally:
+        if previous is None:
+            os.environ.pop(MULTIPROC_DIR_ENV, None)
+        else:
+            os.environ[MULTIPROC_DIR_ENV] = previous
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _forget_dead_workers(path: str) -> None:
+    """Drop the live gauges of worker processes that are gone (uvicorn restarts a dead
+    worker under a new pid), so that in-flight requests of a killed worker do not stay in
+    the pod's sum forever. Their counters stay: totals must not go backwards.
+
+    A zombie not yet reaped by the supervisor still counts as alive: the next scrape gets
+    it. Linux hands out pids in sequence, so a dead worker's pid is not soon reused.
+    """
+    # Files are named <type>_<mode>_<pid>.db; only live gauges are per living process.
+    for file in Path(path).glob("gauge_live*.db"):
+        pid_text = file.stem.rpartition("_")[2]
+        if not pid_text.isdigit():
+            continue
+        pid = int(pid_text)
+        if pid != os.getpid() and not _alive(pid):
+            # Two workers scraped at once may both try; the loser finds the file gone.
+            with contextlib.suppress(OSError):
+                mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, as another user
+    return True

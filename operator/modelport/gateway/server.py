@@ -1,11 +1,15 @@
 """Running the gateway under uvicorn (uvloop and httptools when installed).
 
 Worker processes build their app from environment variables set by :func:`serve`, which
-is how uvicorn's multi-process mode hands arguments to an app factory.
+is how uvicorn's multi-process mode hands arguments to an app factory. With more than one
+worker, :func:`serve` also exports a private directory for the workers' metric files
+(see :mod:`modelport.gateway.metrics`), so that a scrape answered by any worker reports
+the whole pod.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -14,6 +18,7 @@ from pathlib import Path
 import uvicorn
 
 from modelport import gatewayconfig
+from modelport.gateway import metrics
 from modelport.gateway.app import GatewayApp, check_providers
 
 CONFIG_ENV = "MODELPORT_GATEWAY_CONFIG_DIR"
@@ -49,16 +54,20 @@ def serve(
     os.environ[CONFIG_ENV] = str(Path(config_dir).resolve())
     os.environ[SECRETS_ENV] = str(Path(secrets_dir).resolve())
     os.environ[LOG_LEVEL_ENV] = log_level
-    uvicorn.run(
-        "modelport.gateway.server:app_from_env",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level=log_level,
-        # Access logs carry paths only (never headers), so they cannot leak a key.
-        access_log=log_level == "debug",
-        timeout_keep_alive=75,  # outlive typical load-balancer idle timeouts (60 s)
-        lifespan="on",
-    )
+    # Spawned workers inherit the variable and import prometheus_client with it set, as
+    # its multiprocess mode requires; one worker keeps the cheaper in-memory registry.
+    metrics_dir = metrics.multiprocess_directory() if workers > 1 else contextlib.nullcontext()
+    with metrics_dir:
+        uvicorn.run(
+            "modelport.gateway.server:app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level=log_level,
+            # Access logs carry paths only (never headers), so they cannot leak a key.
+            access_log=log_level == "debug",
+            timeout_keep_alive=75,  # outlive typical load-balancer idle timeouts (60 s)
+            lifespan="on",
+        )
     return 0
