@@ -15,157 +15,37 @@ asks for one, in which case it fails.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import re
 import shutil
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
 import requests
-import yaml
 
-from tests.conftest import HACK, ROOT, Cluster
-from tests.integration.gateway.fakes import FakeProvider, Seen
-from tests.integration.gateway.openai_fake import serve_openai
+from tests.conftest import HACK, Cluster
+from tests.e2e.realnode import (
+    AUDIENCE,
+    ENDPOINT,
+    GATEWAY_PODS,
+    ON_REAL_NODE,
+    Upstream,
+    installed,
+    pods,
+    running_ready,
+    secret,
+)
+from tests.integration.gateway.kubeauth import mint
 from tests.integration.operator.support import apply, sample, wait_ready
 from tests.integration.test_real_node import hack_cluster, host_processes_of, state_dir
 from tests.support import eventually
 
 pytestmark = pytest.mark.cluster
-
-CHART = str(ROOT / "charts" / "modelport")
-IMAGE = os.environ.get("MODELPORT_IMAGE", "modelport/modelport:dev")
-REAL_NODE_LABEL = "modelport.io/node-kind"
-ON_REAL_NODE: dict[str, Any] = {
-    "nodeSelector": {REAL_NODE_LABEL: "real"},
-    "tolerations": [
-        {"key": "modelport.io/real-node", "operator": "Exists", "effect": "NoSchedule"}
-    ],
-}
-ENDPOINT = "custom-chat"  # manifests/samples/custom.yaml
-SECRET, SECRET_KEY = "llm-proxy", "token"
-UPSTREAM_MODEL = "in-house-chat"
-GATEWAY_PODS = f"serving.modelport.io/endpoint={ENDPOINT},serving.modelport.io/component=gateway"
-
-
-@pytest.fixture(scope="module")
-def real_node(cluster: Cluster) -> str:
-    """The real node's name and this host's address as pods see it; skips without one."""
-    nodes = json.loads(
-        cluster.kubectl("get", "nodes", "-l", f"{REAL_NODE_LABEL}=real", "-o", "json").stdout
-    )["items"]
-    if not nodes or not (state_dir(cluster) / "node" / "node.json").is_file():
-        reason = (
-            "the cluster has no real node that hack/cluster runs here (hack/cluster up starts "
-            "one when the machine can: root, containerd, runc, CNI plugins; see README)"
-        )
-        if os.environ.get("MODELPORT_REAL_NODE") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return str(nodes[0]["metadata"]["name"])
-
-
-@pytest.fixture(scope="module")
-def host_ip(cluster: Cluster, real_node: str) -> str:
-    """MODELPORT_HOST_IP of the session's cluster: where pods reach this host."""
-    env = hack_cluster(state_dir(cluster), "env")
-    assert env.returncode == 0, env.stderr
-    found = re.search(r"MODELPORT_HOST_IP=([0-9.]+)", env.stdout)
-    assert found, f"hack/cluster env names no MODELPORT_HOST_IP:\n{env.stdout}"
-    return found[1]
-
-
-@pytest.fixture(scope="module")
-def image(cluster: Cluster, real_node: str) -> str:
-    """The project image, built as the test set-up does (offline; quick when the
-    sources are unchanged), loaded into the real node."""
-    built = subprocess.run(
-        [str(HACK / "docker"), "image"], capture_output=True, text=True, timeout=1200
-    )
-    assert built.returncode == 0, built.stderr[-4000:]
-    name = built.stdout.strip().splitlines()[-1]
-    loaded = hack_cluster(state_dir(cluster), "load-image", name)
-    assert loaded.returncode == 0, loaded.stderr
-    return name
-
-
-@dataclass
-class Upstream:
-    """The fake provider and which bearer tokens it accepts right now."""
-
-    fake: FakeProvider
-    accepted: set[str] = field(default_factory=set)
-    tokens: list[str] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    @property
-    def base_url(self) -> str:
-        return f"{self.fake.url}/v1"
-
-
-@pytest.fixture
-def upstream(host_ip: str) -> Iterator[Upstream]:
-    fake = FakeProvider(host=host_ip).start()
-    up = Upstream(fake)
-
-    def check(seen: Seen) -> None:
-        header = seen.headers.get("authorization", "")
-        token = header.removeprefix("Bearer ")
-        with up.lock:
-            up.tokens.append(token)
-            assert header.startswith("Bearer ") and token in up.accepted, "unknown bearer token"
-
-    serve_openai(fake, "/v1", check, model=UPSTREAM_MODEL)
-    yield up
-    fake.stop()
-
-
-def helm(cluster: Cluster, *args: str, timeout: float = 240) -> None:
-    done = subprocess.run(
-        [str(cluster.tools / "helm"), *args],
-        env=cluster.env, capture_output=True, text=True, timeout=timeout, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, f"helm {' '.join(args[:2])}: {done.stderr[-3000:]}"
-
-
-@contextlib.contextmanager
-def installed(
-    cluster: Cluster, namespace: str, image: str, tmp_path: Path, **extra: Any
-) -> Iterator[str]:
-    """The chart installed into `namespace` (restricted Pod Security), watching only
-    it, its operator and gateway pods pinned to the real node; `extra` adds values."""
-    cluster.kubectl(
-        "label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted"
-    )
-    repository, _, tag = image.rpartition(":")
-    values = {
-        "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
-        "watchNamespaces": [namespace],
-        "operator": {**ON_REAL_NODE, "logFormat": "plain"},
-        "gateway": {**ON_REAL_NODE, "maxReplicas": 1},
-        "metrics": {"service": {"enabled": False}},
-        **extra,
-    }
-    (tmp_path / "values.yaml").write_text(yaml.safe_dump(values))
-    name = f"mp-{uuid.uuid4().hex[:6]}"
-    helm(
-        cluster, "install", name, CHART, "--namespace", namespace,
-        "--values", str(tmp_path / "values.yaml"), "--wait", "--timeout", "150s",
-    )  # fmt: skip
-    try:
-        yield name
-    finally:
-        helm(cluster, "uninstall", name, "--namespace", namespace, "--wait", timeout=120)
 
 
 @pytest.fixture
@@ -174,31 +54,6 @@ def release(
 ) -> Iterator[tuple[str, str]]:
     with installed(cluster, namespace, image, tmp_path) as name:
         yield name, image
-
-
-def pods(cluster: Cluster, namespace: str, selector: str) -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = json.loads(
-        cluster.kubectl("-n", namespace, "get", "pods", "-l", selector, "-o", "json").stdout
-    )["items"]
-    return found
-
-
-def running_ready(pod: dict[str, Any]) -> bool:
-    conditions = pod.get("status", {}).get("conditions", [])
-    return pod["status"].get("phase") == "Running" and any(
-        c["type"] == "Ready" and c["status"] == "True" for c in conditions
-    )
-
-
-def secret(cluster: Cluster, namespace: str, value: str) -> None:
-    """Create or replace the Secret the endpoint refers to, as a user would."""
-    body = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": SECRET},
-        "stringData": {SECRET_KEY: value},
-    }
-    cluster.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps(body))
 
 
 def test_endpoint_answers_rotates_its_key_and_goes_away_on_the_real_node(
@@ -245,7 +100,10 @@ def test_endpoint_answers_rotates_its_key_and_goes_away_on_the_real_node(
         cluster.kubectl("-n", namespace, "get", "service", ENDPOINT, "-o", "json").stdout
     )
     base = f"http://{service['spec']['clusterIP']}"
-    client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, timeout=30)
+    # Endpoints require a credential: the namespace's own ServiceAccounts may call.
+    token = mint(cluster, namespace, "default", AUDIENCE)
+    auth = {"authorization": f"Bearer {token}"}
+    client = openai.OpenAI(base_url=f"{base}/v1", api_key=token, max_retries=0, timeout=30)
     raw = client.chat.completions.with_raw_response.create(
         model=ENDPOINT, messages=[{"role": "user", "content": "hi"}]
     )
@@ -268,7 +126,9 @@ def test_endpoint_answers_rotates_its_key_and_goes_away_on_the_real_node(
         while new_key not in upstream.tokens:
             assert time.monotonic() - rotated_at < 120, "the rotated key never reached upstream"
             statuses.append(
-                http.post(f"{base}/v1/chat/completions", json=chat, timeout=30).status_code
+                http.post(
+                    f"{base}/v1/chat/completions", json=chat, headers=auth, timeout=30
+                ).status_code
             )
             time.sleep(0.5)
     took = time.monotonic() - rotated_at
@@ -278,14 +138,14 @@ def test_endpoint_answers_rotates_its_key_and_goes_away_on_the_real_node(
     with upstream.lock:
         upstream.accepted.discard(old_key)
     for _ in range(3):
-        assert http_ok(base, chat)
+        assert http_ok(base, chat, auth)
     after = {p["metadata"]["name"]: p["status"]["containerStatuses"][0]["restartCount"]
              for p in pods(cluster, namespace, GATEWAY_PODS)}  # fmt: skip
     assert after == restarts, "a gateway pod restarted or was replaced during the rotation"
 
     # Keys never reach a log line.
     logs = cluster.kubectl("-n", namespace, "logs", "-l", GATEWAY_PODS, "--tail=-1").stdout
-    assert old_key not in logs and new_key not in logs
+    assert old_key not in logs and new_key not in logs and token not in logs
 
     # Deleting the endpoint removes its gateway pods, and their processes on this host.
     cluster.kubectl("-n", namespace, "delete", "servingendpoint", ENDPOINT, "--wait=true")
@@ -295,8 +155,9 @@ def test_endpoint_answers_rotates_its_key_and_goes_away_on_the_real_node(
     )
 
 
-def http_ok(base: str, chat: dict[str, Any]) -> bool:
-    return requests.post(f"{base}/v1/chat/completions", json=chat, timeout=30).status_code == 200
+def http_ok(base: str, chat: dict[str, Any], headers: dict[str, str]) -> bool:
+    url = f"{base}/v1/chat/completions"
+    return requests.post(url, json=chat, headers=headers, timeout=30).status_code == 200
 
 
 # --- a self-hosted llama.cpp model on CPU, the sample hack/up serves -------------------
@@ -417,7 +278,9 @@ def test_llamacpp_endpoint_serves_a_small_model_on_the_real_node(
             cluster.kubectl("-n", namespace, "get", "service", LLAMA_ENDPOINT, "-o", "json").stdout
         )
         client = openai.OpenAI(
-            base_url=f"http://{service['spec']['clusterIP']}/v1", api_key="unused", timeout=120
+            base_url=f"http://{service['spec']['clusterIP']}/v1",
+            api_key=mint(cluster, namespace, "default", AUDIENCE),
+            timeout=120,
         )
         raw = client.chat.completions.with_raw_response.create(
             model=LLAMA_ENDPOINT,
@@ -428,4 +291,27 @@ def test_llamacpp_endpoint_serves_a_small_model_on_the_real_node(
         assert raw.headers["served-model-name"] == entity["name"]
         assert reply.choices[0].message.content and reply.usage and reply.usage.completion_tokens
         print(f"SmolLM2 on {real_node}: {reply.choices[0].message.content!r}")
+        # Streamed: the gateway asks for the usage (stream_options), keeps any usage chunk
+        # from a client that did not ask for it, and, since llama-cpp-python's server
+        # ignores the option, estimates the stream's tokens and marks them estimated.
+        chunks = list(
+            client.chat.completions.create(
+                model=LLAMA_ENDPOINT, max_tokens=8, stream=True,
+                messages=[{"role": "user", "content": "Say hi"}],
+            )
+        )  # fmt: skip
+        assert chunks and all(c.usage is None for c in chunks)
+        metrics = requests.get(f"http://{service['spec']['clusterIP']}/metrics", timeout=10).text
+        reported = reply.usage.prompt_tokens + reply.usage.completion_tokens
+        total = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line.startswith('modelport_gateway_tokens_total{entity="smollm2"')
+        )
+        estimated = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line.startswith('modelport_gateway_estimated_tokens_total{entity="smollm2"')
+        )
+        assert estimated > 0 and total == reported + estimated, metrics[-3000:]
         cluster.kubectl("-n", namespace, "delete", "servingendpoint", LLAMA_ENDPOINT)

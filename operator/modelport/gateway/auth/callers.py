@@ -25,7 +25,6 @@ from typing import Any
 import orjson
 
 from modelport import gatewayconfig as gc
-from modelport.gatewayconfig import ConfigError
 from modelport.gateway.auth.apikeys import ApiKeyVerifier
 from modelport.gateway.auth.base import (
     AuthFailedError,
@@ -41,6 +40,7 @@ from modelport.gateway.errors import (
     GatewayError,
 )
 from modelport.gateway.pipeline import Headers
+from modelport.gatewayconfig import ConfigError
 
 log = logging.getLogger("modelport.gateway.auth")
 

@@ -1,0 +1,5 @@
+"""Fixtures of the end-to-end tests on the real node (defined in tests/e2e/realnode.py)."""
+
+from tests.e2e.realnode import host_ip, image, real_node, upstream
+
+__all__ = ["host_ip", "image", "real_node", "upstream"]
