@@ -76,7 +76,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--targets",
         default="direct,forwarder,modelport-1w,modelport-Nw,litellm-1w,litellm-Nw",
-        help="comma-separated subset (N = the number of cores)",
+        help="comma-separated subset (N = the number of cores); also modelport-apikey-1w and "
+        "modelport-apikey-Nw: the gateway with API-key caller auth on",
     )
     p.add_argument(
         "--points",
@@ -243,6 +244,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             cpus = server_cpus if w == 1 else None
             starters[f"modelport-{w}w"] = lambda w=w, cpus=cpus: start_modelport(
                 procs, workdir, upstream, w, cpus
+            )
+            starters[f"modelport-apikey-{w}w"] = lambda w=w, cpus=cpus: start_modelport(
+                procs, workdir, upstream, w, cpus, api_key=True
             )
             if baseline is not None:
                 starters[f"baseline-{w}w"] = lambda w=w, cpus=cpus: start_modelport(

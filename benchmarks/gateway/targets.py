@@ -20,6 +20,8 @@ import httpx
 
 from benchmarks.gateway.procs import Processes, free_port
 
+CALLER_KEY = "bench-caller-key-not-secret-0000"
+"""The API key of the ``modelport-apikey`` targets' one caller (loopback only)."""
 MASTER_KEY = "sk-bench-master-key"
 """LiteLLM refuses to start without a master key; it is a loopback-only benchmark secret."""
 CHAT_PATH = "/v1/chat/completions"
@@ -110,14 +112,18 @@ def start_modelport(
     cpus: str | None,
     *,
     code: Path | None = None,
+    api_key: bool = False,
 ) -> Target:
     """``modelport gateway`` with ``workers`` uvicorn workers, self-hosted entities.
 
     With ``code`` (an exported ``operator/`` tree), that version of the gateway runs
     instead of the installed one, as target ``baseline-Nw``: ``PYTHONPATH`` puts it before
-    the editable install, and uvicorn's worker processes inherit it.
+    the editable install, and uvicorn's worker processes inherit it. Caller auth is off
+    (a gateway that knows the setting is told so), or with ``api_key`` on, as target
+    ``modelport-apikey-Nw``: one API key, which the load sends.
     """
-    name = f"{'baseline' if code else 'modelport'}-{workers}w"
+    kind = "baseline" if code else "modelport-apikey" if api_key else "modelport"
+    name = f"{kind}-{workers}w"
     base = workdir / name
     (base / "config").mkdir(parents=True)
     (base / "secrets").mkdir()
@@ -140,6 +146,16 @@ def start_modelport(
             {"servedEntityName": "delay50", "trafficPercentage": 0},
         ],
     }
+    headers = []
+    if api_key:
+        (base / "secrets/callers").mkdir()
+        (base / "secrets/callers/bench").write_text(CALLER_KEY)
+        config["aiGateway"] = {
+            "auth": {"apiKeys": [{"path": "callers/bench", "principal": {"user": "bench"}}]}
+        }
+        headers.append(f"Authorization: Bearer {CALLER_KEY}")
+    elif _knows_auth(code):
+        config["aiGateway"] = {"auth": {"enabled": False}}
     (base / "config/gateway.json").write_text(json.dumps(config, indent=2))
     port = free_port()
     command = [sys.executable, "-m", "modelport.cli"]
@@ -173,9 +189,18 @@ def start_modelport(
         workers,
         port,
         proc.pid,
+        headers=headers,
         pinned=cpus is not None,
         log=base / "gateway.log",
     )
+
+
+def _knows_auth(code: Path | None) -> bool:
+    """Whether the gateway (installed, or exported at ``code``) has caller auth, which is
+    on unless its config turns it off; older versions refuse the unknown setting."""
+    if code is None:
+        return True
+    return "class AuthConfig" in (code / "modelport" / "gatewayconfig.py").read_text()
 
 
 def start_litellm(

@@ -316,6 +316,17 @@ def start_gateway(root: Path, config: dict[str, Any], secrets: dict[str, str]) -
     return RunningGateway(build_app(config_dir, secrets_dir), secrets_dir).start()
 
 
+def vllm(name: str, base: str, model: str | None = None) -> dict[str, Any]:
+    """A self-hosted entity (an OpenAI-compatible server such as vLLM) at ``base``."""
+    return {
+        "name": name,
+        "task": "llm/v1/chat",
+        "provider": "self-hosted",
+        "modelName": model or name,
+        "baseUrl": base,
+    }
+
+
 def endpoint(
     *entities: dict[str, Any],
     routes: list[dict[str, Any]] | None = None,

@@ -13,7 +13,7 @@ import httpx
 import openai
 import pytest
 
-from tests.integration.gateway.fakes import FakeProvider, RunningGateway, endpoint
+from tests.integration.gateway.fakes import FakeProvider, RunningGateway, endpoint, vllm
 from tests.integration.gateway.openai_fake import serve_openai
 from tests.support import eventually
 
@@ -23,20 +23,10 @@ BOT = "test-caller-key-nightly-bot-1111"
 ALICE_NEXT = "test-caller-key-alice-next-2222"
 
 
-def selfhosted(base: str) -> dict[str, Any]:
-    return {
-        "name": "e1",
-        "task": "llm/v1/chat",
-        "provider": "self-hosted",
-        "modelName": "e1",
-        "baseUrl": base,
-    }
-
-
 def with_keys(base: str, **auth: Any) -> dict[str, Any]:
     """An endpoint whose callers are alice (a user in team-a) and a nightly service principal."""
     return endpoint(
-        selfhosted(base),
+        vllm("e1", base),
         aiGateway={
             "auth": {
                 "apiKeys": [
@@ -188,7 +178,7 @@ def test_auth_on_with_no_method_refuses_everyone_and_says_why(
     provider: FakeProvider, gateway: Callable[..., RunningGateway]
 ) -> None:
     """The secure default: a file without an auth section requires a credential."""
-    doc = endpoint(selfhosted(provider.url + "/v1"))
+    doc = endpoint(vllm("e1", provider.url + "/v1"))
     del doc["aiGateway"]["auth"]
     gw = gateway(doc)
     with pytest.raises(openai.AuthenticationError) as caught:
@@ -201,7 +191,7 @@ def test_auth_off_serves_anonymous_callers(
     provider: FakeProvider, gateway: Callable[..., RunningGateway]
 ) -> None:
     serve_openai(provider, "/v1", lambda seen: None, model="e1")
-    gw = gateway(endpoint(selfhosted(provider.url + "/v1")))  # the helper turns auth off
+    gw = gateway(endpoint(vllm("e1", provider.url + "/v1")))  # the helper turns auth off
     reply = sdk(gw, "anything").chat.completions.create(model="ep", messages=CHAT)
     assert reply.choices[0].message.content == "Hello from upstream"
     assert "authorization" not in provider.last().headers, "a caller's key is never forwarded"

@@ -26,6 +26,7 @@ from tests.integration.gateway.fakes import (
     FakeProvider,
     RunningGateway,
     endpoint,
+    vllm,
     write_config,
 )
 from tests.integration.gateway.jwks import AUDIENCE, Issuer, SigningKey, ec_key, rsa_key
@@ -36,16 +37,6 @@ from tests.support import FakeClock
 CHAT = [{"role": "user", "content": "hi"}]
 API_KEY = "test-caller-key-alice-0000"
 T = TypeVar("T")
-
-
-def selfhosted(base: str) -> dict[str, Any]:
-    return {
-        "name": "e1",
-        "task": "llm/v1/chat",
-        "provider": "self-hosted",
-        "modelName": "e1",
-        "baseUrl": base,
-    }
 
 
 def sdk(gw: RunningGateway, credential: str) -> openai.OpenAI:
@@ -88,7 +79,7 @@ def sa_gateway(
         "apiKeys": [{"path": "callers/alice", "principal": {"user": "alice"}}],
         "allow": {"serviceAccounts": [f"{namespace}/*"]},
     }
-    doc = endpoint(selfhosted(provider.url + "/v1"), aiGateway={"auth": auth})
+    doc = endpoint(vllm("e1", provider.url + "/v1"), aiGateway={"auth": auth})
     try:
         yield gateway(doc, {"callers/alice": API_KEY})
     finally:
@@ -164,7 +155,7 @@ def oidc_gateway(
         "allow": {"groups": ["team-a"], "users": ["carol@example.com"]},
     }
     config_dir, secrets_dir = write_config(
-        tmp_path, endpoint(selfhosted(provider.url + "/v1"), aiGateway={"auth": auth}), {}
+        tmp_path, endpoint(vllm("e1", provider.url + "/v1"), aiGateway={"auth": auth}), {}
     )
     config = gatewayconfig.load(config_dir)
     auth_config = config.ai_gateway.auth

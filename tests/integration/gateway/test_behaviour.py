@@ -10,7 +10,6 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import openai
@@ -27,21 +26,12 @@ from tests.integration.gateway.fakes import (
     endpoint,
     json_reply,
     sse,
+    vllm,
 )
 from tests.integration.gateway.openai_fake import serve_openai
 from tests.integration.gateway.test_openai_compatible import KEY, client
 
 CHAT = {"messages": [{"role": "user", "content": "hi"}]}
-
-
-def vllm(name: str, base: str, model: str | None = None) -> dict[str, Any]:
-    return {
-        "name": name,
-        "task": "llm/v1/chat",
-        "provider": "self-hosted",
-        "modelName": model or name,
-        "baseUrl": base,
-    }
 
 
 def echo_model(fake: FakeProvider) -> None:

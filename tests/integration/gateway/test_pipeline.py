@@ -31,6 +31,7 @@ from tests.integration.gateway.fakes import (
     endpoint,
     json_reply,
     sse,
+    vllm,
     write_config,
 )
 from tests.integration.gateway.openai_fake import USAGE, serve_openai
@@ -38,16 +39,6 @@ from tests.integration.gateway.test_openai_compatible import client
 from tests.support import eventually
 
 CHAT = [{"role": "user", "content": "Say hello to the pipeline"}]
-
-
-def vllm(name: str, base: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "task": "llm/v1/chat",
-        "provider": "self-hosted",
-        "modelName": name,
-        "baseUrl": base,
-    }
 
 
 class Capture:
