@@ -26,6 +26,9 @@ from tests.integration.gateway.openai_fake import serve_openai
 from tests.integration.operator.support import sample
 
 FAKE_TOKEN = "test-key-not-real-image"
+CALLER_KEY = "test-caller-key-not-real-image"
+CALLERS = {"callers/image": CALLER_KEY}
+"""The endpoint's API-key file and the key in it; every other Secret file holds FAKE_TOKEN."""
 IMAGE_GID = 65532  # the image's user and group; the operator renders fsGroup to match
 
 
@@ -95,7 +98,7 @@ def kubelet_files(
                 for item in source["secret"]["items"]:
                     path = host / item["path"]
                     path.parent.mkdir(parents=True, exist_ok=True)
-                    path.write_text(FAKE_TOKEN)
+                    path.write_text(CALLERS.get(item["path"], FAKE_TOKEN))
                     # With fsGroup the kubelet makes read-only volume files
                     # group-owned and group-readable: mode | 0440, group fsGroup.
                     os.chown(path, 0, pod["securityContext"]["fsGroup"])
@@ -124,6 +127,15 @@ def test_gateway_in_the_image_serves_the_rendered_files(
     body["spec"]["servedEntities"][0]["externalModel"]["customProviderConfig"][
         "customProviderUrl"
     ] = f"{upstream.url}/v1"
+    # Callers with an API key (ServiceAccount tokens need a pod's apiserver).
+    body["spec"]["aiGateway"] = {
+        "auth": {
+            "serviceAccountTokens": {"enabled": False},
+            "apiKeys": [
+                {"secretKeyRef": {"name": "callers", "key": "image"}, "servicePrincipal": "e2e"}
+            ],
+        }
+    }
     rendered = render(ServingEndpoint.parse(body), Settings())
     mounts, command = kubelet_files(rendered.children, tmp_path)
     assert command[:2] == ["modelport", "gateway"]
@@ -155,7 +167,12 @@ def test_gateway_in_the_image_serves_the_rendered_files(
             assert time.monotonic() < deadline, docker("logs", name, check=False).stderr[-3000:]
             time.sleep(0.5)
 
-        client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0)
+        stranger = openai.OpenAI(base_url=f"{base}/v1", api_key=FAKE_TOKEN, max_retries=0)
+        with pytest.raises(openai.AuthenticationError):
+            stranger.chat.completions.create(
+                model="custom-chat", messages=[{"role": "user", "content": "hi"}]
+            )
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key=CALLER_KEY, max_retries=0)
         raw = client.chat.completions.with_raw_response.create(
             model="custom-chat", messages=[{"role": "user", "content": "hi"}]
         )
@@ -165,5 +182,6 @@ def test_gateway_in_the_image_serves_the_rendered_files(
         assert upstream.seen, "the upstream was never called"
         logs = docker("logs", name, check=False)
         assert FAKE_TOKEN not in logs.stdout + logs.stderr
+        assert CALLER_KEY not in logs.stdout + logs.stderr
     finally:
         docker("rm", "-f", name, check=False)
