@@ -171,6 +171,7 @@ class GatewayApp:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 await self.upstream.start()  # the session belongs to the serving loop
+                await self.metrics.start()
                 for stage in self._stages():
                     if hasattr(stage, "start"):
                         await stage.start()
@@ -182,6 +183,7 @@ class GatewayApp:
                     if hasattr(stage, "aclose"):
                         await stage.aclose()
                 await self.upstream.aclose()
+                await self.metrics.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

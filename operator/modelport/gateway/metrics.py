@@ -29,6 +29,16 @@ Series (the names are an interface: dashboards, alerts and tests use them):
   in the usage rows, not in Prometheus.
 - ``modelport_gateway_in_flight_requests`` (gauge): requests being served now.
 
+Per request, nothing touches prometheus_client: :meth:`Metrics.request_finished` adds to
+plain Python cells (a float, a histogram's bucket counts), and the cells are flushed into
+the library's series when a scrape renders them, and, with several workers, at most every
+:data:`FLUSH_SECONDS` while requests run plus once a second while idle (so another
+worker's scrape sees them). A flush is a few library calls per *series that changed*,
+not per request: at hundreds of requests a second that is two orders of magnitude fewer
+locked (or mmap) writes, and it keeps the request path at about a microsecond. The
+price: a worker killed with SIGKILL takes up to its last second of counts with it (a
+graceful stop flushes).
+
 Two modes, chosen per process by the ``PROMETHEUS_MULTIPROC_DIR`` environment variable:
 
 - unset (one worker, and tests): each :class:`Metrics` keeps its series in its own
@@ -43,10 +53,12 @@ Two modes, chosen per process by the ``PROMETHEUS_MULTIPROC_DIR`` environment va
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
 import tempfile
+import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -88,10 +100,12 @@ MAX_ROUTES = 32
 passes route templates (a handful); the bound keeps a scrape small should a raw,
 client-chosen path ever reach the label."""
 
+FLUSH_SECONDS = 0.5
+"""With several workers: how stale another worker's scrape may see this one's requests
+while it serves; an idle worker flushes once a second (:meth:`Metrics.start`)."""
+
 Add = Callable[[float], None]
-"""One series' increment (a counter's ``inc``, a histogram's observe), resolved once."""
-Pair = tuple[Add, Add]
-"""The (prompt, completion) increments of one entity or principal."""
+"""One series' increment (a counter's ``inc``), resolved once."""
 
 # ``*_created`` series double a scrape for a start time that process_start_time_seconds
 # already tells; the gateway process is ours, so the library-wide switch is ours to flip.
@@ -169,15 +183,19 @@ class Metrics:
             # livesum: the pod's sum over the workers alive now; a dead one's share goes.
             multiprocess_mode="livesum",
         )
-        self._in_flight_add = _adder(self._in_flight)
-        # The hot path: `.labels()` validates and hashes its arguments under a lock on every
-        # call, so each series' increment is resolved once and cached here: one dict lookup
-        # per family per request.
-        self._request_adds: dict[tuple[str, str, int], Add] = {}
+        # The hot path: each series' child is resolved once (`.labels()` validates and
+        # hashes under a lock) and given a pending cell; a request adds to cells only.
+        self._in_flight_now = 0
+        self._in_flight_flushed = 0
+        self._cells: list[_Cell] = []
+        self._histograms: list[_PendingHistogram] = []
+        self._request_cells: dict[tuple[str, str, int], _Cell] = {}
         self._routes: set[str] = set()
         self._entities: dict[str, _EntitySeries] = {}
         self._principals: dict[str, Pair] = {}
         self._fixed_principals: dict[str, Pair] = {}
+        self._flushed_at = time.monotonic()
+        self._flusher: asyncio.Task[None] | None = None
 
     @property
     def multiprocess(self) -> bool:
@@ -186,12 +204,12 @@ class Metrics:
 
     def request_started(self) -> None:
         """A request arrived: in-flight + 1."""
-        self._in_flight_add(1)
+        self._in_flight_now += 1
 
     def request_finished(self, ctx: RequestContext) -> None:
         """A request ended, however it ended: in-flight - 1, and its count, timings and
         tokens."""
-        self._in_flight_add(-1)
+        self._in_flight_now -= 1
         # 0 at the end means nothing reached the client: it left first.
         status = ctx.status or 499
         series = self._entity(ctx.entity or "")
@@ -199,12 +217,12 @@ class Metrics:
         if status < 400:
             first_byte = ctx.time_to_first_byte
             if first_byte is not None:
-                observe = series.first_token
-                if observe is None:
-                    observe = series.first_token = _observer(
+                pending = series.first_token
+                if pending is None:
+                    pending = series.first_token = self._histogram(
                         self._first_token.labels(series.entity)
                     )
-                observe(first_byte)
+                pending.observe(first_byte)
         usage = ctx.usage
         if usage is not None:
             self._count_tokens(
@@ -215,20 +233,73 @@ class Metrics:
                 estimated=usage.estimated,
             )
 
+        if self._dir is not None and (ctx.ended or 0.0) - self._flushed_at >= FLUSH_SECONDS:
+            self.flush()
+
     def render(self) -> tuple[bytes, bytes]:
         """``(body, content_type)`` for ``GET /metrics``: this process's series, or the
         pod's in multiprocess mode."""
+        self.flush()
         if self._dir is not None:
             _forget_dead_workers(self._dir)
         return generate_latest(self._registry), CONTENT_TYPE
 
+    def flush(self) -> None:
+        """Move what requests added since the last flush into the library's series."""
+        self._flushed_at = time.monotonic()
+        for cell in self._cells:
+            if cell.value:
+                value, cell.value = cell.value, 0.0
+                cell.add(value)
+        for histogram in self._histograms:
+            histogram.flush()
+        if self._in_flight_now != self._in_flight_flushed:
+            self._in_flight_flushed = self._in_flight_now
+            self._in_flight.set(self._in_flight_now)
+
+    async def start(self) -> None:
+        """With several workers, flush once a second while idle (on the serving loop), so
+        that another worker's scrape sees this one's last requests."""
+        if self._dir is not None and self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_every_second())
+
+    async def aclose(self) -> None:
+        """Stop the idle flush and flush what is left (at shutdown)."""
+        if self._flusher is not None:
+            self._flusher.cancel()
+            self._flusher = None
+        self.flush()
+
+    async def _flush_every_second(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            if time.monotonic() - self._flushed_at >= FLUSH_SECONDS:
+                self.flush()
+
     # -- internals
+
+    def _cell(self, child: Counter) -> _Cell:
+        cell = _Cell(_adder(child))
+        self._cells.append(cell)
+        return cell
+
+    def _histogram(self, child: Histogram) -> _PendingHistogram:
+        pending = _PendingHistogram(child)
+        self._histograms.append(pending)
+        return pending
+
+    def _pair(self, family: Counter, first_label: str) -> Pair:
+        """The (prompt, completion) cells of a family labelled (<first>, kind)."""
+        return (
+            self._cell(family.labels(first_label, "prompt")),
+            self._cell(family.labels(first_label, "completion")),
+        )
 
     def _entity(self, entity: str) -> _EntitySeries:
         series = self._entities.get(entity)
         if series is None:
             series = self._entities[entity] = _EntitySeries(
-                entity, _observer(self._duration.labels(entity))
+                entity, self._histogram(self._duration.labels(entity))
             )
         return series
 
@@ -236,18 +307,22 @@ class Metrics:
         self, series: _EntitySeries, route: str, status: int, seconds: float
     ) -> None:
         key = (series.entity, route, status)
-        add = self._request_adds.get(key)
-        if add is None:
+        cell = self._request_cells.get(key)
+        if cell is None:
             if route not in self._routes and len(self._routes) >= MAX_ROUTES:
-                # Not cached under the overflowing route: the dict stays bounded.
-                add = _adder(self._requests.labels(series.entity, OTHER, str(status)))
+                key = (series.entity, OTHER, status)
+                cell = self._request_cells.get(key)
+                if cell is None:
+                    cell = self._request_cells[key] = self._cell(
+                        self._requests.labels(series.entity, OTHER, str(status))
+                    )
             else:
                 self._routes.add(route)
-                add = self._request_adds[key] = _adder(
+                cell = self._request_cells[key] = self._cell(
                     self._requests.labels(series.entity, route, str(status))
                 )
-        add(1)
-        series.duration(seconds)
+        cell.value += 1
+        series.duration.observe(seconds)
 
     def _count_tokens(
         self,
@@ -260,25 +335,23 @@ class Metrics:
     ) -> None:
         tokens = series.tokens
         if tokens is None:
-            tokens = series.tokens = _pair(self._tokens, series.entity)
+            tokens = series.tokens = self._pair(self._tokens, series.entity)
         by_principal = self._principal(principal)
-        # Every increment is an mmap write in multiprocess mode: zeros (an embedding's
-        # completion) are skipped; so is a negative count, which a counter would refuse
-        # with an exception in the middle of finishing a request.
+        # A negative count is skipped: a counter would refuse it with an exception.
         if prompt > 0:
-            tokens[0](prompt)
-            by_principal[0](prompt)
+            tokens[0].value += prompt
+            by_principal[0].value += prompt
         if completion > 0:
-            tokens[1](completion)
-            by_principal[1](completion)
+            tokens[1].value += completion
+            by_principal[1].value += completion
         if estimated:
             guessed = series.estimated
             if guessed is None:
-                guessed = series.estimated = _pair(self._estimated_tokens, series.entity)
+                guessed = series.estimated = self._pair(self._estimated_tokens, series.entity)
             if prompt > 0:
-                guessed[0](prompt)
+                guessed[0].value += prompt
             if completion > 0:
-                guessed[1](completion)
+                guessed[1].value += completion
 
     def _principal(self, principal: Principal | None) -> Pair:
         if principal is None:
@@ -289,76 +362,105 @@ class Metrics:
             if len(self._principals) >= self.max_principals:
                 # Not cached under the caller's label: the dict stays bounded too.
                 return self._fixed_principal(OTHER)
-            pair = self._principals[label] = _pair(self._principal_tokens, label)
+            pair = self._principals[label] = self._pair(self._principal_tokens, label)
         return pair
 
     def _fixed_principal(self, label: str) -> Pair:
         # Made on first use, so that a scrape shows no zero series nobody asked for.
         pair = self._fixed_principals.get(label)
         if pair is None:
-            pair = self._fixed_principals[label] = _pair(self._principal_tokens, label)
+            pair = self._fixed_principals[label] = self._pair(self._principal_tokens, label)
         return pair
 
 
+class _Cell:
+    """A counter's increments since the last flush."""
+
+    __slots__ = ("add", "value")
+
+    def __init__(self, add: Add) -> None:
+        self.add = add
+        self.value = 0.0
+
+
+Pair = tuple[_Cell, _Cell]
+"""The (prompt, completion) cells of one entity or principal."""
+
+
+class _PendingHistogram:
+    """A histogram's observations since the last flush: a sum and bucket counts.
+
+    The bucket is found with a bisect (``Histogram.observe`` walks its bounds one by one);
+    a flush adds each bucket's count to the child's bucket value. Those values
+    (``_upper_bounds``, ``_buckets``, ``_sum``) are prometheus_client's private state,
+    unchanged since 0.4; should they change, observations go to the public ``observe``
+    as they come (and the unit tests compare both paths).
+    """
+
+    __slots__ = ("_add_buckets", "_add_sum", "_bounds", "_counts", "_sum", "observe")
+
+    def __init__(self, child: Histogram) -> None:
+        try:
+            bounds: list[float] = list(child._upper_bounds)
+            add_sum: Add = child._sum.inc
+            add_buckets: list[Add] = [bucket.inc for bucket in child._buckets]
+        except (AttributeError, TypeError):
+            bounds, add_buckets = [], []
+        self._bounds = bounds
+        self._counts = [0] * len(bounds)
+        self._sum = 0.0
+        if not bounds or len(bounds) != len(add_buckets):
+            self.observe: Add = child.observe  # the public path, per observation
+            self._add_buckets: list[Add] = []
+            return
+        self._add_sum = add_sum
+        self._add_buckets = add_buckets
+        self.observe = self._observe
+
+    def _observe(self, amount: float) -> None:
+        # The first bucket whose bound is >= amount, as Histogram.observe picks it.
+        self._counts[bisect_left(self._bounds, amount)] += 1
+        self._sum += amount
+
+    def flush(self) -> None:
+        """Add what was observed since the last flush to the child."""
+        if not self._add_buckets or not any(self._counts):
+            return
+        counts, self._counts = self._counts, [0] * len(self._counts)
+        for add, count in zip(self._add_buckets, counts, strict=True):
+            if count:
+                add(count)
+        total, self._sum = self._sum, 0.0
+        self._add_sum(total)
+
+
 class _EntitySeries:
-    """One entity's cached increments; those only some requests need are made on first
-    use (a refused request's ``entity=""`` never gets token series)."""
+    """One entity's pending series; those only some requests need are made on first use
+    (a refused request's ``entity=""`` never gets token series)."""
 
     __slots__ = ("duration", "entity", "estimated", "first_token", "tokens")
 
-    def __init__(self, entity: str, duration: Add) -> None:
+    def __init__(self, entity: str, duration: _PendingHistogram) -> None:
         self.entity = entity
         self.duration = duration
-        self.first_token: Add | None = None
+        self.first_token: _PendingHistogram | None = None
         self.tokens: Pair | None = None
         self.estimated: Pair | None = None
 
 
-def _pair(family: Counter, first_label: str) -> Pair:
-    """The (prompt, completion) increments of a family labelled (<first>, kind)."""
-    return (
-        _adder(family.labels(first_label, "prompt")),
-        _adder(family.labels(first_label, "completion")),
-    )
+# prometheus_client's public ``inc`` re-checks on every call what the callers here
+# guarantee once (a labelled child, an amount > 0); at flush the value object's own
+# ``inc`` is used (what the public method ends in, in both modes: a locked float or an
+# mmap write), or the public method should the private attribute ever change.
 
 
-# prometheus_client's public increments re-check on every call what the callers here
-# guarantee once (a labelled child, an amount > 0), and a histogram walks its bounds one
-# comparison at a time in Python: together about a third of the metrics' cost per
-# request (benchmarks/gateway/metrics_cost.py). The two adapters below go straight to the
-# children's value objects (``_value``; ``_sum``, ``_buckets`` and ``_upper_bounds``:
-# private, unchanged since prometheus_client 0.4), whose ``inc`` is what the public
-# methods end in, in both modes (a locked float, or an mmap write). Should those
-# attributes ever change, the public methods are used, and the unit tests compare the
-# two paths.
-
-
-def _adder(child: Counter | Gauge) -> Add:
+def _adder(child: Counter) -> Add:
     """``child.inc``, without the checks."""
     try:
         inc: Add = child._value.inc
     except AttributeError:
         return child.inc
     return inc
-
-
-def _observer(child: Histogram) -> Add:
-    """``child.observe``, finding the bucket with a bisect instead of a linear scan."""
-    try:
-        bounds: list[float] = list(child._upper_bounds)
-        add_sum: Add = child._sum.inc
-        add_bucket: list[Add] = [bucket.inc for bucket in child._buckets]
-    except (AttributeError, TypeError):
-        return child.observe
-    if len(bounds) != len(add_bucket):
-        return child.observe
-
-    def observe(amount: float) -> None:
-        add_sum(amount)
-        # The first bucket whose bound is >= amount, as Histogram.observe picks it.
-        add_bucket[bisect_left(bounds, amount)](1)
-
-    return observe
 
 
 @contextlib.contextmanager

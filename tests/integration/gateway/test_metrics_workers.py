@@ -200,6 +200,12 @@ def test_any_workers_scrape_reports_the_pods_totals(gateway: Gateway) -> None:
             assert set(pool.map(lambda _: post(gateway, "fast"), range(40))) == {200}
             sent += 40
     assert len(gateway.pids("counter")) == 2, "one worker served every request"
+    # Each worker flushes what it counted at most a second after its last request.
+    eventually(
+        lambda: gateway.scrape()["modelport_gateway_requests_total"] == sent,
+        "the workers' counts never added up to the requests sent",
+        seconds=5,
+    )
     for _ in range(10):
         totals = gateway.scrape()
         assert totals["modelport_gateway_requests_total"] == sent
@@ -238,8 +244,11 @@ def test_any_workers_scrape_reports_the_pods_totals(gateway: Gateway) -> None:
     )
     assert victim not in gateway.pids("gauge_livesum")
     assert victim in gateway.pids("counter")
-    totals = gateway.scrape()
-    assert totals["modelport_gateway_requests_total"] == sent + answered
+    eventually(
+        lambda: gateway.scrape()["modelport_gateway_requests_total"] == sent + answered,
+        "the surviving worker's answers never reached the totals",
+        seconds=5,
+    )
 
     metrics_dir = gateway.metrics_dir
     output = gateway.stop()

@@ -3,9 +3,11 @@ the multiprocess mode (several simulated workers in this one process)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -225,7 +227,9 @@ def test_the_fast_histogram_path_fills_the_buckets_observe_would(amount: float) 
         "h", "h", ("path",), buckets=metrics_module.DURATION_BUCKETS, registry=registry
     )
     family.labels("public").observe(amount)
-    metrics_module._observer(family.labels("fast"))(amount)
+    pending = metrics_module._PendingHistogram(family.labels("fast"))
+    pending.observe(amount)
+    pending.flush()
     by_path: dict[str, dict[tuple[str, str], float]] = {"public": {}, "fast": {}}
     for metric in registry.collect():
         for s in metric.samples:
@@ -252,7 +256,9 @@ def test_without_the_private_attributes_the_public_methods_are_used() -> None:
 
     child = Child()
     assert metrics_module._adder(child) == child.inc  # type: ignore[arg-type]
-    assert metrics_module._observer(child) == child.observe  # type: ignore[arg-type]
+    pending = metrics_module._PendingHistogram(child)  # type: ignore[arg-type]
+    assert pending.observe == child.observe
+    pending.flush()  # nothing pending: the public method got each observation
 
 
 # -- multiprocess mode -------------------------------------------------------------------
@@ -289,9 +295,11 @@ def test_a_scrape_of_any_worker_reports_the_sum_of_all(multiproc_dir: Path) -> N
     serve(a, finished(usage=TokenUsage(10, 1), principal=user("ana")))
     serve(a, finished(entity=None, status=401))
     a.request_started()  # still in flight
+    a.flush()  # what its periodic flush does (see the flush tests below)
     b = worker(os.getppid())  # another process that is alive
     serve(b, finished(usage=TokenUsage(5, 2, estimated=True), principal=user("bo")))
     b.request_started()
+    b.flush()
     for m in (a, b):
         s = scrape(m)
         assert (
@@ -321,6 +329,7 @@ def test_a_dead_workers_counts_stay_and_its_in_flight_goes(multiproc_dir: Path) 
     gone = worker(dead_pid())
     serve(gone, finished())
     gone.request_started()  # killed mid-request
+    gone.flush()
     live = worker(os.getpid())
     serve(live, finished())
     before = set(multiproc_dir.iterdir())
@@ -340,6 +349,7 @@ def test_the_principal_bound_is_per_worker(multiproc_dir: Path) -> None:
     serve(a, finished(usage=TokenUsage(2, 0), principal=user("y")))
     b = worker(os.getppid(), max_principals=1)
     serve(b, finished(usage=TokenUsage(4, 0), principal=user("y")))
+    b.flush()
     by_principal = {
         dict(labels)["principal"]: value
         for (name, labels), value in scrape(a).items()
@@ -347,6 +357,45 @@ def test_the_principal_bound_is_per_worker(multiproc_dir: Path) -> None:
     }
     # Each worker admits one: the pod shows workers x max_principals callers, plus other.
     assert by_principal == {"user:x": 1, "user:y": 4, "other": 2}
+
+
+def test_with_workers_a_busy_process_flushes_at_most_every_half_second(
+    multiproc_dir: Path,
+) -> None:
+    a = worker(os.getpid())
+    b = worker(os.getppid())  # the scraping worker; it serves nothing itself
+    start = time.monotonic()
+    early = finished()
+    early.ended = start  # a request that ended right after the last flush
+    serve(a, early)
+
+    def requests_seen() -> float | None:
+        return sample(
+            scrape(b), "modelport_gateway_requests_total", entity="e1", route=ROUTE, status="200"
+        )
+
+    assert not requests_seen(), "not flushed yet: still pending in worker a"
+    late = finished()
+    late.ended = start + metrics_module.FLUSH_SECONDS
+    serve(a, late)
+    assert requests_seen() == 2, "the request after half a second flushed both"
+
+
+def test_with_workers_an_idle_process_flushes_once_a_second(multiproc_dir: Path) -> None:
+    a = worker(os.getpid())
+    b = worker(os.getppid())
+
+    async def run() -> None:
+        await a.start()
+        serve(a, finished())
+        await asyncio.sleep(1.2)
+        seen = sample(
+            scrape(b), "modelport_gateway_requests_total", entity="e1", route=ROUTE, status="200"
+        )
+        assert seen == 1
+        await a.aclose()
+
+    asyncio.run(run())
 
 
 def test_a_directory_set_after_the_import_is_refused(

@@ -3,9 +3,11 @@
 A key file holds one key per line (blank lines ignored), so a rotation can overlap: put
 the new key on a second line, move the callers over, then remove the old line. Only keyed
 digests (:class:`~modelport.gateway.auth.base.Fingerprinter`) are kept: a file's text
-lives in memory only while it is hashed. Lookup is one HMAC and one dictionary access,
-whatever the number of keys, and its timing tells an attacker nothing about stored keys
-(they cannot choose the digest of what they send).
+lives in memory only while it is hashed. Lookup costs one keyed hash whatever the number
+of keys: the first bytes of the presented key's digest select a candidate from a
+dictionary, and the whole digests are then compared in constant time
+(``hmac.compare_digest``). Neither step's timing tells an attacker anything about the
+stored keys: they cannot choose the digest of what they send.
 
 The files are re-checked (one ``stat`` each) at most every :data:`RECHECK_SECONDS`, so a
 rotated Secret takes effect within about that long after the kubelet writes it, at no
@@ -14,6 +16,7 @@ cost on the request path in between.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import time
 from dataclasses import dataclass
@@ -26,6 +29,7 @@ from modelport.gateway.context import Principal
 log = logging.getLogger("modelport.gateway.auth")
 
 RECHECK_SECONDS = 1.0
+SELECTOR_BYTES = 8
 MIN_KEY_LENGTH = 16
 """Shorter keys are ignored (with a warning): they could be guessed."""
 
@@ -55,7 +59,8 @@ class ApiKeyVerifier:
         self._clock = clock
         self._recheck = recheck_seconds
         self._states: dict[str, _FileState | None] = {}
-        self._table: dict[bytes, Principal] = {}
+        self._table: dict[bytes, tuple[bytes, Principal]] = {}
+        """Digest prefix -> (whole digest, principal)."""
         self._checked_at = float("-inf")
 
     def __bool__(self) -> bool:
@@ -67,7 +72,11 @@ class ApiKeyVerifier:
         if now - self._checked_at >= self._recheck:
             self._checked_at = now
             self._refresh()
-        return self._table.get(self._fingerprint(key))
+        digest = self._fingerprint(key)
+        found = self._table.get(digest[:SELECTOR_BYTES])
+        if found is None or not hmac.compare_digest(found[0], digest):
+            return None
+        return found[1]
 
     def _refresh(self) -> None:
         """Rebuild the table when any key file changed (appeared, rotated, vanished)."""
@@ -90,7 +99,9 @@ class ApiKeyVerifier:
             # One key for two principals: whichever we picked would be wrong for someone.
             del table[digest]
             log.warning("an API key is listed for two different principals; it is not accepted")
-        self._table = table
+        # Selected by a prefix, confirmed by the whole digest (see the module docstring);
+        # two keys sharing a 64-bit prefix would need 2^32 keys to be likely.
+        self._table = {digest[:SELECTOR_BYTES]: (digest, p) for digest, p in table.items()}
 
     def _digests(self, path: str) -> list[bytes]:
         try:
