@@ -47,10 +47,12 @@ class Principal:
     name: str
     groups: tuple[str, ...] = ()
     method: AuthMethod = "api_key"
+    label: str = field(init=False, compare=False, repr=False)
+    """``user:<name>`` or ``service_principal:<name>``, for logs and metrics (made once:
+    metrics read it on every request)."""
 
-    def label(self) -> str:
-        """``user:<name>`` or ``service_principal:<name>``, for logs and metrics."""
-        return f"{self.kind}:{self.name}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "label", f"{self.kind}:{self.name}")
 
 
 @dataclass(slots=True)

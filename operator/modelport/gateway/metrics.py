@@ -20,7 +20,7 @@ Series (the names are an interface: dashboards, alerts and tests use them):
   ``estimated`` label, so that ``tokens_total`` keeps its series and ``sum()`` over it
   needs no care; the estimated share is ``estimated_tokens_total / tokens_total``.
 - ``modelport_gateway_principal_tokens_total{principal,kind}``: tokens per caller,
-  ``principal`` being :meth:`Principal.label` (``user:<name>``,
+  ``principal`` being :attr:`Principal.label` (``user:<name>``,
   ``service_principal:<name>``), ``anonymous`` when the endpoint does not authenticate.
   Bounded: each worker process gives its own label value to the first ``max_principals``
   distinct principals it sees and counts every later one under ``other``, so a pod
@@ -92,7 +92,7 @@ FIRST_TOKEN_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 6
 
 ANONYMOUS = "anonymous"
 OTHER = "other"
-"""Principal label values of their own; :meth:`Principal.label` always has a ``kind:``
+"""Principal label values of their own; :attr:`Principal.label` always has a ``kind:``
 prefix, so no caller can collide with them."""
 
 MAX_ROUTES = 32
@@ -208,21 +208,26 @@ class Metrics:
 
     def request_finished(self, ctx: RequestContext) -> None:
         """A request ended, however it ended: in-flight - 1, and its count, timings and
-        tokens."""
+        tokens. (Written flat: it runs on every request.)"""
         self._in_flight_now -= 1
         # 0 at the end means nothing reached the client: it left first.
         status = ctx.status or 499
-        series = self._entity(ctx.entity or "")
-        self._count_request(series, ctx.route, status, ctx.duration)
-        if status < 400:
-            first_byte = ctx.time_to_first_byte
-            if first_byte is not None:
-                pending = series.first_token
-                if pending is None:
-                    pending = series.first_token = self._histogram(
-                        self._first_token.labels(series.entity)
-                    )
-                pending.observe(first_byte)
+        attempts = ctx.attempts
+        entity = attempts[-1].entity if attempts else ""
+        series = self._entities.get(entity) or self._entity(entity)
+        cell = self._request_cells.get((entity, ctx.route, status))
+        if cell is None:
+            cell = self._request_cell(series, ctx.route, status)
+        cell.value += 1
+        ended = ctx.ended or 0.0
+        series.duration.observe(ended - ctx.started)
+        if status < 400 and ctx.first_byte is not None:
+            pending = series.first_token
+            if pending is None:
+                pending = series.first_token = self._histogram(
+                    self._first_token.labels(series.entity)
+                )
+            pending.observe(ctx.first_byte - ctx.started)
         usage = ctx.usage
         if usage is not None:
             self._count_tokens(
@@ -232,8 +237,7 @@ class Metrics:
                 usage.completion_tokens,
                 estimated=usage.estimated,
             )
-
-        if self._dir is not None and (ctx.ended or 0.0) - self._flushed_at >= FLUSH_SECONDS:
+        if self._dir is not None and ended - self._flushed_at >= FLUSH_SECONDS:
             self.flush()
 
     def render(self) -> tuple[bytes, bytes]:
@@ -303,26 +307,24 @@ class Metrics:
             )
         return series
 
-    def _count_request(
-        self, series: _EntitySeries, route: str, status: int, seconds: float
-    ) -> None:
+    def _request_cell(self, series: _EntitySeries, route: str, status: int) -> _Cell:
+        """The requests cell of (entity, route, status), made on first use."""
         key = (series.entity, route, status)
-        cell = self._request_cells.get(key)
-        if cell is None:
-            if route not in self._routes and len(self._routes) >= MAX_ROUTES:
-                key = (series.entity, OTHER, status)
-                cell = self._request_cells.get(key)
-                if cell is None:
-                    cell = self._request_cells[key] = self._cell(
-                        self._requests.labels(series.entity, OTHER, str(status))
-                    )
-            else:
-                self._routes.add(route)
+        if route not in self._routes and len(self._routes) >= MAX_ROUTES:
+            # Counted under `other`, and not cached under the overflowing route: the dict
+            # stays bounded.
+            key = (series.entity, OTHER, status)
+            cell = self._request_cells.get(key)
+            if cell is None:
                 cell = self._request_cells[key] = self._cell(
-                    self._requests.labels(series.entity, route, str(status))
+                    self._requests.labels(series.entity, OTHER, str(status))
                 )
-        cell.value += 1
-        series.duration.observe(seconds)
+            return cell
+        self._routes.add(route)
+        cell = self._request_cells[key] = self._cell(
+            self._requests.labels(series.entity, route, str(status))
+        )
+        return cell
 
     def _count_tokens(
         self,
@@ -356,7 +358,7 @@ class Metrics:
     def _principal(self, principal: Principal | None) -> Pair:
         if principal is None:
             return self._fixed_principal(ANONYMOUS)
-        label = principal.label()
+        label = principal.label
         pair = self._principals.get(label)
         if pair is None:
             if len(self._principals) >= self.max_principals:

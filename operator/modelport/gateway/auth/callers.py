@@ -119,7 +119,7 @@ class CallerAuth:
             raise GatewayError(
                 403,
                 PERMISSION_DENIED,
-                f"{principal.label()} may not query endpoint {ctx.endpoint!r}; ask its owner "
+                f"{principal.label} may not query endpoint {ctx.endpoint!r}; ask its owner "
                 "to add you to spec.aiGateway.auth.allow",
             )
 
