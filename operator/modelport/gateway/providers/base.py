@@ -15,7 +15,6 @@ Everything a provider needs arrives in arguments, so each step is testable on it
 from __future__ import annotations
 
 import time
-import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from typing import Any, ClassVar, Literal, Protocol
 
 import orjson
 
+from modelport.gateway.context import new_request_id
 from modelport.gateway.errors import BAD_REQUEST, GatewayError
 from modelport.gateway.framing import Event
 from modelport.gateway.openai_format import ChunkWriter, Usage
@@ -41,7 +41,8 @@ class Call:
     request: ChatRequest | CompletionRequest | EmbeddingRequest
     stream: bool = False
     include_usage: bool = False
-    response_id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex}")
+    # Unique, not secret: the request-id scheme (a tenth of a uuid4's cost per request).
+    response_id: str = field(default_factory=lambda: f"chatcmpl-{new_request_id()}")
     created: int = field(default_factory=lambda: int(time.time()))
 
     def chat(self) -> ChatRequest:
