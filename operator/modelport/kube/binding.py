@@ -14,18 +14,23 @@ Rules of the subjects list:
   ServiceAccount tokens, and removes it when the endpoint is gone or stopped verifying
   them; any other subject (someone else's) is left alone;
 - read, change, replace with the resourceVersion that was read: a concurrent writer
-  (another reconcile thread is excluded by the lock; `helm upgrade`, a person) makes
-  the replace fail with 409, and the change is redone on a fresh read;
+  (`helm upgrade`, a person) makes the replace fail with 409, and the change is redone
+  on a fresh read;
 - nothing to change, nothing written; a recent read is reused for a few seconds, so
   that a burst of reconciles (the operator's start) reads the binding once, not once
-  per endpoint.
+  per endpoint;
+- changes are committed in groups: the reconciles that need a change within a short
+  window (and while the previous replace is in flight) share one read and one
+  replace, so that creating a thousand endpoints writes the binding tens of times,
+  not a thousand times (each write carries every subject). A reconcile awaits its
+  group's outcome, without holding a thread.
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +42,8 @@ log = logging.getLogger(__name__)
 
 MAX_CONFLICTS = 5
 DEFAULT_MAX_AGE = 5.0
+DEFAULT_WINDOW = 0.05
+"""How long a group of changes waits for more to join it, seconds."""
 
 BindingState = Literal["ok", "unset", "missing", "forbidden"]
 
@@ -44,11 +51,11 @@ BindingState = Literal["ok", "unset", "missing", "forbidden"]
 class BindingApi(Protocol):
     """The two calls of `modelport.kube.Kube` this needs (a stand-in in unit tests)."""
 
-    def get_cluster_role_binding(self, name: str) -> dict[str, Any] | None:
+    async def get_cluster_role_binding(self, name: str) -> dict[str, Any] | None:
         """The binding, or None."""
         ...
 
-    def replace_cluster_role_binding(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def replace_cluster_role_binding(self, body: dict[str, Any]) -> dict[str, Any]:
         """PUT the binding; raises KubeError (409 on a stale resourceVersion)."""
         ...
 
@@ -117,8 +124,13 @@ def changed_subjects(
     return [s for s in subjects if not is_mine(s)]
 
 
+Subject = tuple[str, str]
+"""(namespace, ServiceAccount name)."""
+
+
 class TokenReviewBinding:
-    """Keeps the binding's subjects; one per operator process, shared by every thread."""
+    """Keeps the binding's subjects; one per operator process, shared by every reconcile
+    (all on one event loop)."""
 
     def __init__(
         self,
@@ -126,17 +138,23 @@ class TokenReviewBinding:
         name: str,
         *,
         max_age: float = DEFAULT_MAX_AGE,
+        window: float = DEFAULT_WINDOW,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._api = api
         self.name = name
         self._max_age = max_age
+        self._window = window
         self._clock = clock
-        self._lock = threading.Lock()
         self._seen: dict[str, Any] | None = None
         self._seen_at: float | None = None
+        self._failed: BindingResult | None = None
+        # The next group: the wanted state of each subject, and who awaits the outcome.
+        self._group: dict[Subject, bool] = {}
+        self._outcome: asyncio.Future[dict[Subject, BindingResult]] | None = None
+        self._committer: asyncio.Task[None] | None = None
 
-    def sync(self, namespace: str, account: str, *, present: bool) -> BindingResult:
+    async def sync(self, namespace: str, account: str, *, present: bool) -> BindingResult:
         """Make `namespace/account` a subject (`present`) or not one; say how it went.
 
         Raises KubeError for what a retry may cure (the apiserver unreachable, conflicts
@@ -144,36 +162,86 @@ class TokenReviewBinding:
         """
         if not self.name:
             return BindingResult("unset" if present else "ok", self.name)
-        with self._lock:
-            fresh = False
-            for _ in range(MAX_CONFLICTS):
-                try:
-                    binding = self._read(force=fresh)
-                except KubeError as exc:
-                    if exc.status == 403:
-                        return BindingResult("forbidden", self.name, str(exc))
-                    raise
-                if binding is None:
-                    return BindingResult("missing" if present else "ok", self.name)
-                subjects = changed_subjects(
-                    binding.get("subjects") or [], namespace, account, present
-                )
-                if subjects is None:
-                    return BindingResult("ok", self.name)
-                body = copy.deepcopy(binding)
-                body["subjects"] = subjects
-                try:
-                    self._remember(self._api.replace_cluster_role_binding(body))
-                except KubeError as exc:
-                    if exc.status == 409:  # changed since read: read again, redo
-                        fresh = True
-                        continue
-                    if exc.status == 404:
-                        self._remember(None)
-                        return BindingResult("missing" if present else "ok", self.name)
-                    if exc.status == 403:
-                        return BindingResult("forbidden", self.name, str(exc))
-                    raise
+        known = self._known(namespace, account, present)
+        if known is not None:
+            return known
+        self._group[(namespace, account)] = present
+        if self._outcome is None:
+            self._outcome = asyncio.get_running_loop().create_future()
+        outcome = self._outcome
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_groups())
+        results = await asyncio.shield(outcome)
+        return results[(namespace, account)]
+
+    def _known(self, namespace: str, account: str, present: bool) -> BindingResult | None:
+        """The answer without a request, from a recent read: already as wanted (or a
+        recent refusal that a new request would only repeat); None to ask."""
+        if self._seen_at is None or self._clock() - self._seen_at > self._max_age:
+            return None
+        if self._failed is not None:
+            return self._failed
+        if self._seen is None:
+            return BindingResult("missing" if present else "ok", self.name)
+        subjects = self._seen.get("subjects") or []
+        if changed_subjects(subjects, namespace, account, present) is None:
+            return BindingResult("ok", self.name)
+        return None
+
+    async def _commit_groups(self) -> None:
+        """Commit groups one after another until no change waits."""
+        while self._group:
+            await asyncio.sleep(self._window)  # let the group fill
+            group, outcome = self._group, self._outcome
+            self._group, self._outcome = {}, None
+            assert outcome is not None
+            try:
+                outcome.set_result(await self._commit(group))
+            except Exception as exc:  # every waiter gets it; each retries on its own
+                outcome.set_exception(exc)
+
+    async def _commit(self, group: dict[Subject, bool]) -> dict[Subject, BindingResult]:
+        """One read (unless recent) and at most one replace for the whole group."""
+
+        def every(result: BindingResult, absent: BindingResult) -> dict[Subject, BindingResult]:
+            return {s: (result if present else absent) for s, present in group.items()}
+
+        ok = BindingResult("ok", self.name)
+        fresh = False
+        for _ in range(MAX_CONFLICTS):
+            try:
+                binding = await self._read(force=fresh)
+            except KubeError as exc:
+                if exc.status == 403:
+                    refused = self._refused(str(exc))
+                    return every(refused, refused)
+                raise
+            if binding is None:
+                return every(BindingResult("missing", self.name), ok)
+            subjects: list[dict[str, Any]] = binding.get("subjects") or []
+            changed = False
+            for (namespace, account), present in group.items():
+                updated = changed_subjects(subjects, namespace, account, present)
+                if updated is not None:
+                    subjects, changed = updated, True
+            if not changed:
+                return every(ok, ok)
+            body = copy.deepcopy(binding)
+            body["subjects"] = subjects
+            try:
+                self._remember(await self._api.replace_cluster_role_binding(body))
+            except KubeError as exc:
+                if exc.status == 409:  # changed since read: read again, redo
+                    fresh = True
+                    continue
+                if exc.status == 404:
+                    self._remember(None)
+                    return every(BindingResult("missing", self.name), ok)
+                if exc.status == 403:
+                    refused = self._refused(str(exc))
+                    return every(refused, refused)
+                raise
+            for (namespace, account), present in group.items():
                 log.info(
                     "%s ServiceAccount %s/%s %s ClusterRoleBinding %s",
                     "added" if present else "removed",
@@ -182,18 +250,31 @@ class TokenReviewBinding:
                     "to" if present else "from",
                     self.name,
                 )
-                return BindingResult("ok", self.name)
-            raise KubeError(
-                f"ClusterRoleBinding {self.name} kept changing under {MAX_CONFLICTS} tries",
-                409,
-            )
+            return every(ok, ok)
+        raise KubeError(
+            f"ClusterRoleBinding {self.name} kept changing under {MAX_CONFLICTS} tries",
+            409,
+        )
 
-    def _read(self, *, force: bool) -> dict[str, Any] | None:
+    def _refused(self, detail: str) -> BindingResult:
+        """Remember a refusal for as long as a read is reused: asking again sooner would
+        only be refused again."""
+        self._failed = BindingResult("forbidden", self.name, detail)
+        self._seen_at = self._clock()
+        return self._failed
+
+    async def _read(self, *, force: bool) -> dict[str, Any] | None:
         now = self._clock()
-        if force or self._seen_at is None or now - self._seen_at > self._max_age:
-            self._remember(self._api.get_cluster_role_binding(self.name))
+        if (
+            force
+            or self._failed is not None
+            or self._seen_at is None
+            or now - self._seen_at > self._max_age
+        ):
+            self._remember(await self._api.get_cluster_role_binding(self.name))
         return self._seen
 
     def _remember(self, binding: dict[str, Any] | None) -> None:
         self._seen = binding
         self._seen_at = self._clock()
+        self._failed = None
