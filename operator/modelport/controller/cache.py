@@ -27,7 +27,7 @@ new record with the one the last reconcile used to decide whether an event matte
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -55,6 +55,8 @@ class CachedEndpoint:
     """The body as JSON, without `metadata.managedFields` and `resourceVersion`."""
     secrets: frozenset[str] = frozenset()
     """Names of the Secrets it refers to (empty when its spec does not parse)."""
+    version: str = field(default="", compare=False)
+    """Its resourceVersion: which write this is (not what it holds: not compared)."""
 
     def raw(self) -> dict[str, Any]:
         """The body, to parse."""
@@ -114,6 +116,7 @@ def cached_endpoint(body: Mapping[str, Any]) -> CachedEndpoint:
         deleting=bool(meta.get("deletionTimestamp")),
         body=orjson.dumps(trimmed, option=orjson.OPT_SORT_KEYS),
         secrets=secrets,
+        version=str(meta.get("resourceVersion") or ""),
     )
 
 

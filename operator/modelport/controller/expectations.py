@@ -37,6 +37,8 @@ class _Written:
     deleted: dict[str, float] = field(default_factory=dict)
     """uid -> when."""
     status: tuple[CachedEndpoint, float] | None = None
+    status_versions: set[str] = field(default_factory=set)
+    """resourceVersions of our status writes since the watch last caught up."""
 
 
 class Expectations:
@@ -60,7 +62,9 @@ class Expectations:
 
     def status_written(self, key: EndpointKey, endpoint: CachedEndpoint) -> None:
         """The status was just written; `endpoint` is the apiserver's answer."""
-        self._for(key).status = (endpoint, self._clock())
+        written = self._for(key)
+        written.status = (endpoint, self._clock())
+        written.status_versions.add(endpoint.version)
 
     def children(
         self, key: EndpointKey, cached: dict[ChildKey, CachedChild]
@@ -108,6 +112,7 @@ class Expectations:
             or self._clock() - at >= self._ttl
         ):
             written.status = None
+            written.status_versions.clear()
             self._tidy(key, written)
             return cached
         self._rely(key, at)
@@ -138,9 +143,18 @@ class Expectations:
         written.deleted.pop(uid, None)
         self._tidy(key, written)
 
-    def observe_endpoint(self, key: EndpointKey, endpoint: CachedEndpoint) -> None:
-        """A watch showed `endpoint`: drop what it satisfies."""
+    def observe_endpoint(self, key: EndpointKey, endpoint: CachedEndpoint) -> bool:
+        """A watch showed `endpoint`: drop what it satisfies. Whether it is one of our
+        own status writes (the last, or one before it that the watch shows late):
+        nothing new to reconcile."""
+        written = self._written.get(key)
+        ours = (
+            written is not None
+            and bool(endpoint.version)
+            and (endpoint.version in written.status_versions)
+        )
         self.endpoint(key, endpoint)
+        return ours
 
     def pending_until(self, key: EndpointKey) -> float | None:
         """When the earliest expectation a reconcile relied on since the last call

@@ -40,6 +40,8 @@ from modelport.render.names import ENDPOINT_LABEL
 log = logging.getLogger("modelport.controller")
 
 DELETED = "DELETED"
+BINDING_DRAIN_SECONDS = 5.0
+"""At stop, how long to wait for the binding's last group of changes."""
 STATS_SECONDS = 10.0
 """How often the manager logs what it did (only when it did something)."""
 _MISSING = object()
@@ -70,6 +72,7 @@ class Manager:
         self._clock = clock
         self._tasks: list[asyncio.Task[None]] = []
         self._ready = False
+        reconciler.requeue = lambda key: self._queue(key, 0.0, "binding")
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -81,13 +84,15 @@ class Manager:
 
     async def stop(self) -> None:
         """Stop the workers and the resync loop (a reconcile in flight is cancelled; the
-        next operator's start redoes it)."""
+        next operator's start redoes it), and commit the binding changes wanted so far."""
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.reconciler.binding.drain(), BINDING_DRAIN_SECONDS)
 
     def _handlers_running(self) -> None:
         """Kopf calls handlers only once every index is populated: the cache is
@@ -106,8 +111,12 @@ class Manager:
         self.stats["events endpoint"] += 1
         key = (namespace, name)
         record = self.cache.endpoint(key)
-        if record is not None:
-            self.reconciler.expectations.observe_endpoint(key, record)
+        if (
+            event_type != DELETED
+            and record is not None
+            and self.reconciler.expectations.observe_endpoint(key, record)
+        ):
+            return  # our own status write, shown by the watch (maybe late)
         seen = self.seen.get(key)
         if event_type == DELETED or record is None or seen is None or seen.endpoint != record:
             self._queue(key, 0.0, "endpoint")  # a user's change: no debounce
@@ -174,6 +183,7 @@ class Manager:
 
     def _queue(self, key: EndpointKey, delay: float, why: str) -> None:
         self.stats[f"queued by {why}"] += 1
+        log.debug("queue %s/%s in %.2f s: %s", *key, delay, why)
         self.queue.add(key, delay)
 
     # --- work ------------------------------------------------------------------

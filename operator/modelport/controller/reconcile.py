@@ -13,11 +13,14 @@ A status write that would change only the words of progress messages ("1 pod
 pulling the image") waits until `PROGRESS_WRITE_SECONDS` after the previous status
 write (the reconcile asks to run again then): a rollout's every pod event would
 otherwise be a write. Changes of state (ready, failed, a condition) are written at
-once.
+once. The TokenReview binding commits changes in groups (`modelport.kube.binding`)
+and a reconcile does not wait for its own, unless the endpoint would be READY
+without it: READY means callers' ServiceAccount tokens can be verified.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -40,7 +43,7 @@ from modelport.controller.cache import (
 )
 from modelport.controller.expectations import Expectations
 from modelport.kube import ChildKey, KubeError, NamespaceGoneError
-from modelport.kube.binding import BindingResult, TokenReviewBinding
+from modelport.kube.binding import BindingResult, Subject, TokenReviewBinding
 from modelport.kube.compare import desired_digest, with_applied_hash
 from modelport.objects import Manifest
 from modelport.observe import with_pods
@@ -155,6 +158,11 @@ class Reconciler:
         self._clock = clock
         self._now = now
         self._status_at: dict[EndpointKey, float] = {}
+        # Binding changes not committed yet: whose they are, and whether an add.
+        self._binding_changes: dict[Subject, tuple[EndpointKey, bool]] = {}
+        self.requeue: Callable[[EndpointKey], None] = lambda key: None
+        """How to have an endpoint reconciled again (the manager's queue)."""
+        binding.on_committed = self._binding_committed
 
     def forget(self, key: EndpointKey) -> None:
         """Drop what is kept about an endpoint that is gone."""
@@ -169,7 +177,7 @@ class Reconciler:
             # Deleted: garbage collection removes the children through owner refs; the
             # binding is cluster-scoped and owned by no endpoint, so its subject is ours
             # to remove.
-            await self._bind(namespace, name, None)
+            self._bind(key, None)
             self.forget(key)
             return Reconciled(None, None)
         current = self.expectations.endpoint(key, cached)
@@ -184,6 +192,7 @@ class Reconciler:
         spec_error: str | None = None
         spec_error_entity: str | None = None
         token_review: str | None = None
+        binding_pending = False
         try:
             rendered = render(endpoint, self.settings)
         except RenderError as exc:
@@ -200,7 +209,7 @@ class Reconciler:
                 # The apiserver refused what the spec produced (e.g. a runtime field
                 # it cannot accept): retrying cannot help, the user must change it.
                 spec_error = f"the apiserver refused a child of this endpoint: {exc}"
-            token_review = await self._bind(namespace, name, rendered.service_account)
+            token_review, binding_pending = self._bind(key, rendered.service_account)
 
         refs = secret_refs(endpoint)
         secrets = {ref.name: self.cache.secret(namespace, ref.name) for ref in refs}
@@ -233,6 +242,13 @@ class Reconciler:
             token_review_problem=token_review,
         )
         status = compute_status(endpoint, observed, endpoint.status, self._now())
+        if binding_pending and _ready(status) and not _ready(endpoint.status):
+            # READY only once the gateway may verify tokens: wait for the commit.
+            account = gateway_service_account_name(name)
+            result = await self.binding.sync(namespace, account, present=True)
+            problem = None if result.ok else result.problem(namespace, account)
+            observed = dataclasses.replace(observed, token_review_problem=problem)
+            status = compute_status(endpoint, observed, endpoint.status, self._now())
         again_at = written = None
         if _body(status) != _body(endpoint.status):
             again_at = self._progress_wait(key, status, endpoint.status)
@@ -297,26 +313,47 @@ class Reconciler:
                 self.expectations.deleted(key, live.uid)
                 del children[child_key]
 
-    async def _bind(self, namespace: str, name: str, account: str | None) -> str | None:
-        """Put the gateway's ServiceAccount into the TokenReview binding when it verifies
-        ServiceAccount tokens, out of it when not; why it could not be, or None."""
+    def _bind(self, key: EndpointKey, account: str | None) -> tuple[str | None, bool]:
+        """Want the gateway's ServiceAccount in the TokenReview binding when it verifies
+        ServiceAccount tokens, out of it when not: why it cannot be (or None), and
+        whether an add waits for its group's commit."""
+        namespace, name = key
         wanted = account is not None
         account = account or gateway_service_account_name(name)
-        result: BindingResult = await self.binding.sync(namespace, account, present=wanted)
+        result: BindingResult = self.binding.want(namespace, account, present=wanted)
+        if result.pending:
+            self._binding_changes[(namespace, account)] = (key, wanted)
+            return None, wanted
         if result.ok:
-            return None
+            return None, False
         if not wanted:
-            # A leftover subject (refused removal) harms no caller of this endpoint:
-            # worth a log line, not a Degraded endpoint.
-            log.warning(
-                "could not remove %s/%s from ClusterRoleBinding %s: %s",
-                namespace,
-                account,
-                result.binding,
-                result.detail,
-            )
-            return None
-        return result.problem(namespace, account)
+            self._removal_refused(namespace, account, result)
+            return None, False
+        return result.problem(namespace, account), False
+
+    def _binding_committed(self, results: dict[Subject, BindingResult]) -> None:
+        """A group of binding changes was committed: reconcile again the endpoints whose
+        add failed, to say so."""
+        for subject, result in results.items():
+            key, wanted = self._binding_changes.pop(subject, (None, False))
+            if key is None or result.ok:
+                continue
+            if wanted:
+                self.requeue(key)
+            else:
+                self._removal_refused(*subject, result)
+
+    @staticmethod
+    def _removal_refused(namespace: str, account: str, result: BindingResult) -> None:
+        # A leftover subject (refused removal) harms no caller of this endpoint: worth
+        # a log line, not a Degraded endpoint.
+        log.warning(
+            "could not remove %s/%s from ClusterRoleBinding %s: %s",
+            namespace,
+            account,
+            result.binding,
+            result.detail,
+        )
 
     def _deployment(
         self,
@@ -477,6 +514,10 @@ def _secret_problems(
 
 def _body(status: ServingEndpointStatus | None) -> dict[str, Any]:
     return status.to_body() if status is not None else {}
+
+
+def _ready(status: ServingEndpointStatus | None) -> bool:
+    return status is not None and status.state is not None and status.state.ready == "READY"
 
 
 def _shape(status: ServingEndpointStatus | None) -> dict[str, Any]:

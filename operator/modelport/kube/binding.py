@@ -19,11 +19,13 @@ Rules of the subjects list:
 - nothing to change, nothing written; a recent read is reused for a few seconds, so
   that a burst of reconciles (the operator's start) reads the binding once, not once
   per endpoint;
-- changes are committed in groups: the reconciles that need a change within a short
-  window (and while the previous replace is in flight) share one read and one
-  replace, so that creating a thousand endpoints writes the binding tens of times,
-  not a thousand times (each write carries every subject). A reconcile awaits its
-  group's outcome, without holding a thread.
+- changes are committed in groups: the changes wanted within a short window (and
+  while the previous replace is in flight) share one read and one replace, so that
+  creating a thousand endpoints writes the binding tens of times, not a thousand
+  times (each write carries every subject, and each makes the apiserver rebuild its
+  RBAC view). A reconcile does not wait for its group (`want` answers "pending");
+  `on_committed` reports each group's outcome, and the operator reconciles again
+  the endpoints it concerns. `sync` waits, for callers that need the outcome.
 """
 
 from __future__ import annotations
@@ -42,10 +44,12 @@ log = logging.getLogger(__name__)
 
 MAX_CONFLICTS = 5
 DEFAULT_MAX_AGE = 5.0
-DEFAULT_WINDOW = 0.05
+DEFAULT_WINDOW = 0.5
 """How long a group of changes waits for more to join it, seconds."""
+RETRY_CAP = 30.0
+"""Longest wait before a group that failed (apiserver unreachable) is tried again."""
 
-BindingState = Literal["ok", "unset", "missing", "forbidden"]
+BindingState = Literal["ok", "pending", "unset", "missing", "forbidden"]
 
 
 class BindingApi(Protocol):
@@ -73,6 +77,11 @@ class BindingResult:
     def ok(self) -> bool:
         """The gateway's ServiceAccount holds the TokenReview right (or needs none)."""
         return self.state == "ok"
+
+    @property
+    def pending(self) -> bool:
+        """The change is queued for the next group (the binding was fine when last read)."""
+        return self.state == "pending"
 
     def problem(self, namespace: str, account: str) -> str:
         """Why `namespace/account` cannot verify ServiceAccount tokens, and the fix."""
@@ -126,6 +135,7 @@ def changed_subjects(
 
 Subject = tuple[str, str]
 """(namespace, ServiceAccount name)."""
+Committed = Callable[[dict[Subject, "BindingResult"]], None]
 
 
 class TokenReviewBinding:
@@ -140,6 +150,7 @@ class TokenReviewBinding:
         max_age: float = DEFAULT_MAX_AGE,
         window: float = DEFAULT_WINDOW,
         clock: Callable[[], float] = time.monotonic,
+        on_committed: Committed | None = None,
     ) -> None:
         self._api = api
         self.name = name
@@ -153,26 +164,43 @@ class TokenReviewBinding:
         self._group: dict[Subject, bool] = {}
         self._outcome: asyncio.Future[dict[Subject, BindingResult]] | None = None
         self._committer: asyncio.Task[None] | None = None
+        self.on_committed = on_committed
+
+    def want(self, namespace: str, account: str, *, present: bool) -> BindingResult:
+        """Want `namespace/account` a subject (`present`) or not one; the answer now:
+        as wanted ("ok"), a problem a recent read showed, or "pending" (the next group
+        commits it; `on_committed` says how it went). Never waits."""
+        if not self.name:
+            return BindingResult("unset" if present else "ok", self.name)
+        subject = (namespace, account)
+        known = self._known(namespace, account, present)
+        if known is not None and subject not in self._group:
+            return known
+        self._group[subject] = present  # also overrides an opposite wish not committed yet
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_groups())
+        return BindingResult("pending", self.name)
 
     async def sync(self, namespace: str, account: str, *, present: bool) -> BindingResult:
-        """Make `namespace/account` a subject (`present`) or not one; say how it went.
+        """Make `namespace/account` a subject (`present`) or not one; say how it went,
+        once its group is committed.
 
         Raises KubeError for what a retry may cure (the apiserver unreachable, conflicts
         that did not stop); a missing binding or a refusal is returned, not raised.
         """
-        if not self.name:
-            return BindingResult("unset" if present else "ok", self.name)
-        known = self._known(namespace, account, present)
-        if known is not None:
-            return known
-        self._group[(namespace, account)] = present
+        result = self.want(namespace, account, present=present)
+        if not result.pending:
+            return result
         if self._outcome is None:
             self._outcome = asyncio.get_running_loop().create_future()
-        outcome = self._outcome
-        if self._committer is None or self._committer.done():
-            self._committer = asyncio.create_task(self._commit_groups())
-        results = await asyncio.shield(outcome)
+        results = await asyncio.shield(self._outcome)
         return results[(namespace, account)]
+
+    async def drain(self) -> None:
+        """Until every wanted change is committed (or its group failed): at the
+        operator's stop, and in tests."""
+        while self._committer is not None and not self._committer.done():
+            await asyncio.shield(self._committer)
 
     def _known(self, namespace: str, account: str, present: bool) -> BindingResult | None:
         """The answer without a request, from a recent read: already as wanted (or a
@@ -189,16 +217,34 @@ class TokenReviewBinding:
         return None
 
     async def _commit_groups(self) -> None:
-        """Commit groups one after another until no change waits."""
+        """Commit groups one after another until no change waits; a group that fails is
+        tried again, after a backoff, with what was wanted meanwhile."""
+        wait = self._window
         while self._group:
-            await asyncio.sleep(self._window)  # let the group fill
+            await asyncio.sleep(wait)  # let the group fill
             group, outcome = self._group, self._outcome
             self._group, self._outcome = {}, None
-            assert outcome is not None
             try:
-                outcome.set_result(await self._commit(group))
-            except Exception as exc:  # every waiter gets it; each retries on its own
-                outcome.set_exception(exc)
+                results = await self._commit(group)
+            except Exception as exc:
+                if outcome is not None:  # its waiters get the error
+                    outcome.set_exception(exc)
+                for subject, present in group.items():
+                    self._group.setdefault(subject, present)  # newer wishes win
+                wait = min(max(wait, self._window, 0.5) * 2, RETRY_CAP)
+                log.warning(
+                    "ClusterRoleBinding %s: could not commit %d change(s), retrying in %.1f s: %s",
+                    self.name,
+                    len(group),
+                    wait,
+                    exc,
+                )
+                continue
+            wait = self._window
+            if outcome is not None:
+                outcome.set_result(results)
+            if self.on_committed is not None:
+                self.on_committed(results)
 
     async def _commit(self, group: dict[Subject, bool]) -> dict[Subject, BindingResult]:
         """One read (unless recent) and at most one replace for the whole group."""

@@ -197,4 +197,10 @@ def make_reconciler(kube: FakeKube, binding: str = BINDING) -> Reconciler:
 
 def reconcile(reconciler: Reconciler, namespace: str, name: str) -> Outcome | None:
     """One reconcile, on a loop of its own; what it did (None: the endpoint is gone)."""
-    return asyncio.run(reconciler.reconcile(namespace, name)).outcome
+
+    async def once() -> Outcome | None:
+        outcome = (await reconciler.reconcile(namespace, name)).outcome
+        await reconciler.binding.drain()  # the binding's group is committed meanwhile
+        return outcome
+
+    return asyncio.run(once())
