@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 MAX_CONFLICTS = 5
 DEFAULT_MAX_AGE = 5.0
-DEFAULT_WINDOW = 0.5
+DEFAULT_WINDOW = 1.0
 """How long a group of changes waits for more to join it, seconds."""
 RETRY_CAP = 30.0
 """Longest wait before a group that failed (apiserver unreachable) is tried again."""
