@@ -211,8 +211,9 @@ def test_anthropic_request(request_body: dict[str, Any], expected: dict[str, Any
         ({"n": 2}, "n"),
         ({"logprobs": True}, "logprobs"),
         ({"temperature": 1.5}, "temperature"),
-        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"response_format": {"type": "json_object"}, "tools": [TOOL]}, "response_format"),
         ({"seed": 1}, "seed"),
+        ({"service_tier": "flex"}, "service_tier"),
     ],
 )
 def test_anthropic_unsupported(request_body: dict[str, Any], param: str) -> None:
