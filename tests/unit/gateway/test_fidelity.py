@@ -545,6 +545,23 @@ def test_parallel_tool_calls_mapped_or_refused() -> None:
         assert sent(provider, {**body, "parallel_tool_calls": True})
 
 
+def test_choices_and_tool_choices_a_provider_cannot_honour_are_refused() -> None:
+    # Vertex would generate n candidates and the gateway return one; Converse cannot
+    # forbid tools in a conversation that already used them.
+    assert refused("google-cloud-vertex-ai", {"messages": user("x"), "n": 2}).param == "n"
+    turns = [
+        *user("go"),
+        {
+            "role": "assistant",
+            "tool_calls": [{"id": "t", "type": "function", "function": {"name": "f"}}],
+        },
+        {"role": "tool", "tool_call_id": "t", "content": "done"},
+    ]
+    none = {"tools": [TOOL], "tool_choice": "none"}
+    assert refused("amazon-bedrock", {"messages": turns, **none}).param == "tool_choice"
+    assert "toolConfig" not in sent("amazon-bedrock", {"messages": user("x"), **none})
+
+
 def test_ai21_gets_only_its_documented_fields() -> None:
     body = sent(
         "ai21labs",

@@ -417,14 +417,14 @@ def test_vertex_generate_body() -> None:
                     "messages": [{"role": "system", "content": "s"}, *TOOL_TURNS],
                     "tools": [TOOL],
                     "tool_choice": {"type": "function", "function": {"name": "f"}},
-                    "n": 2,
+                    "n": 1,
                     "response_format": {"type": "json_object"},
                 }
             )
         )
     )
     assert body["systemInstruction"] == {"parts": [{"text": "s"}]}
-    assert body["generationConfig"] == {"candidateCount": 2, "responseMimeType": "application/json"}
+    assert body["generationConfig"] == {"responseMimeType": "application/json"}
     assert body["toolConfig"] == {
         "functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["f"]}
     }

@@ -300,6 +300,16 @@ def converse_body(
             ],
             "toolChoice": {"tool": {"name": json_tool.name}},
         }
+    elif request.tools and request.tool_choice == "none":
+        # Converse has no 'none': the tools are left out, so none can be called. A
+        # conversation that already holds tool calls needs toolConfig, so there it is
+        # refused rather than silently allowed.
+        if any(m.tool_calls or m.role == "tool" for m in request.messages):
+            raise unsupported(
+                NAME,
+                "tool_choice",
+                "Converse cannot forbid tool calls in a conversation that has some; use 'auto'",
+            )
     elif request.tools:
         config: dict[str, Any] = {
             "tools": [

@@ -51,6 +51,7 @@ from modelport.gateway.providers.base import (
     refuse,
     refuse_serial_tools,
     truncated,
+    unsupported,
 )
 from modelport.gateway.providers.reasoning import thinking_budget
 from modelport.gateway.providers.structured import json_output
@@ -173,6 +174,10 @@ def generate_body(request: ChatRequest) -> bytes:
     """The generateContent body for an OpenAI chat request."""
     refuse(request, NAME, "logprobs", "top_logprobs", "logit_bias", "service_tier")
     refuse_serial_tools(request, NAME)
+    if request.n not in (None, 1):
+        # candidateCount would work upstream, but only the first candidate would come
+        # back: refused rather than answered with fewer choices than asked for.
+        raise unsupported(NAME, "n", "send one request per completion")
     system: list[dict[str, str]] = []
     contents: list[dict[str, Any]] = []
     names: dict[str, str] = {}  # tool_call_id -> function name: functionResponse needs the name
@@ -216,7 +221,6 @@ def generate_body(request: ChatRequest) -> bytes:
         "topK": request.top_k,
         "maxOutputTokens": request.max_output_tokens(),
         "stopSequences": request.stop_list(),
-        "candidateCount": request.n,
         "seed": request.seed,
         "presencePenalty": request.presence_penalty,
         "frequencyPenalty": request.frequency_penalty,
