@@ -59,3 +59,16 @@ def service_account_key() -> tuple[dict[str, str], bytes]:
         "client_id": "1",
     }
     return info, public
+
+
+@pytest.fixture
+def provider_gateway(
+    provider: FakeProvider,
+    gateway: Callable[..., RunningGateway],
+    service_account_key: tuple[dict[str, str], bytes],
+) -> Callable[[str], RunningGateway]:
+    """Start a gateway for one entity of the named provider, its feature fake (see
+    feature_fakes) registered on ``provider``."""
+    from tests.integration.gateway.feature_fakes import start_gateway
+
+    return lambda name: start_gateway(name, provider, gateway, service_account_key[0])

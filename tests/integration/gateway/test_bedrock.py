@@ -153,19 +153,29 @@ def bedrock(provider: FakeProvider, gateway: Callable[..., RunningGateway]) -> R
         )
 
     return gateway(
-        endpoint(
-            {
-                "name": "br",
-                "task": "llm/v1/chat",
-                "provider": "amazon-bedrock",
-                "modelName": MODEL,
-                "baseUrl": provider.url,
-                "bedrock": {"region": REGION, "bedrockProvider": "anthropic"},
-                "credentials": {"awsAccessKeyId": "aws/akid", "awsSecretAccessKey": "aws/secret"},
-            }
+        bedrock_endpoint(
+            provider, {"awsAccessKeyId": "aws/akid", "awsSecretAccessKey": "aws/secret"}
         ),
         {"aws/akid": AKID, "aws/secret": SECRET},
     )
+
+
+def bedrock_endpoint(
+    provider: FakeProvider, credentials: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """A chat endpoint of one Claude entity on ``provider``; without ``credentials`` it
+    signs with the pod's AWS identity."""
+    entity: dict[str, Any] = {
+        "name": "br",
+        "task": "llm/v1/chat",
+        "provider": "amazon-bedrock",
+        "modelName": MODEL,
+        "baseUrl": provider.url,
+        "bedrock": {"region": REGION, "bedrockProvider": "anthropic"},
+    }
+    if credentials:
+        entity["credentials"] = credentials
+    return endpoint(entity)
 
 
 def test_converse(bedrock: RunningGateway, provider: FakeProvider) -> None:
@@ -382,19 +392,6 @@ def pod_identity_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, sts_url: s
     return token_file
 
 
-def keyless(provider: FakeProvider) -> dict[str, Any]:
-    return endpoint(
-        {
-            "name": "br",
-            "task": "llm/v1/chat",
-            "provider": "amazon-bedrock",
-            "modelName": MODEL,
-            "baseUrl": provider.url,
-            "bedrock": {"region": REGION, "bedrockProvider": "anthropic"},
-        }
-    )
-
-
 def test_web_identity_credentials_sign_and_are_refreshed_before_expiry(
     provider: FakeProvider,
     gateway: Callable[..., RunningGateway],
@@ -439,7 +436,7 @@ def test_web_identity_credentials_sign_and_are_refreshed_before_expiry(
             }
         )
 
-    gw = gateway(keyless(provider))
+    gw = gateway(bedrock_endpoint(provider))
     c = client(gw)
     answers = [
         c.chat.completions.create(model="ep", messages=[{"role": "user", "content": "hi"}])
@@ -462,7 +459,7 @@ def test_no_keys_and_no_pod_identity_is_a_502_that_says_what_to_set(
     tmp_path: Path,
 ) -> None:
     pod_identity_env(monkeypatch, tmp_path, None)
-    gw = gateway(keyless(provider))
+    gw = gateway(bedrock_endpoint(provider))
     with pytest.raises(openai.APIStatusError) as caught:
         client(gw).chat.completions.create(model="ep", messages=[{"role": "user", "content": "x"}])
     assert caught.value.status_code == 502

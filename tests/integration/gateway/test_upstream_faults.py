@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import openai
@@ -25,8 +25,8 @@ from tests.integration.gateway.fakes import (
     bedrock_event,
     json_reply,
 )
+from tests.integration.gateway.feature_fakes import VERTEX_PATH
 from tests.integration.gateway.test_bedrock import MODEL_PATH
-from tests.integration.gateway.test_fidelity import VERTEX_PATH, start_gateway
 from tests.integration.gateway.test_openai_compatible import client
 
 CHAT: Any = [{"role": "user", "content": "hi"}]
@@ -133,29 +133,31 @@ STREAMS: dict[str, tuple[str, str, list[bytes], bytes]] = {
 }
 
 
-@pytest.fixture
-def start(
-    provider: FakeProvider,
-    gateway: Callable[..., RunningGateway],
-    service_account_key: tuple[dict[str, str], bytes],
-) -> Iterator[Callable[[str], RunningGateway]]:
-    yield lambda name: start_gateway(name, provider, gateway, service_account_key[0])
-
-
 def streamed_error(gw: RunningGateway) -> openai.APIError:
+    """The error the SDK raises while reading a streamed answer."""
     with pytest.raises(openai.APIError) as caught:
         for _ in client(gw).chat.completions.create(model="ep", messages=CHAT, stream=True):
             pass
     return caught.value
 
 
+def bad_gateway(gw: RunningGateway) -> dict[str, Any]:
+    """The body of the 502 a non-streamed request gets."""
+    with pytest.raises(openai.APIStatusError) as caught:
+        client(gw).chat.completions.create(model="ep", messages=CHAT)
+    assert caught.value.status_code == 502
+    assert "<html>" not in caught.value.response.text
+    body: dict[str, Any] = caught.value.response.json()
+    return body
+
+
 @pytest.mark.parametrize("cut", ["clean end", "mid-event, connection closed"])
 @pytest.mark.parametrize("name", sorted(STREAMS))
 def test_a_stream_that_ends_early_is_an_error(
-    name: str, cut: str, start: Callable[[str], RunningGateway], provider: FakeProvider
+    name: str, cut: str, provider_gateway: Callable[[str], RunningGateway], provider: FakeProvider
 ) -> None:
     path, content_type, begun, last = STREAMS[name]
-    gw = start(name)
+    gw = provider_gateway(name)
 
     @provider.route("POST", path)
     def cut_short(seen: Seen) -> Reply:
@@ -177,9 +179,12 @@ def test_a_stream_that_ends_early_is_an_error(
 @pytest.mark.parametrize("stream", [False, True])
 @pytest.mark.parametrize("name", ["openai", "anthropic"])
 def test_upstream_retry_after_reaches_the_client(
-    name: str, stream: bool, start: Callable[[str], RunningGateway], provider: FakeProvider
+    name: str,
+    stream: bool,
+    provider_gateway: Callable[[str], RunningGateway],
+    provider: FakeProvider,
 ) -> None:
-    gw = start(name)
+    gw = provider_gateway(name)
     path = "/v1/messages" if name == "anthropic" else "/v1/chat/completions"
 
     @provider.route("POST", path)
@@ -199,9 +204,9 @@ def test_upstream_retry_after_reaches_the_client(
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_a_pass_through_200_that_is_not_json_is_a_502(
-    stream: bool, start: Callable[[str], RunningGateway], provider: FakeProvider
+    stream: bool, provider_gateway: Callable[[str], RunningGateway], provider: FakeProvider
 ) -> None:
-    gw = start("openai")
+    gw = provider_gateway("openai")
 
     @provider.route("POST", "/v1/chat/completions")
     def proxy_page(seen: Seen) -> Reply:
@@ -212,20 +217,19 @@ def test_a_pass_through_200_that_is_not_json_is_a_502(
     if stream:
         assert "not JSON" in str(streamed_error(gw))
         return
-    with pytest.raises(openai.APIStatusError) as caught:
-        client(gw).chat.completions.create(model="ep", messages=CHAT)
-    assert caught.value.status_code == 502
-    body = caught.value.response.json()
+    body = bad_gateway(gw)
     assert body["error_code"] == "INTERNAL_ERROR" and "not JSON" in body["message"]
-    assert "<html>" not in caught.value.response.text
 
 
 @pytest.mark.parametrize("stream", [False, True])
 @pytest.mark.parametrize("name", ["openai", "anthropic", "amazon-bedrock"])
 def test_a_body_broken_off_is_a_502_not_a_503(
-    name: str, stream: bool, start: Callable[[str], RunningGateway], provider: FakeProvider
+    name: str,
+    stream: bool,
+    provider_gateway: Callable[[str], RunningGateway],
+    provider: FakeProvider,
 ) -> None:
-    gw = start(name)
+    gw = provider_gateway(name)
     path, content_type, begun, _ = STREAMS[name]
     if not stream:
         path = path.replace("/converse-stream", "/converse")
@@ -239,7 +243,4 @@ def test_a_body_broken_off_is_a_502_not_a_503(
     if stream:
         assert "broke off its answer" in str(streamed_error(gw))
         return
-    with pytest.raises(openai.APIStatusError) as caught:
-        client(gw).chat.completions.create(model="ep", messages=CHAT)
-    assert caught.value.status_code == 502
-    assert "broke off its answer" in caught.value.response.json()["message"]
+    assert "broke off its answer" in bad_gateway(gw)["message"]

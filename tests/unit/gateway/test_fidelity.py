@@ -280,34 +280,38 @@ def test_forced_tool_answer_is_json_content(provider: str, reply: dict[str, Any]
     assert out["choices"][0]["finish_reason"] == "stop"
 
 
+def block_start(index: int, block: dict[str, Any]) -> tuple[str, bytes]:
+    payload = {"type": "content_block_start", "index": index, "content_block": block}
+    return sse_event("content_block_start", payload)
+
+
+def block_delta(index: int, delta: dict[str, Any]) -> tuple[str, bytes]:
+    payload = {"type": "content_block_delta", "index": index, "delta": delta}
+    return sse_event("content_block_delta", payload)
+
+
+MESSAGE_START = sse_event("message_start", {"type": "message_start", "message": {"usage": {}}})
+MESSAGE_STOP = sse_event("message_stop", {"type": "message_stop"})
+
+
+def message_end(stop: str) -> tuple[str, bytes]:
+    return sse_event("message_delta", {"type": "message_delta", "delta": {"stop_reason": stop}})
+
+
 def test_forced_tool_streams_as_content() -> None:
     ent = entity_for("anthropic")
     translator = REGISTRY[ent.provider].stream_translator(
         call(ent, {"messages": user("x"), "response_format": JSON_SCHEMA, "stream": True})
     )
     events = [
-        sse_event("message_start", {"type": "message_start", "message": {"usage": {}}}),
-        sse_event(
-            "content_block_start",
-            {
-                "type": "content_block_start",
-                "index": 0,
-                "content_block": {"type": "tool_use", "id": "t", "name": "place", "input": {}},
-            },
-        ),
+        MESSAGE_START,
+        block_start(0, {"type": "tool_use", "id": "t", "name": "place", "input": {}}),
         *[
-            sse_event(
-                "content_block_delta",
-                {
-                    "type": "content_block_delta",
-                    "index": 0,
-                    "delta": {"type": "input_json_delta", "partial_json": piece},
-                },
-            )
+            block_delta(0, {"type": "input_json_delta", "partial_json": piece})
             for piece in ('{"city"', ': "Oslo"}')
         ],
-        sse_event("message_delta", {"type": "message_delta", "delta": {"stop_reason": "tool_use"}}),
-        sse_event("message_stop", {"type": "message_stop"}),
+        message_end("tool_use"),
+        MESSAGE_STOP,
     ]
     out = chunks([p for e in events for p in translator.feed(e)] + translator.finish())
     deltas = [c["choices"][0]["delta"] for c in out]
@@ -487,41 +491,13 @@ def test_reasoning_streams_as_reasoning_content() -> None:
         call(ent, {"messages": user("x"), "stream": True, "reasoning_effort": "low"})
     )
     events = [
-        sse_event("message_start", {"type": "message_start", "message": {"usage": {}}}),
-        sse_event(
-            "content_block_start",
-            {
-                "type": "content_block_start",
-                "index": 0,
-                "content_block": {"type": "thinking", "thinking": ""},
-            },
-        ),
-        sse_event(
-            "content_block_delta",
-            {
-                "type": "content_block_delta",
-                "index": 0,
-                "delta": {"type": "thinking_delta", "thinking": "Hmm."},
-            },
-        ),
-        sse_event(
-            "content_block_delta",
-            {
-                "type": "content_block_delta",
-                "index": 0,
-                "delta": {"type": "signature_delta", "signature": "s"},
-            },
-        ),
-        sse_event(
-            "content_block_delta",
-            {
-                "type": "content_block_delta",
-                "index": 1,
-                "delta": {"type": "text_delta", "text": "42"},
-            },
-        ),
-        sse_event("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"}}),
-        sse_event("message_stop", {"type": "message_stop"}),
+        MESSAGE_START,
+        block_start(0, {"type": "thinking", "thinking": ""}),
+        block_delta(0, {"type": "thinking_delta", "thinking": "Hmm."}),
+        block_delta(0, {"type": "signature_delta", "signature": "s"}),
+        block_delta(1, {"type": "text_delta", "text": "42"}),
+        message_end("end_turn"),
+        MESSAGE_STOP,
     ]
     deltas = [
         c["choices"][0]["delta"]
