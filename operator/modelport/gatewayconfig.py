@@ -330,16 +330,17 @@ class RateLimitStore(_Strict):
     @field_validator("address")
     @classmethod
     def _redis_url(cls, value: str) -> str:
-        if not value.startswith(("redis://", "rediss://")):
-            raise ValueError(
-                f"rate limit store address {value!r} must start with redis:// or rediss://"
-            )
-        # The password belongs in a Secret, never in a ConfigMap: refuse one in the URL.
-        netloc = value.split("://", 1)[1].split("/", 1)[0]
+        # The password belongs in a Secret, never in a ConfigMap: refuse one in the URL
+        # (first, and without echoing the value).
+        netloc = value.split("://", 1)[-1].split("/", 1)[0]
         if "@" in netloc:
             raise ValueError(
                 "rate limit store address must not contain credentials; put the password "
-                "in a Secret (passwordFile) and the user in username"
+                "in a Secret and the user in username"
+            )
+        if not value.startswith(("redis://", "rediss://")):
+            raise ValueError(
+                f"rate limit store address {value!r} must start with redis:// or rediss://"
             )
         return value
 
