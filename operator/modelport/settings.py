@@ -407,9 +407,7 @@ def _parse_gateway_auth(raw: str) -> GatewayAuthDefaults:
         'a JSON object such as {"enabled": true, "serviceAccountTokens": {"enabled": true, '
         '"audiences": ["modelport"], "cacheSeconds": 10}, "oidc": null}'
     )
-    data = _json_setting("GATEWAY_AUTH", raw, shape)
-    if not isinstance(data, dict):
-        raise SettingsError(f"{where}={raw!r}: give {shape}")
+    data = _json_object("GATEWAY_AUTH", raw, shape)
     _known(where, data, {"enabled", "serviceAccountTokens", "oidc"})
     defaults = GatewayAuthDefaults()
     enabled = _boolean(f"{where}.enabled", data.get("enabled", defaults.enabled))
@@ -445,11 +443,7 @@ def _parse_gateway_auth(raw: str) -> GatewayAuthDefaults:
         try:
             oidc = gc.Oidc.model_validate(data["oidc"])
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'oidc'}: "
-                f"{e['msg'].removeprefix('Value error, ')}"
-                for e in exc.errors(include_input=False, include_url=False)
-            )
+            problems = _problems(exc, "oidc")
             raise SettingsError(
                 f'{where}.oidc: {problems}; give {{"issuer": "https://...", '
                 '"audiences": [...]} and optionally jwksUri, userClaim, groupsClaim, '
@@ -474,9 +468,7 @@ def _parse_rate_limiting(raw: str) -> RateLimitingDefaults:
         '"passwordSecret": {"name": "...", "key": "password"}, "timeoutSeconds": 0.25}, '
         '"failOpen": false, "reserveCompletionTokens": 512}'
     )
-    data = _json_setting("RATE_LIMITING", raw, shape)
-    if not isinstance(data, dict):
-        raise SettingsError(f"{where}={raw!r}: give {shape}")
+    data = _json_object("RATE_LIMITING", raw, shape)
     _known(where, data, {"store", "failOpen", "reserveCompletionTokens"})
     defaults = RateLimitingDefaults()
     fail_open = _boolean(f"{where}.failOpen", data.get("failOpen", defaults.fail_open))
@@ -498,11 +490,7 @@ def _parse_rate_limiting(raw: str) -> RateLimitingDefaults:
         try:
             checked = gc.RateLimitStore(address=address, username=username, timeoutSeconds=timeout)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
-                for e in exc.errors(include_input=False, include_url=False)
-            )
-            raise SettingsError(f"{where}.store: {problems}") from None
+            raise SettingsError(f"{where}.store: {_problems(exc, 'store')}") from None
         timeout = checked.timeout_seconds
         ref = store.get("passwordSecret")
         if ref is not None:
@@ -525,6 +513,22 @@ def _parse_rate_limiting(raw: str) -> RateLimitingDefaults:
         timeout_seconds=float(timeout),
         fail_open=fail_open,
         reserve_completion_tokens=reserve,
+    )
+
+
+def _json_object(name: str, raw: str, shape: str) -> dict[str, Any]:
+    """A setting that holds a JSON object (the Helm value of that name)."""
+    data = _json_setting(name, raw, shape)
+    if not isinstance(data, dict):
+        raise SettingsError(f"{ENV_PREFIX}{name}={raw!r}: give {shape}")
+    return data
+
+
+def _problems(exc: ValidationError, whole: str) -> str:
+    """A model's validation errors as `field: problem; ...`, never echoing a value."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or whole}: {e['msg'].removeprefix('Value error, ')}"
+        for e in exc.errors(include_input=False, include_url=False)
     )
 
 

@@ -17,7 +17,7 @@ import pytest
 from tests.integration.gateway.fakes import FakeProvider, endpoint, vllm, write_config
 from tests.integration.gateway.openai_fake import serve_openai
 from tests.integration.gateway.redis_server import RedisServer
-from tests.integration.gateway.test_cli_process import MODELPORT, free_port
+from tests.integration.gateway.test_cli_process import free_port, gateway_command
 
 USERS = {
     # key file -> (key, principal)
@@ -64,20 +64,7 @@ class Replicas:
             log = (root / f"gateway{i}.log").open("wb")
             self.procs.append(
                 subprocess.Popen(
-                    [
-                        *MODELPORT,
-                        "gateway",
-                        "--config",
-                        str(config_dir),
-                        "--secrets",
-                        str(secrets_dir),
-                        "--host",
-                        "127.0.0.1",
-                        "--port",
-                        str(port),
-                        "--log-level",
-                        "warning",
-                    ],
+                    gateway_command(config_dir, secrets_dir, port),
                     stdout=log,
                     stderr=subprocess.STDOUT,
                 )
