@@ -61,20 +61,7 @@ def test_serves_and_stops(provider: FakeProvider, tmp_path: Path) -> None:
     )
     port = free_port()
     proc = subprocess.Popen(
-        [
-            *MODELPORT,
-            "gateway",
-            "--config",
-            str(config_dir),
-            "--secrets",
-            str(secrets_dir),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
+        gateway_command(config_dir, secrets_dir, port),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
