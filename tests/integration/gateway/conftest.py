@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.integration.gateway.fakes import FakeProvider, RunningGateway, start_gateway
+from tests.integration.gateway.redis_server import RedisServer
 
 
 @pytest.fixture
@@ -38,6 +39,16 @@ def gateway(tmp_path: Path) -> Iterator[Callable[..., RunningGateway]]:
     finally:
         for gw in running:
             gw.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A private redis-server on a free loopback port, stopped after the test."""
+    server = RedisServer(tmp_path / "redis").start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="module")
