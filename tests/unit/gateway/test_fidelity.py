@@ -392,6 +392,8 @@ def test_reasoning_effort_for_the_other_providers() -> None:
     llama = {"region": "us-east-1", "bedrockProvider": "meta"}
     body = {"messages": user("x"), "reasoning_effort": "low"}
     assert refused("amazon-bedrock", body, bedrock=llama).param == "reasoning_effort"
+    none = {"messages": user("x"), "reasoning_effort": "none"}
+    assert "additionalModelRequestFields" not in sent("amazon-bedrock", none, bedrock=llama)
     vertex = sent("google-cloud-vertex-ai", {"messages": user("x"), "reasoning_effort": "medium"})
     assert vertex["generationConfig"]["thinkingConfig"] == {
         "thinkingBudget": 8192,
