@@ -268,19 +268,19 @@ def converse_body(
     # top_k is not a Converse field; the model families that have it read it from here.
     additional: dict[str, Any] = {"top_k": request.top_k} if request.top_k else {}
     budget = thinking_budget(request)
-    if budget is not None:
-        if family != "anthropic":
-            raise unsupported(
-                NAME,
-                "reasoning_effort",
-                f"Bedrock documents reasoning settings for Claude models only, not {family!r} ones",
-            )
-        if budget:
-            check_claude_thinking(request, NAME, json_tool is not None)
-            budget, inference["maxTokens"] = fit_budget(
-                budget, request.max_output_tokens(), DEFAULT_MAX_TOKENS
-            )
-            additional["thinking"] = {"type": "enabled", "budget_tokens": budget}
+    if budget and family != "anthropic":
+        raise unsupported(
+            NAME,
+            "reasoning_effort",
+            f"Bedrock documents reasoning settings for Claude models only, not {family!r} "
+            "ones; leave it unset (or 'none')",
+        )
+    if budget:
+        check_claude_thinking(request, NAME, json_tool is not None)
+        budget, inference["maxTokens"] = fit_budget(
+            budget, request.max_output_tokens(), DEFAULT_MAX_TOKENS
+        )
+        additional["thinking"] = {"type": "enabled", "budget_tokens": budget}
     body: dict[str, Any] = {
         "messages": turns,
         "system": system or None,
