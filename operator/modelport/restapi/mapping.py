@@ -191,6 +191,8 @@ def endpoint_from_reference(
     if gateway is not None:
         spec["ai_gateway"] = gateway
     kept = {k: body[k] for k in KEPT_FIELDS if k in body}
+    if "route_optimized" in config and "route_optimized" not in kept:
+        kept["route_optimized"] = config["route_optimized"]  # where MLflow's examples put it
     metadata: dict[str, Any] = {"name": name}
     if namespace:
         metadata["namespace"] = namespace
@@ -352,6 +354,7 @@ def _config_fields(config: Mapping[str, Any], errors: list[str], *, prefix: str)
         "traffic_config",
         "auto_capture_config",
         "config_version",
+        "route_optimized",
     }
     errors += [f"config.{key}: unknown field; remove it" for key in sorted(unknown)]
     return out
