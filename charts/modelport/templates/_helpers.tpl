@@ -103,3 +103,25 @@ without holding the role's right itself. README.md explains them.
   resourceNames: [{{ include "modelport.tokenReviewRole" . }}]
   verbs: [bind]
 {{- end -}}
+
+{{- define "modelport.apiSelectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: api
+{{- end -}}
+
+{{/*
+The REST API server's rights in each namespace it serves. README.md explains
+each one; keep the two in step.
+*/}}
+{{- define "modelport.apiNamespacedRules" -}}
+- apiGroups: [serving.modelport.io]
+  resources: [servingendpoints]
+  verbs: [get, list, create, update, delete]
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list]
+- apiGroups: [""]
+  resources: [pods/log]
+  verbs: [get]
+{{- end -}}
