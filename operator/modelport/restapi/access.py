@@ -17,10 +17,11 @@ invocations                            create servingendpoints/invocations <name
 served model logs                      get pods/log (core group) in the namespace
 =====================================  ==========================================
 
-``servingendpoints/invocations`` is a subresource that exists only in RBAC (like
-``services/proxy``'s rules are checked by the apiserver): it lets a Role grant querying
-apart from managing. ``create`` carries no name, as for any create: RBAC's
-``resourceNames`` cannot restrict it.
+``servingendpoints/invocations`` is a subresource that exists only in RBAC rules (the
+apiserver serves no such path; RBAC evaluates any subresource a review names): it lets
+a Role grant querying apart from managing, as ``services/proxy`` does for Services.
+``create`` carries no name, as for any create: RBAC's ``resourceNames`` cannot restrict
+it.
 """
 
 from __future__ import annotations

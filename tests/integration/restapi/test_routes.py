@@ -4,13 +4,19 @@ pods, and the query right apart from the manage right."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from modelport import gatewayconfig
+from tests.conftest import Cluster
+from tests.integration.gateway.jwks import Issuer, rsa_key
+from tests.integration.gateway.test_auth_tokens import LoopThread
 from tests.integration.restapi.conftest import Workspace
-from tests.integration.restapi.support import RunningApi
+from tests.integration.restapi.support import AUDIENCE, RunningApi, start_api
+from tests.support import eventually
 
 pytestmark = pytest.mark.cluster
 
@@ -95,3 +101,47 @@ def test_errors_are_in_the_services_shape(workspace: Workspace, api: RunningApi)
     assert viewer.status_code == 403
     assert "create servingendpoints/invocations 'routes'" in viewer.json()["message"]
     assert call(api, "DELETE", f"{base}/routes", editor).status_code == 200
+
+
+def test_oidc_callers_are_named_as_the_apiserver_names_them(
+    crd: Cluster, workspace: Workspace, tmp_path: Path
+) -> None:
+    """An OIDC user's RBAC is the RoleBindings that name ``oidc:<user>`` or ``oidc:<group>``
+    (the apiserver's own OIDC prefixes), checked by a real SubjectAccessReview."""
+    loop = LoopThread()
+    issuer = loop.run(Issuer().__aenter__())
+    key = issuer.add(rsa_key("k1"))
+    ns = workspace.namespace
+    crd.kubectl(
+        "-n", ns, "create", "rolebinding", "ml-team-viewer",
+        f"--clusterrole={workspace.release}-endpoint-viewer", "--group=oidc:ml-team",
+    )  # fmt: skip
+    eventually(
+        lambda: crd.kubectl(
+            "-n", ns, "auth", "can-i", "list", "servingendpoints.serving.modelport.io",
+            "--as=oidc:anyone", "--as-group=oidc:ml-team", check=False,
+        ).stdout.strip() == "yes",
+        timeout=30,
+    )  # fmt: skip
+    oidc = gatewayconfig.Oidc.model_validate({"issuer": issuer.url, "audiences": [AUDIENCE]})
+    api = start_api(
+        crd, ns, f"{workspace.release}-api", tmp_path,
+        oidc=oidc, oidc_username_prefix="oidc:", oidc_groups_prefix="oidc:",
+    )  # fmt: skip
+    try:
+        base = "/api/2.0/serving-endpoints"
+        member = issuer.token(key, sub="alice@example.com", groups=["ml-team"])
+        assert call(api, "GET", base, member).status_code == 200
+        outsider = issuer.token(key, sub="bob@example.com", groups=["finance"])
+        denied = call(api, "GET", base, outsider)
+        assert denied.status_code == 403
+        assert denied.json()["message"].startswith("oidc:bob@example.com may not list")
+        expired = issuer.token(key, groups=["ml-team"], exp=int(issuer.now()) - 120)
+        refused = call(api, "GET", base, expired)
+        assert refused.status_code == 401 and "expired" in refused.json()["message"]
+        # ServiceAccount tokens keep working beside OIDC.
+        assert call(api, "GET", base, workspace.tokens["viewer"]).status_code == 200
+    finally:
+        api.stop()
+        loop.run(issuer.__aexit__())
+        loop.stop()
