@@ -78,9 +78,21 @@ class Invocations:
                 if (value := upstream.headers.get(name)) is not None:
                     response.headers[name] = value
             await response.prepare(request)
-            async for chunk in upstream.content.iter_any():
-                await response.write(chunk)
-            await response.write_eof()
+            # From here on the status is sent: a failure can only cut the body short.
+            try:
+                async for chunk in upstream.content.iter_any():
+                    await response.write(chunk)
+                await response.write_eof()
+            except ConnectionResetError:
+                upstream.close()  # the client went away: stop the gateway's work too
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                upstream.close()
+                log.warning(
+                    "gateway of %s/%s broke off its answer: %s",
+                    namespace,
+                    endpoint,
+                    type(exc).__name__,
+                )
             return response
         finally:
             upstream.release()
