@@ -29,7 +29,12 @@ import aiohttp
 import orjson
 
 from modelport.api import GROUP, PLURAL, VERSION
-from modelport.gateway.auth.tokenreview import DEFAULT_CA_FILE, DEFAULT_TOKEN_FILE, api_server_url
+from modelport.gateway.auth.tokenreview import (
+    DEFAULT_CA_FILE,
+    DEFAULT_TOKEN_FILE,
+    RotatingTokenFile,
+    api_server_url,
+)
 
 log = logging.getLogger("modelport.restapi.kube")
 
@@ -82,7 +87,7 @@ class Kube:
     def __init__(self, connection: Connection) -> None:
         self._conn = connection
         self._session: aiohttp.ClientSession | None = None
-        self._token: tuple[tuple[int, int, int], str] | None = None
+        self._token = RotatingTokenFile(connection.token_file)
 
     async def aclose(self) -> None:
         """Close the session (at shutdown)."""
@@ -205,26 +210,15 @@ class Kube:
 
     def _own_token(self) -> str:
         """The server's ServiceAccount token, re-read when the kubelet has rotated it."""
-        file = self._conn.token_file
-        cached = self._token
         try:
-            st = file.stat()
-            identity = (st.st_ino, st.st_mtime_ns, st.st_size)
-            if cached is not None and cached[0] == identity:
-                return cached[1]
-            value = file.read_text(encoding="utf-8").strip()
+            return self._token.read()
         except OSError as exc:
-            if cached is not None:
-                return cached[1]  # mid-swap: the previous token is still good for a while
             raise KubeApiError(
-                0, "NoCredential", f"cannot read the server's token at {file} ({exc.strerror})"
+                0,
+                "NoCredential",
+                f"cannot read the server's token at {self._conn.token_file} ({exc.strerror}); "
+                "set --token-file or mount the pod's ServiceAccount token",
             ) from None
-        if not value:
-            if cached is not None:
-                return cached[1]
-            raise KubeApiError(0, "NoCredential", f"the server's token file {file} is empty")
-        self._token = (identity, value)
-        return value
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is not None and not self._session.closed:

@@ -191,4 +191,3 @@ def _bearer(headers: Headers) -> str | None:
             token = credential.strip()
             return token.decode("latin-1") if token else None
     return None
-
