@@ -106,14 +106,29 @@ def check_providers(config: GatewayConfig) -> None:
             )
 
 
-def default_pipeline(config: GatewayConfig, secrets_dir: Path) -> Pipeline:
-    """The stages ``config`` asks for: today, caller authentication when it is enabled."""
-    auth = config.ai_gateway.auth
-    if not auth.enabled:
-        return Pipeline()
-    from modelport.gateway.auth.callers import build
+def default_pipeline(
+    config: GatewayConfig, secrets_dir: Path, metrics: Metrics | None = None
+) -> Pipeline:
+    """The stages ``config`` asks for: caller authentication when it is enabled, rate
+    limits when there are any (their tap and settlement only with a token limit)."""
+    ai = config.ai_gateway
+    authenticator = None
+    if ai.auth.enabled:
+        from modelport.gateway.auth.callers import build
 
-    return Pipeline(authenticator=build(auth, secrets_dir, Fingerprinter()))
+        authenticator = build(ai.auth, secrets_dir, Fingerprinter())
+    if not ai.rate_limits:
+        return Pipeline(authenticator=authenticator)
+    from modelport.gateway import ratelimit
+
+    limiter = ratelimit.build(config, secrets_dir, metrics or Metrics())
+    tokens = limiter.policy.has_tokens
+    return Pipeline(
+        authenticator=authenticator,
+        admission=(limiter,),
+        taps=(limiter,) if tokens else (),
+        sinks=(limiter,) if tokens else (),
+    )
 
 
 class GatewayApp:
@@ -139,8 +154,10 @@ class GatewayApp:
             keepalive_seconds=keepalive_seconds,
         )
         self.router = router or Router(config)
-        self.pipeline = pipeline if pipeline is not None else default_pipeline(config, secrets_dir)
         self.metrics = Metrics()
+        if pipeline is None:
+            pipeline = default_pipeline(config, secrets_dir, self.metrics)
+        self.pipeline = pipeline
         self._started = False
         ep = config.endpoint_name
         proxied: dict[str, Task | None] = {}
@@ -192,7 +209,8 @@ class GatewayApp:
         have ``start`` and/or ``aclose``, called at start-up and shutdown."""
         p = self.pipeline
         stages = [p.authenticator, *p.admission, *p.attempt_hooks, *p.taps, *p.sinks]
-        return [s for s in stages if s is not None]
+        # One object may be several stages (the rate limiter): started and closed once.
+        return list({id(s): s for s in stages if s is not None}.values())
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
@@ -249,7 +267,22 @@ class GatewayApp:
             )
             await _respond(send, 503, orjson.dumps({"status": "not ready", "reason": reason}))
             return
-        await _respond(send, 200, b'{"status":"ready"}')
+        store = self._rate_limit_store()
+        if store is None:
+            await _respond(send, 200, b'{"status":"ready"}')
+            return
+        # Reported, not failed on: an unready pod leaves the Service, and its callers would
+        # get connection errors instead of the clean 503 (or the admission) of failOpen.
+        state = {"status": "ready", "rateLimitStore": "up" if store.up else "unreachable"}
+        await _respond(send, 200, orjson.dumps(state))
+
+    def _rate_limit_store(self) -> Any:
+        """The shared rate-limit store, when this gateway counts in one."""
+        for stage in self.pipeline.admission:
+            store = getattr(stage, "store", None)
+            if store is not None and hasattr(store, "address"):
+                return store
+        return None
 
     async def _proxy(
         self, scope: Scope, receive: Receive, send: Send, path: str, task: Task
@@ -395,7 +428,7 @@ class GatewayApp:
         exchange.started = True
         ctx.status = 200
         ctx.first_byte = time.monotonic()
-        await _respond(send, 200, body, served=call.entity.name)
+        await _respond(send, 200, body, served=call.entity.name, extra=ctx.response_headers)
         exchange.finished = True
 
     async def _stream(
@@ -409,6 +442,8 @@ class GatewayApp:
         async with self.upstream.stream(call, provider) as upstream:
             taps = self.pipeline.open_taps(ctx, call) if self.pipeline.taps else None
             headers = [*SSE_HEADERS, (b"served-model-name", call.entity.name.encode())]
+            if ctx.response_headers:
+                headers += ctx.response_headers
             exchange.started = True
             ctx.status = 200
             await send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -454,9 +489,10 @@ class GatewayApp:
             ctx.status = error.status
             ctx.first_byte = time.monotonic()
             served = entity.name if entity else None
-            await _respond(
-                send, error.status, error.body(), served=served, extra=_extra_headers(error)
-            )
+            extra = _extra_headers(error)
+            if ctx.response_headers:
+                extra += ctx.response_headers
+            await _respond(send, error.status, error.body(), served=served, extra=extra)
             exchange.finished = True
             return
         # Headers are gone: the OpenAI SDKs raise on an SSE event carrying "error".
