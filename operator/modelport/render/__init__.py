@@ -86,6 +86,7 @@ def render(endpoint: ServingEndpoint, settings: Settings) -> Rendered:
         refs,
         settings,
         service_account=verifies_tokens,
+        pod_identity=any(_signs_as_pod(e) for e in config.entities),
     )
     for index, entity in enumerate(endpoint.spec.served_entities):
         if entity.is_self_hosted:
@@ -97,6 +98,14 @@ def render(endpoint: ServingEndpoint, settings: Settings) -> Rendered:
         endpoint, settings.rate_limiting, settings.gateway_max_replicas
     )
     return Rendered(children, config, config_hash, refs, account, warning)
+
+
+def _signs_as_pod(entity: gc.EntityConfig) -> bool:
+    """A Bedrock entity without access keys signs with the pod's AWS identity."""
+    return (
+        entity.provider is gc.ProviderName.AMAZON_BEDROCK
+        and entity.credentials.aws_access_key_id is None
+    )
 
 
 def endpoint_url(name: str, namespace: str) -> str:
