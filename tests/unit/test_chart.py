@@ -312,3 +312,113 @@ def test_the_optional_redis_is_private_and_restricted() -> None:
     password = secrets[0]["data"]["password"]
     assert password not in json.dumps(redis)
     assert "/etc/redis-auth/password" in " ".join(container["command"])
+
+
+# --- the REST API (api.enabled) ------------------------------------------------------
+
+API_REVIEW_RULES = [
+    {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
+    {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"],
+     "verbs": ["create"]},
+]  # fmt: skip
+API_NAMESPACED_RULES = [
+    {"apiGroups": ["serving.modelport.io"], "resources": ["servingendpoints"],
+     "verbs": ["get", "list", "create", "update", "delete"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+    {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+]  # fmt: skip
+
+
+def api_env(docs: list[dict[str, Any]]) -> dict[str, str]:
+    deployment = by_name(docs, "Deployment")["mp-modelport-api"]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == ["api"]
+    return {e["name"]: e["value"] for e in container["env"]}
+
+
+def test_the_rest_api_is_off_by_default() -> None:
+    assert not [d for d in template() if "-api" in d["metadata"]["name"]]
+
+
+def test_the_rest_api_has_exactly_the_rights_it_needs() -> None:
+    docs = template("api.enabled=true")
+    roles = by_name(docs, "ClusterRole")
+    assert roles["mp-modelport-api-reviews"]["rules"] == API_REVIEW_RULES
+    assert roles["mp-modelport-api"]["rules"] == API_NAMESPACED_RULES
+    for name in ("mp-modelport-api-reviews", "mp-modelport-api"):
+        binding = by_name(docs, "ClusterRoleBinding")[name]
+        assert binding["roleRef"]["name"] == name
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "mp-modelport-api", "namespace": "modelport-system"}
+        ]
+    # No impersonation, no secrets, no writes beyond endpoints.
+    for rules in (API_REVIEW_RULES, API_NAMESPACED_RULES):
+        for rule in rules:
+            assert "impersonate" not in rule["verbs"] and "secrets" not in rule["resources"]
+    querier = roles["mp-modelport-endpoint-querier"]["rules"]
+    assert {"apiGroups": ["serving.modelport.io"], "resources": ["servingendpoints/invocations"],
+            "verbs": ["create"]} in querier  # fmt: skip
+    assert "mp-modelport-endpoint-viewer" in roles and "mp-modelport-endpoint-editor" in roles
+    env = api_env(docs)
+    assert env["MODELPORT_API_WORKSPACES"] == ""
+    assert env["MODELPORT_API_AUDIENCES"] == "modelport"
+    assert "MODELPORT_API_OIDC" not in env
+    service = by_name(docs, "Service")["mp-modelport-api"]
+    assert service["spec"]["selector"]["app.kubernetes.io/component"] == "api"
+
+
+def test_the_rest_api_in_watched_namespaces_gets_roles_there() -> None:
+    docs = template("api.enabled=true", "watchNamespaces={team-a,team-b}")
+    roles = [d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == "mp-modelport-api"]
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    assert all(r["rules"] == API_NAMESPACED_RULES for r in roles)
+    assert "mp-modelport-api" not in by_name(docs, "ClusterRole"), "nothing cluster-wide"
+    assert api_env(docs)["MODELPORT_API_WORKSPACES"] == "team-a,team-b"
+
+
+def test_the_rest_api_takes_the_gateways_oidc_issuer_unless_given_one() -> None:
+    import json
+
+    shared = api_env(
+        template(
+            "api.enabled=true",
+            "gatewayAuth.oidc.issuer=https://login.example.com",
+            "gatewayAuth.oidc.audiences={modelport}",
+        )
+    )
+    assert json.loads(shared["MODELPORT_API_OIDC"])["issuer"] == "https://login.example.com"
+    own = api_env(
+        template(
+            "api.enabled=true",
+            "api.oidc.issuer=https://sso.example.com",
+            "api.oidc.audiences={api}",
+            "api.oidcUsernamePrefix=oidc:",
+        )
+    )
+    assert json.loads(own["MODELPORT_API_OIDC"])["issuer"] == "https://sso.example.com"
+    assert own["MODELPORT_API_OIDC_USERNAME_PREFIX"] == "oidc:"
+    # What the chart renders, the server accepts.
+    import argparse
+
+    from modelport.restapi.command import add_parsers
+    from modelport.restapi.server import Settings
+
+    parser = argparse.ArgumentParser()
+    add_parsers(parser.add_subparsers())
+    flags = [
+        f"--{k.removeprefix('MODELPORT_API_').lower().replace('_', '-')}={v}"
+        for k, v in own.items()
+    ]
+    settings = Settings.from_args(parser.parse_args(["api", *flags]))
+    assert settings.oidc is not None and settings.oidc_username_prefix == "oidc:"
+
+
+def test_the_rest_api_pod_meets_the_restricted_pod_security_standard() -> None:
+    deployment = by_name(template("api.enabled=true"), "Deployment")["mp-modelport-api"]
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    container = pod["containers"][0]["securityContext"]
+    assert container["allowPrivilegeEscalation"] is False
+    assert container["capabilities"]["drop"] == ["ALL"]
+    assert pod["serviceAccountName"] == "mp-modelport-api"

@@ -104,6 +104,28 @@ without holding the role's right itself. README.md explains them.
   verbs: [bind]
 {{- end -}}
 
+{{- define "modelport.apiSelectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: api
+{{- end -}}
+
+{{/*
+The REST API server's rights in each namespace it serves. README.md explains
+each one; keep the two in step.
+*/}}
+{{- define "modelport.apiNamespacedRules" -}}
+- apiGroups: [serving.modelport.io]
+  resources: [servingendpoints]
+  verbs: [get, list, create, update, delete]
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list]
+- apiGroups: [""]
+  resources: [pods/log]
+  verbs: [get]
+{{- end -}}
+
 {{/*
 MODELPORT_RATE_LIMITING: rateLimiting as the operator reads it. With the chart's own
 Redis (rateLimiting.redis.enabled) and no address, the store is that Redis and its
