@@ -48,6 +48,7 @@ class GatewayError(Exception):
         param: str | None = None,
         allow: str | None = None,
         headers: tuple[tuple[bytes, bytes], ...] = (),
+        reason: str | None = None,
     ):
         super().__init__(message)
         self.status = status
@@ -57,14 +58,17 @@ class GatewayError(Exception):
         self.allow = allow
         """For 405: the method the route accepts (the ``Allow`` header)."""
         self.headers = headers
-        """Extra response headers (``WWW-Authenticate`` of a 401)."""
+        """Extra response headers (``WWW-Authenticate`` of a 401, ``Retry-After``)."""
+        self.reason = reason
+        """A machine-readable reason beside the code (a guardrail's ``pii:EMAIL``), in the
+        body as ``reason`` when set."""
 
     def payload(self) -> dict[str, Any]:
         """The JSON body, as a dict (also used as an SSE error event mid-stream)."""
         kind = _TYPES.get(
             self.status, "api_error" if self.status >= 500 else "invalid_request_error"
         )
-        return {
+        payload: dict[str, Any] = {
             "error": {
                 "message": self.message,
                 "type": kind,
@@ -74,6 +78,9 @@ class GatewayError(Exception):
             "error_code": self.code,
             "message": self.message,
         }
+        if self.reason is not None:
+            payload["error"]["reason"] = payload["reason"] = self.reason
+        return payload
 
     def body(self) -> bytes:
         """The serialised JSON body."""

@@ -167,7 +167,7 @@ class Upstream:
             response.close()  # a no-op once the body is complete: it is pooled already
         status = response.status
         if status >= 400:
-            raise self._error(call, provider, status, body, redactions)
+            raise self._error(call, provider, response, body, redactions)
         try:
             translated = provider.parse_response(call, body, response.headers)
         except GatewayError:
@@ -192,7 +192,7 @@ class Upstream:
                     body = await response.read()
                 except (TimeoutError, aiohttp.ClientError):
                     body = b""
-                raise self._error(call, provider, response.status, body, redactions)
+                raise self._error(call, provider, response, body, redactions)
             yield UpstreamStream(response, provider, call, redactions)
         finally:
             # Closing an unfinished response drops its connection: the provider sees the
@@ -249,10 +249,20 @@ class Upstream:
         return self._env_proxies.get(url.scheme)
 
     def _error(
-        self, call: Call, provider: Provider, status: int, body: bytes, redactions: list[str]
+        self,
+        call: Call,
+        provider: Provider,
+        response: aiohttp.ClientResponse,
+        body: bytes,
+        redactions: list[str],
     ) -> GatewayError:
+        status = response.status
         detail = redact(provider.error_message(status, body), redactions)
         error = from_upstream_status(status, provider.name, call.entity.name, detail)
+        # When to come back, for fallback's retry and for the client.
+        retry_after = response.headers.get("retry-after")
+        if retry_after and error.status in (429, 503) and len(retry_after) <= 64:
+            error.headers = (*error.headers, (b"retry-after", retry_after.encode("latin-1")))
         log.warning("upstream error: entity=%s status=%s: %s", call.entity.name, status, detail)
         return error
 
