@@ -95,6 +95,9 @@ class _Exchange:
     """Stream chunks relayed (the completion estimate when the upstream reports no usage)."""
     body: bytes | None = None
     """A whole response body, kept for the estimate only when it carried no usage."""
+    extend: Callable[[], None] | None = None
+    """Lifts an attempt's share of the deadline to all of it, once a stream has started
+    (fallback is over then); None when the attempt already has all of it."""
 
 
 def check_providers(config: GatewayConfig) -> None:
@@ -374,7 +377,7 @@ class GatewayApp:
         error: GatewayError | None = None
         answered_by = plan[0]  # the entity whose error stands
         skipped: list[str] = []
-        for entity in plan:
+        for i, entity in enumerate(plan):
             if fallback and (reason := self._skip(entity)) is not None:
                 now = time.monotonic()
                 ctx.attempts.append(
@@ -387,7 +390,10 @@ class GatewayApp:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 and error is not None:
                     break  # no time left for another try: the last error stands
-                error = await self._attempt(ctx, call, entity, send, exchange, max(remaining, 0))
+                # An attempt with entities after it gets an equal share of what is left (a
+                # hanging entity must leave time for the next); the last gets all of it.
+                share = max(remaining, 0) / (len(plan) - i if fallback else 1)
+                error = await self._attempt(ctx, call, entity, send, exchange, share, deadline)
                 answered_by = entity
                 if error is None:
                     return
@@ -434,10 +440,11 @@ class GatewayApp:
         entity: EntityConfig,
         send: Send,
         exchange: _Exchange,
-        remaining: float,
+        budget: float,
+        deadline: float,
     ) -> GatewayError | None:
-        """One try of ``entity`` with ``remaining`` seconds of the request's deadline;
-        the error it ended with, or None when it answered."""
+        """One try of ``entity`` within ``budget`` seconds (a stream that starts gets up to
+        the request's ``deadline``); the error it ended with, or None when it answered."""
         call.entity = entity
         attempt = Attempt(entity.name, time.monotonic())
         ctx.attempts.append(attempt)
@@ -447,16 +454,25 @@ class GatewayApp:
         try:
             for hook in hooks:
                 await hook.before(ctx, call, attempt)
-            async with asyncio.timeout(remaining):
+            async with asyncio.timeout(budget) as timeout:
+                if deadline - time.monotonic() > budget:
+                    loop = asyncio.get_running_loop()
+                    exchange.extend = lambda: timeout.reschedule(
+                        loop.time() + deadline - time.monotonic()
+                    )
                 if call.stream:
                     await self._stream(ctx, call, provider, send, exchange)
                 else:
                     await self._complete(ctx, call, provider, send, exchange)
         except TimeoutError:
+            left = deadline - time.monotonic()
             error = GatewayError(
                 504,
                 DEADLINE_EXCEEDED,
-                f"no complete answer within the request timeout of "
+                f"served entity {entity.name!r} gave no answer within its share ({budget:.3g}s) "
+                "of the request timeout"
+                if left > 0.001
+                else f"no complete answer within the request timeout of "
                 f"{self.config.request_timeout_seconds:g}s",
             )
         except GatewayError as exc:
@@ -468,6 +484,7 @@ class GatewayApp:
             incident = uuid.uuid4().hex[:12]
             log.exception("unexpected error (incident %s)", incident)
             error = GatewayError(500, INTERNAL_ERROR, f"internal error (incident {incident})")
+        exchange.extend = None
         attempt.ended = time.monotonic()
         attempt.status = 200 if error is None else error.status
         attempt.error_code = None if error is None else error.code
@@ -516,6 +533,8 @@ class GatewayApp:
             taps = self.pipeline.open_taps(ctx, call) if self.pipeline.taps else None
             headers = [*SSE_HEADERS, (b"served-model-name", call.entity.name.encode())]
             exchange.started = True
+            if exchange.extend is not None:
+                exchange.extend()
             ctx.status = 200
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             async for payloads in upstream:

@@ -2,8 +2,11 @@
 and each entity's circuit breaker (pure, with an injectable clock).
 
 With ``fallbackConfig.enabled`` the dispatcher tries the planned entities in order,
-within **one deadline per request** (the request timeout: each attempt gets what is
-left), and only before the first byte went to the client:
+within **one deadline per request** (the request timeout), and only before the first
+byte went to the client. Each attempt gets an equal share of what is left of the
+deadline (with two entities left, half of it; the last one all of it), so that an
+entity that hangs still leaves the next one time to answer; a stream that has started
+keeps the whole rest of the deadline. Then:
 
 - ``429`` and ``503`` whose ``Retry-After`` is at most :data:`MAX_RETRY_AFTER_SECONDS`
   (and fits in what is left of the deadline): the same entity is tried once more after
