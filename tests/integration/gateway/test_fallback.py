@@ -44,7 +44,11 @@ def answer(text: str) -> Reply:
             "created": 1,
             "model": "m",
             "choices": [
-                {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": text},
+                }
             ],
             "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
         }
@@ -125,7 +129,7 @@ def post(gw: RunningGateway, body: dict[str, Any] = CHAT) -> httpx.Response:
     [
         (lambda s: json_reply({"error": {"message": "boom"}}, 500), 500),
         (lambda s: json_reply({"error": {"message": "later"}}, 503), 503),
-        (lambda s: json_reply({"error": {"message": "slow down"}}, 429, **{"retry-after": "30"}), 429),
+        (lambda s: json_reply({"error": {"message": "no"}}, 429, **{"retry-after": "30"}), 429),
     ],
     ids=["500", "503", "429-long-retry-after"],
 )
