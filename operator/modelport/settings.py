@@ -23,6 +23,8 @@ Each line: environment variable, `modelport operator` flag, default.
 - MODELPORT_GATEWAY_AUTH, --gateway-auth (JSON): callers must authenticate;
   ServiceAccount tokens with audience "modelport"; no OIDC issuer
 - MODELPORT_GATEWAY_TOKENREVIEW_BINDING, --gateway-tokenreview-binding: none
+- MODELPORT_GATEWAY_READINESS_ROLE, --gateway-readiness-role: none
+- MODELPORT_GUARD_MODEL, --guard-model (JSON): none
 - MODELPORT_PROGRESS_DEADLINE_SECONDS, --progress-deadline-seconds: 600
 - MODELPORT_RESYNC_SECONDS, --resync-seconds: 300
 - MODELPORT_LOG_LEVEL, --log-level: INFO
@@ -59,6 +61,19 @@ ClusterRole that may create TokenReviews) whose subjects the operator keeps equa
 the gateways that verify ServiceAccount tokens; the chart creates both. Unset, or
 when the binding does not exist, gateways cannot verify ServiceAccount tokens and
 the endpoints that use them say so in their Degraded condition.
+`MODELPORT_GATEWAY_READINESS_ROLE` names a role that may get, list and watch
+`endpointslices` (the chart creates it): ``ClusterRole/<name>``, or ``Role/<name>`` for
+a Role of that name in each watched namespace; for an endpoint with fallback on and a
+self-hosted entity, the operator binds the gateway's ServiceAccount to it with a
+RoleBinding in the endpoint's namespace, so that fallback skips entities with no ready
+pod. Unset: no binding, and entities count as ready until a request to them fails.
+`MODELPORT_GUARD_MODEL` is the guard model that `guardrails.*.safety` asks (the Helm
+value `guardModel`): ``{"endpoint": "<namespace>/<name>"}`` (a ServingEndpoint serving a
+guard such as Llama Guard; the gateway calls it with a ServiceAccount token for
+`audience`, default "modelport") or ``{"url": "http://.../v1", "model": "<name>"}``,
+plus optional ``"failOpen": false`` (when the guard cannot answer: refuse with 503, or
+let the request through) and ``"timeoutSeconds": 5``. Unset, an endpoint that turns
+safety on cannot be served and says so in its status.
 `MODELPORT_RESYNC_SECONDS` is the period of the safety-net reconcile of every endpoint
 (0 turns it off); watches on children and Secrets do the real work, so it can stay
 long.
@@ -133,6 +148,19 @@ class GatewayAuthDefaults:
 
 
 @dataclass(frozen=True)
+class GuardModelSetting:
+    """The cluster's guard model (MODELPORT_GUARD_MODEL): a ServingEndpoint or a URL."""
+
+    url: str
+    model: str
+    endpoint: tuple[str, str] | None = None
+    """(namespace, name) when the guard is a ServingEndpoint (called with a token)."""
+    audience: str = DEFAULT_TOKEN_AUDIENCE
+    fail_open: bool = False
+    timeout_seconds: float = 5.0
+
+
+@dataclass(frozen=True)
 class GpuProfile:
     """The compute one replica of a workloadType gets.
 
@@ -183,6 +211,8 @@ class Settings:
     )
     gateway_auth: GatewayAuthDefaults = field(default_factory=GatewayAuthDefaults)
     gateway_tokenreview_binding: str = ""
+    gateway_readiness_role: str = ""
+    guard_model: GuardModelSetting | None = None
     progress_deadline_seconds: int = 600
     resync_seconds: float = 300.0
     log_level: str = "INFO"
@@ -245,6 +275,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         gateway_tokenreview_binding=_parse_object_name(
             "GATEWAY_TOKENREVIEW_BINDING", get("GATEWAY_TOKENREVIEW_BINDING", "")
         ),
+        gateway_readiness_role=_parse_role_ref(get("GATEWAY_READINESS_ROLE", "")),
+        guard_model=parse_guard_model(get("GUARD_MODEL", "")),
         progress_deadline_seconds=integer("PROGRESS_DEADLINE_SECONDS", 600, 10),
         resync_seconds=float(integer("RESYNC_SECONDS", 300, 0)),
         log_level=get("LOG_LEVEL", "INFO").upper(),
@@ -262,6 +294,70 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
             f"GPU profile; choose one of {sorted(profiles)}"
         )
     return settings
+
+
+def _parse_role_ref(raw: str) -> str:
+    """MODELPORT_GATEWAY_READINESS_ROLE: ``ClusterRole/<name>``, ``Role/<name>`` (a Role of
+    that name in each namespace) or ``<name>`` (a ClusterRole); normalised to kind/name."""
+    if not raw:
+        return ""
+    kind, slash, name = raw.partition("/")
+    if not slash:
+        kind, name = "ClusterRole", raw
+    if kind not in ("ClusterRole", "Role"):
+        raise SettingsError(
+            f"{ENV_PREFIX}GATEWAY_READINESS_ROLE={raw!r}: write ClusterRole/<name> or Role/<name>"
+        )
+    return f"{kind}/{_parse_object_name('GATEWAY_READINESS_ROLE', name)}"
+
+
+def parse_guard_model(raw: str) -> GuardModelSetting | None:
+    """Parse MODELPORT_GUARD_MODEL (see the module's docstring)."""
+    if not raw:
+        return None
+    where = f"{ENV_PREFIX}GUARD_MODEL"
+    shape = '{"endpoint": "<namespace>/<name>"} or {"url": "http://.../v1", "model": "<name>"}'
+    data = _json_setting("GUARD_MODEL", raw, shape)
+    if not isinstance(data, dict):
+        raise SettingsError(f"{where}: give {shape}")
+    unknown = sorted(
+        set(data) - {"endpoint", "url", "model", "audience", "failOpen", "timeoutSeconds"}
+    )
+    if unknown:
+        raise SettingsError(f"{where}: unknown field(s) {unknown}; give {shape}")
+    fail_open, timeout = data.get("failOpen", False), data.get("timeoutSeconds", 5.0)
+    if not isinstance(fail_open, bool):
+        raise SettingsError(f"{where}.failOpen={fail_open!r}: give true or false")
+    if not isinstance(timeout, int | float) or isinstance(timeout, bool) or not 0 < timeout <= 60:
+        raise SettingsError(
+            f"{where}.timeoutSeconds={timeout!r}: give seconds, above 0, at most 60"
+        )
+    audience = data.get("audience", DEFAULT_TOKEN_AUDIENCE)
+    if not isinstance(audience, str) or not audience:
+        raise SettingsError(f"{where}.audience={audience!r}: give an audience name")
+    endpoint, url = data.get("endpoint"), data.get("url")
+    if (endpoint is None) == (url is None):
+        raise SettingsError(f"{where}: set exactly one of endpoint and url; give {shape}")
+    if endpoint is not None:
+        namespace, _, name = str(endpoint).partition("/")
+        if not (_OBJECT_NAME.match(namespace) and _OBJECT_NAME.match(name)):
+            raise SettingsError(f"{where}.endpoint={endpoint!r}: write '<namespace>/<name>'")
+        return GuardModelSetting(
+            url=f"http://{name}.{namespace}.svc.cluster.local/v1",
+            model=str(data.get("model") or name),
+            endpoint=(namespace, name),
+            audience=audience,
+            fail_open=fail_open,
+            timeout_seconds=float(timeout),
+        )
+    model = data.get("model")
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise SettingsError(f"{where}.url={url!r}: give an http(s) URL ending in /v1")
+    if not isinstance(model, str) or not model:
+        raise SettingsError(f"{where}: url needs model, the name the guard serves")
+    return GuardModelSetting(
+        url=url.rstrip("/"), model=model, fail_open=fail_open, timeout_seconds=float(timeout)
+    )
 
 
 def _json_setting(name: str, raw: str, shape: str) -> Any:
@@ -516,6 +612,12 @@ _OPERATOR_FLAGS: list[tuple[str, str, str]] = [
         "GATEWAY_TOKENREVIEW_BINDING",
         "ClusterRoleBinding that lets gateways create TokenReviews",
     ),
+    (
+        "--gateway-readiness-role",
+        "GATEWAY_READINESS_ROLE",
+        "ClusterRole that lets gateways watch EndpointSlices (bound per namespace)",
+    ),
+    ("--guard-model", "GUARD_MODEL", "the guard model of guardrails' safety check (JSON)"),
     ("--progress-deadline-seconds", "PROGRESS_DEADLINE_SECONDS", "Deployment progress deadline"),
     ("--resync-seconds", "RESYNC_SECONDS", "period of the safety-net reconcile (0: off)"),
     ("--log-level", "LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR"),

@@ -15,7 +15,14 @@ from dataclasses import dataclass
 
 from modelport import gatewayconfig as gc
 from modelport.api import API_VERSION, KIND, ServingEndpoint
-from modelport.render.config import RenderError, SecretRef, render_gateway_config, secret_refs
+from modelport.render.config import (
+    RenderError,
+    SecretRef,
+    needs_readiness,
+    render_gateway_config,
+    secret_refs,
+    uses_guard,
+)
 from modelport.render.gateway import gateway_children
 from modelport.render.inference import entity_children
 from modelport.render.manifest import Manifest, OwnerRef
@@ -61,11 +68,21 @@ def render(endpoint: ServingEndpoint, settings: Settings) -> Rendered:
     if not meta.uid:
         raise RenderError(f"metadata.uid of {meta.name} is empty; read the endpoint from the API")
     owner = OwnerRef(API_VERSION, KIND, meta.name, meta.uid)
-    config = render_gateway_config(endpoint, settings.catalog, settings.gateway_auth)
+    # Readiness needs the chart's ClusterRole to bind; without it, nothing is rendered.
+    readiness = bool(settings.gateway_readiness_role) and needs_readiness(endpoint)
+    config = render_gateway_config(
+        endpoint,
+        settings.catalog,
+        settings.gateway_auth,
+        guard=settings.guard_model,
+        readiness=readiness,
+    )
     text = gc.dumps(config)
     config_hash = stable_hash(text, CONFIG_HASH_LEN)
     refs = secret_refs(endpoint)
     verifies_tokens = config.ai_gateway.auth.service_account_tokens is not None
+    guard = settings.guard_model
+    token_for_guard = guard is not None and guard.endpoint is not None and uses_guard(endpoint)
     children = gateway_children(
         meta.name,
         namespace,
@@ -74,7 +91,9 @@ def render(endpoint: ServingEndpoint, settings: Settings) -> Rendered:
         config_hash,
         refs,
         settings,
-        service_account=verifies_tokens,
+        service_account=verifies_tokens or readiness,
+        readiness_role=settings.gateway_readiness_role if readiness else None,
+        guard_audience=guard.audience if guard is not None and token_for_guard else None,
     )
     for index, entity in enumerate(endpoint.spec.served_entities):
         if entity.is_self_hosted:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from itertools import groupby
 
 from modelport import gatewayconfig as gc
-from modelport.render.config import SecretRef
+from modelport.render.config import GUARD_TOKEN_PATH, SecretRef
 from modelport.render.manifest import Manifest, OwnerRef, metadata
 from modelport.render.names import (
     COMPONENT_LABEL,
@@ -54,9 +54,15 @@ def gateway_children(
     settings: Settings,
     *,
     service_account: bool,
+    readiness_role: str | None = None,
+    guard_audience: str | None = None,
 ) -> list[Manifest]:
-    """ConfigMap, ServiceAccount (with `service_account`), Service, Deployment and HPA of
-    the gateway, in apply order: the ServiceAccount exists before pods name it."""
+    """ConfigMap, ServiceAccount (with `service_account`), RoleBinding (with
+    `readiness_role`: ``ClusterRole/<name>`` or ``Role/<name>``, the role that may watch
+    EndpointSlices, bound in this namespace only), Service, Deployment and HPA of the
+    gateway, in apply order: the ServiceAccount exists before pods name it.
+    `guard_audience`: project a token of that audience for calls to a guard
+    ServingEndpoint."""
     labels = {**endpoint_labels(endpoint), COMPONENT_LABEL: GATEWAY}
     name = gateway_name(endpoint)
     account = gateway_service_account_name(endpoint) if service_account else None
@@ -78,6 +84,21 @@ def gateway_children(
                 "automountServiceAccountToken": False,
             }
         )
+    if account is not None and readiness_role:
+        role_kind, _, role_name = readiness_role.partition("/")
+        children.append(
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "RoleBinding",
+                "metadata": metadata(account, namespace, labels, owner),
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": role_kind,
+                    "name": role_name,
+                },
+                "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}],
+            }
+        )
     return [
         *children,
         {
@@ -92,7 +113,9 @@ def gateway_children(
                 ],
             },
         },
-        _deployment(endpoint, namespace, owner, labels, config_hash, refs, settings, account),
+        _deployment(
+            endpoint, namespace, owner, labels, config_hash, refs, settings, account, guard_audience
+        ),
         {
             "apiVersion": "autoscaling/v2",
             "kind": "HorizontalPodAutoscaler",
@@ -126,6 +149,7 @@ def _deployment(
     refs: list[SecretRef],
     settings: Settings,
     account: str | None,
+    guard_audience: str | None,
 ) -> Manifest:
     name = gateway_name(endpoint)
     selector = gateway_selector(endpoint)
@@ -144,6 +168,18 @@ def _deployment(
         }
         for secret, group in groupby(mounted, key=lambda r: r.name)
     ]
+    if guard_audience is not None:
+        # The gateway's credential towards a guard ServingEndpoint: a token of its own
+        # ServiceAccount, re-read from this file as the kubelet rotates it.
+        sources.append(
+            {
+                "serviceAccountToken": {
+                    "audience": guard_audience,
+                    "expirationSeconds": 3600,
+                    "path": GUARD_TOKEN_PATH,
+                }
+            }
+        )
     secrets_volume: Manifest = (
         {"name": "secrets", "projected": {"defaultMode": SECRET_FILE_MODE, "sources": sources}}
         if sources
