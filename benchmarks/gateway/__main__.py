@@ -77,7 +77,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--targets",
         default="direct,forwarder,modelport-1w,modelport-Nw,litellm-1w,litellm-Nw",
         help="comma-separated subset (N = the number of cores); also modelport-apikey-1w and "
-        "modelport-apikey-Nw: the gateway with API-key caller auth on",
+        "modelport-apikey-Nw: the gateway with API-key caller auth on; modelport-pii-1w and "
+        "modelport-pii-Nw: with guardrails' PII MASK on input and output",
     )
     p.add_argument(
         "--points",
@@ -247,6 +248,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             starters[f"modelport-apikey-{w}w"] = lambda w=w, cpus=cpus: start_modelport(
                 procs, workdir, upstream, w, cpus, api_key=True
+            )
+            starters[f"modelport-pii-{w}w"] = lambda w=w, cpus=cpus: start_modelport(
+                procs, workdir, upstream, w, cpus, pii=True
             )
             if baseline is not None:
                 starters[f"baseline-{w}w"] = lambda w=w, cpus=cpus: start_modelport(

@@ -113,6 +113,7 @@ def start_modelport(
     *,
     code: Path | None = None,
     api_key: bool = False,
+    pii: bool = False,
 ) -> Target:
     """``modelport gateway`` with ``workers`` uvicorn workers, self-hosted entities.
 
@@ -120,9 +121,19 @@ def start_modelport(
     instead of the installed one, as target ``baseline-Nw``: ``PYTHONPATH`` puts it before
     the editable install, and uvicorn's worker processes inherit it. Caller auth is off
     (a gateway that knows the setting is told so), or with ``api_key`` on, as target
-    ``modelport-apikey-Nw``: one API key, which the load sends.
+    ``modelport-apikey-Nw``: one API key, which the load sends. With ``pii``, as target
+    ``modelport-pii-Nw``: caller auth off, guardrails' PII MASK on input and output (every
+    request and every answer, streamed chunk by chunk, is checked).
     """
-    kind = "baseline" if code else "modelport-apikey" if api_key else "modelport"
+    kind = (
+        "baseline"
+        if code
+        else "modelport-apikey"
+        if api_key
+        else "modelport-pii"
+        if pii
+        else "modelport"
+    )
     name = f"{kind}-{workers}w"
     base = workdir / name
     (base / "config").mkdir(parents=True)
@@ -156,6 +167,12 @@ def start_modelport(
         headers.append(f"Authorization: Bearer {CALLER_KEY}")
     elif _knows_auth(code):
         config["aiGateway"] = {"auth": {"enabled": False}}
+    if pii:
+        mask = {"pii": "MASK"}
+        config["aiGateway"] = {
+            "auth": {"enabled": False},
+            "guardrails": {"input": mask, "output": mask},
+        }
     (base / "config/gateway.json").write_text(json.dumps(config, indent=2))
     port = free_port()
     command = [sys.executable, "-m", "modelport.cli"]
