@@ -53,7 +53,12 @@ from modelport.gateway.providers.base import Call, Provider
 from modelport.gateway.readiness import EndpointSliceReadiness, Readiness
 from modelport.gateway.secrets import SecretStore
 from modelport.gateway.traffic import Router
-from modelport.gateway.upstream import KEEPALIVE_SECONDS, MAX_IDLE_PER_ORIGIN, Upstream
+from modelport.gateway.upstream import (
+    KEEPALIVE_SECONDS,
+    MAX_IDLE_PER_ORIGIN,
+    Upstream,
+    UpstreamStream,
+)
 from modelport.gateway.usage import estimate_completion_of_body, estimated
 from modelport.gatewayconfig import ConfigError, EntityConfig, GatewayConfig, Task
 
@@ -531,12 +536,7 @@ class GatewayApp:
             return
         async with self.upstream.stream(call, provider) as upstream:
             taps = self.pipeline.open_taps(ctx, call) if self.pipeline.taps else None
-            headers = [*SSE_HEADERS, (b"served-model-name", call.entity.name.encode())]
-            exchange.started = True
-            if exchange.extend is not None:
-                exchange.extend()
-            ctx.status = 200
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await _start_stream(ctx, call, send, exchange)
             async for payloads in upstream:
                 stop = None
                 if taps:
@@ -549,9 +549,7 @@ class GatewayApp:
                     await send({"type": "http.response.body", "body": frame, "more_body": True})
                 if stop is not None:
                     raise stop
-            usage = upstream.translator.usage
-            if usage is not None:
-                ctx.usage = TokenUsage.reported(usage)
+            _take_usage(ctx, upstream)
         exchange.finished = True
         await send({"type": "http.response.body", "body": DONE, "more_body": False})
 
@@ -576,15 +574,10 @@ class GatewayApp:
                 held.extend(payloads)
                 if stop is not None:
                     raise stop
-            usage = upstream.translator.usage
-            if usage is not None:
-                ctx.usage = TokenUsage.reported(usage)
+            _take_usage(ctx, upstream)
         for judge in self.pipeline.judges:
             await judge.judge(ctx, call, held, True)
-        headers = [*SSE_HEADERS, (b"served-model-name", call.entity.name.encode())]
-        exchange.started = True
-        ctx.status = 200
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await _start_stream(ctx, call, send, exchange)
         ctx.first_byte = time.monotonic()
         exchange.chunks += len(held)
         frame = b"".join(b"data: " + p + b"\n\n" for p in held)
@@ -659,6 +652,24 @@ class GatewayApp:
         finally:
             # Not awaited: it holds nothing, and the loop finishes the cancellation.
             watcher.cancel()
+
+
+async def _start_stream(ctx: RequestContext, call: Call, send: Send, exchange: _Exchange) -> None:
+    """Send a stream's status line and headers: from here on there is no fallback, and the
+    attempt may use the rest of the request's deadline."""
+    headers = [*SSE_HEADERS, (b"served-model-name", call.entity.name.encode())]
+    exchange.started = True
+    if exchange.extend is not None:
+        exchange.extend()
+    ctx.status = 200
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+
+
+def _take_usage(ctx: RequestContext, upstream: UpstreamStream) -> None:
+    """The provider's token counts of a finished stream, when it reported them."""
+    usage = upstream.translator.usage
+    if usage is not None:
+        ctx.usage = TokenUsage.reported(usage)
 
 
 def _tapped(taps: list[Tap], payloads: list[bytes]) -> tuple[list[bytes], GatewayError | None]:

@@ -24,6 +24,7 @@ from tests.integration.gateway.fakes import (
     Reply,
     RunningGateway,
     Seen,
+    chat_reply,
     endpoint,
     json_reply,
     sse,
@@ -34,25 +35,6 @@ from tests.support import FakeClock, eventually
 
 CHAT = {"model": "ep", "messages": [{"role": "user", "content": "hi"}]}
 REFUSED = "http://127.0.0.1:9/v1"  # the discard port: nothing listens, connections refused
-
-
-def answer(text: str) -> Reply:
-    return json_reply(
-        {
-            "id": "x",
-            "object": "chat.completion",
-            "created": 1,
-            "model": "m",
-            "choices": [
-                {
-                    "index": 0,
-                    "finish_reason": "stop",
-                    "message": {"role": "assistant", "content": text},
-                }
-            ],
-            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-        }
-    )
 
 
 class Capture:
@@ -136,7 +118,7 @@ def post(gw: RunningGateway, body: dict[str, Any] = CHAT) -> httpx.Response:
 def test_an_error_moves_on_to_the_next_entity(
     provider: FakeProvider, start: Callable[..., Any], failure: Any, status: int
 ) -> None:
-    hits = routes(provider, bad=failure, good=lambda s: answer("from backup"))
+    hits = routes(provider, bad=failure, good=lambda s: chat_reply("from backup"))
     gw, capture = start(provider.url + "/bad/v1", provider.url + "/good/v1")
     r = post(gw)
     assert r.status_code == 200 and r.headers["served-model-name"] == "backup"
@@ -160,9 +142,9 @@ def test_429_with_a_short_retry_after_is_retried_once_on_the_same_entity(
         calls["n"] += 1
         if calls["n"] == 1:
             return json_reply({"error": {"message": "busy"}}, 429, **{"retry-after": "1"})
-        return answer("second try")
+        return chat_reply("second try")
 
-    hits = routes(provider, flaky=flaky, good=lambda s: answer("from backup"))
+    hits = routes(provider, flaky=flaky, good=lambda s: chat_reply("from backup"))
     gw, capture = start(provider.url + "/flaky/v1", provider.url + "/good/v1")
     began = time.monotonic()
     r = post(gw)
@@ -176,7 +158,7 @@ def test_503_retried_once_then_the_next(provider: FakeProvider, start: Callable[
     hits = routes(
         provider,
         busy=lambda s: json_reply({"error": {"message": "x"}}, 503, **{"retry-after": "0"}),
-        good=lambda s: answer("from backup"),
+        good=lambda s: chat_reply("from backup"),
     )
     gw, capture = start(provider.url + "/busy/v1", provider.url + "/good/v1")
     r = post(gw)
@@ -196,9 +178,9 @@ def test_a_hanging_entity_leaves_the_next_one_time_within_one_deadline(
 
     def hang(seen: Seen) -> Reply:
         release.wait(10)
-        return answer("too late")
+        return chat_reply("too late")
 
-    routes(provider, hang=hang, good=lambda s: answer("from backup"))
+    routes(provider, hang=hang, good=lambda s: chat_reply("from backup"))
     gw, capture = start(provider.url + "/hang/v1", provider.url + "/good/v1", timeout=3.0)
     try:
         began = time.monotonic()
@@ -215,7 +197,7 @@ def test_a_hanging_entity_leaves_the_next_one_time_within_one_deadline(
 
 
 def test_refused_connections_move_on(provider: FakeProvider, start: Callable[..., Any]) -> None:
-    routes(provider, good=lambda s: answer("from backup"))
+    routes(provider, good=lambda s: chat_reply("from backup"))
     gw, _ = start(REFUSED, provider.url + "/good/v1")
     r = post(gw)
     assert r.status_code == 200 and r.headers["served-model-name"] == "backup"
@@ -228,7 +210,7 @@ def test_all_failing_returns_the_last_error_within_the_deadline(
 
     def hang(seen: Seen) -> Reply:
         release.wait(10)
-        return answer("too late")
+        return chat_reply("too late")
 
     routes(provider, hang=hang, bad=lambda s: json_reply({"error": {"message": "down"}}, 500))
     gw, _ = start(provider.url + "/bad/v1", provider.url + "/hang/v1", timeout=2.0)
@@ -254,10 +236,10 @@ def test_the_breaker_opens_skips_the_entity_and_closes_after_a_probe(
 
     def primary(seen: Seen) -> Reply:
         if healthy.is_set():
-            return answer("primary again")
+            return chat_reply("primary again")
         return json_reply({"error": {"message": "down"}}, 500)
 
-    hits = routes(provider, p=primary, good=lambda s: answer("from backup"))
+    hits = routes(provider, p=primary, good=lambda s: chat_reply("from backup"))
     clock = FakeClock()
     breakers = Breakers(["primary", "backup"], clock, failures=3, cooldown=30.0)
     gw, capture = start(provider.url + "/p/v1", provider.url + "/good/v1", breakers=breakers)
@@ -289,7 +271,7 @@ def test_a_started_stream_keeps_the_whole_deadline(
         }
 
     events = [(None, chunk("a")), (None, chunk("b")), (None, chunk("c", "stop")), (None, "[DONE]")]
-    routes(provider, slow=lambda s: sse(events, delay=0.8), good=lambda s: answer("backup"))
+    routes(provider, slow=lambda s: sse(events, delay=0.8), good=lambda s: chat_reply("backup"))
     # 4 events 0.8 s apart: 3.2 s, past the first attempt's share (2.25 s) of 4.5 s.
     gw, capture = start(provider.url + "/slow/v1", provider.url + "/good/v1", timeout=4.5)
     client = openai.OpenAI(base_url=gw.url + "/v1", api_key="x", max_retries=0)

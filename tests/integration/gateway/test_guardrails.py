@@ -19,6 +19,7 @@ from tests.integration.gateway.fakes import (
     Reply,
     RunningGateway,
     Seen,
+    chat_reply,
     endpoint,
     json_reply,
     sse,
@@ -27,25 +28,6 @@ from tests.integration.gateway.fakes import (
 from tests.integration.gateway.test_openai_compatible import client
 
 Start = Callable[..., RunningGateway]
-
-
-def chat_answer(text: str) -> Reply:
-    return json_reply(
-        {
-            "id": "x",
-            "object": "chat.completion",
-            "created": 1,
-            "model": "m",
-            "choices": [
-                {
-                    "index": 0,
-                    "finish_reason": "stop",
-                    "message": {"role": "assistant", "content": text},
-                }
-            ],
-            "usage": {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6},
-        }
-    )
 
 
 def stream_of(pieces: list[str]) -> Reply:
@@ -76,7 +58,7 @@ class Upstream:
             body = seen.json()
             self.asked.append(body)
             return (
-                stream_of(self.pieces) if body.get("stream") else chat_answer("".join(self.pieces))
+                stream_of(self.pieces) if body.get("stream") else chat_reply("".join(self.pieces))
             )
 
 
@@ -165,9 +147,9 @@ class Guard:
             if self.down.is_set():
                 return json_reply({"error": {"message": "guard down"}}, 503)
             if self.nonsense.is_set():
-                return chat_answer("I think it is fine")
+                return chat_reply("I think it is fine")
             last = seen.json()["messages"][-1]["content"]
-            return chat_answer("unsafe\nS9" if "explosive" in last else "safe")
+            return chat_reply("unsafe\nS9" if "explosive" in last else "safe")
 
 
 def with_guard(provider: FakeProvider, fail_open: bool, **checks: Any) -> dict[str, Any]:

@@ -30,8 +30,8 @@ from tests.integration.gateway.fakes import (
     Reply,
     RunningGateway,
     Seen,
+    chat_reply,
     endpoint,
-    json_reply,
     vllm,
     write_config,
 )
@@ -42,25 +42,6 @@ pytestmark = pytest.mark.cluster
 
 SERVICE = "chat-llama"
 POD = "llama-0"
-
-
-def answer(text: str) -> Reply:
-    return json_reply(
-        {
-            "id": "x",
-            "object": "chat.completion",
-            "created": 1,
-            "model": "m",
-            "choices": [
-                {
-                    "index": 0,
-                    "finish_reason": "stop",
-                    "message": {"role": "assistant", "content": text},
-                }
-            ],
-            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-        }
-    )
 
 
 def set_ready(cluster: Cluster, namespace: str, ready: bool) -> None:
@@ -158,12 +139,12 @@ def test_a_self_hosted_entity_with_no_ready_pod_is_skipped_at_once(
     @provider.route("POST", "/llama/v1/chat/completions")
     def llama(seen: Seen) -> Reply:
         hits["llama"] += 1
-        return answer("from llama")
+        return chat_reply("from llama")
 
     @provider.route("POST", "/backup/v1/chat/completions")
     def backup(seen: Seen) -> Reply:
         hits["backup"] += 1
-        return answer("from backup")
+        return chat_reply("from backup")
 
     url, ca_file = api_server(cluster, tmp_path)
     token_file = tmp_path / "gw.token"

@@ -100,12 +100,7 @@ def rewrite_answer(answer: dict[str, Any], rewrite: Rewrite) -> bool:
 
 def chunk_text(choice: dict[str, Any]) -> str | None:
     """A stream chunk choice's text (``delta.content`` or ``text``), None if it has none."""
-    delta = choice.get("delta")
-    if isinstance(delta, dict):
-        content = delta.get("content")
-        return content if isinstance(content, str) else None
-    text = choice.get("text")
-    return text if isinstance(text, str) else None
+    return _text_of(choice, "delta")
 
 
 def set_chunk_text(choice: dict[str, Any], text: str) -> None:
@@ -118,13 +113,14 @@ def set_chunk_text(choice: dict[str, Any], text: str) -> None:
 
 
 def _choice_text(choice: Any) -> str | None:
-    if not isinstance(choice, dict):
-        return None
-    message = choice.get("message")
-    if isinstance(message, dict):
-        content = message.get("content")
-        return content if isinstance(content, str) else None
-    text = choice.get("text")
+    return _text_of(choice, "message") if isinstance(choice, dict) else None
+
+
+def _text_of(choice: dict[str, Any], holder: str) -> str | None:
+    """``choice[holder].content`` (a chat message or delta), else ``choice.text``
+    (completions); None when there is no text."""
+    inner = choice.get(holder)
+    text = inner.get("content") if isinstance(inner, dict) else choice.get("text")
     return text if isinstance(text, str) else None
 
 
