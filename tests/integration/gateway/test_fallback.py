@@ -171,23 +171,27 @@ def test_503_retried_once_then_the_next(provider: FakeProvider, start: Callable[
     ]
 
 
-def test_a_hanging_entity_leaves_the_next_one_time_within_one_deadline(
-    provider: FakeProvider, start: Callable[..., Any]
-) -> None:
+@pytest.fixture
+def hang() -> Iterator[Callable[[Seen], Reply]]:
+    """A handler that answers only after 10 s (or when the test ends)."""
     release = threading.Event()
 
-    def hang(seen: Seen) -> Reply:
+    def handler(seen: Seen) -> Reply:
         release.wait(10)
         return chat_reply("too late")
 
+    yield handler
+    release.set()
+
+
+def test_a_hanging_entity_leaves_the_next_one_time_within_one_deadline(
+    provider: FakeProvider, start: Callable[..., Any], hang: Callable[[Seen], Reply]
+) -> None:
     routes(provider, hang=hang, good=lambda s: chat_reply("from backup"))
     gw, capture = start(provider.url + "/hang/v1", provider.url + "/good/v1", timeout=3.0)
-    try:
-        began = time.monotonic()
-        r = post(gw)
-        took = time.monotonic() - began
-    finally:
-        release.set()
+    began = time.monotonic()
+    r = post(gw)
+    took = time.monotonic() - began
     assert r.status_code == 200 and r.headers["served-model-name"] == "backup"
     assert 1.3 < took < 3.0  # half the deadline on the hanging one, then the backup
     assert [(a.entity, a.status) for a in capture.last().attempts] == [
@@ -204,22 +208,13 @@ def test_refused_connections_move_on(provider: FakeProvider, start: Callable[...
 
 
 def test_all_failing_returns_the_last_error_within_the_deadline(
-    provider: FakeProvider, start: Callable[..., Any]
+    provider: FakeProvider, start: Callable[..., Any], hang: Callable[[Seen], Reply]
 ) -> None:
-    release = threading.Event()
-
-    def hang(seen: Seen) -> Reply:
-        release.wait(10)
-        return chat_reply("too late")
-
     routes(provider, hang=hang, bad=lambda s: json_reply({"error": {"message": "down"}}, 500))
     gw, _ = start(provider.url + "/bad/v1", provider.url + "/hang/v1", timeout=2.0)
-    try:
-        began = time.monotonic()
-        r = post(gw)
-        took = time.monotonic() - began
-    finally:
-        release.set()
+    began = time.monotonic()
+    r = post(gw)
+    took = time.monotonic() - began
     assert r.status_code == 504 and r.json()["error_code"] == "DEADLINE_EXCEEDED"
     assert r.headers["served-model-name"] == "backup"
     assert took < 2.5  # one deadline for both
