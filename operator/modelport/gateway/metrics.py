@@ -219,7 +219,7 @@ class Metrics:
             registry=family_registry,
             multiprocess_mode="livemax",
         )
-        self._rare_cells: dict[tuple[str, ...], _Cell] = {}
+        self._rare_cells: dict[tuple[object, ...], _Cell] = {}
         # The hot path: each series' child is resolved once (`.labels()` validates and
         # hashes under a lock) and given a pending cell; a request adds to cells only.
         self._in_flight_now = 0
@@ -339,7 +339,7 @@ class Metrics:
     def _rare(self, family: Counter, labels: tuple[str, ...]) -> _Cell:
         """The cell of a series of a rarely counted family, made on first use. Label values
         come from the config (entities, categories) and fixed words, so they are bounded."""
-        key = (family._name, *labels)
+        key = (id(family), *labels)
         cell = self._rare_cells.get(key)
         if cell is None:
             cell = self._rare_cells[key] = self._cell(family.labels(*labels))
