@@ -25,6 +25,8 @@ Each line: environment variable, `modelport operator` flag, default.
 - MODELPORT_GATEWAY_TOKENREVIEW_BINDING, --gateway-tokenreview-binding: none
 - MODELPORT_GATEWAY_READINESS_ROLE, --gateway-readiness-role: none
 - MODELPORT_GUARD_MODEL, --guard-model (JSON): none
+- MODELPORT_RATE_LIMITING, --rate-limiting (JSON): no shared store (each gateway process
+  counts on its own); fail closed; 512 completion tokens reserved without max_tokens
 - MODELPORT_PROGRESS_DEADLINE_SECONDS, --progress-deadline-seconds: 600
 - MODELPORT_RESYNC_SECONDS, --resync-seconds: 300
 - MODELPORT_LOG_LEVEL, --log-level: INFO
@@ -74,6 +76,21 @@ guard such as Llama Guard; the gateway calls it with a ServiceAccount token for
 plus optional ``"failOpen": false`` (when the guard cannot answer: refuse with 503, or
 let the request through) and ``"timeoutSeconds": 5``. Unset, an endpoint that turns
 safety on cannot be served and says so in its status.
+`MODELPORT_RATE_LIMITING` says how endpoints' `spec.aiGateway.rateLimits` are enforced,
+the Helm value `rateLimiting`::
+
+    {"store": {"address": "redis://modelport-ratelimit.modelport-system:6379/0",
+               "passwordSecret": {"name": "modelport-ratelimit", "key": "password"},
+               "timeoutSeconds": 0.25},
+     "failOpen": false, "reserveCompletionTokens": 512}
+
+`store` is the Redis (or Valkey) server every gateway replica counts in; without it each
+gateway process counts on its own, and an endpoint with limits whose gateway may run
+more than one replica says so in its status. `passwordSecret` names a Secret *in each
+endpoint's namespace* (a pod mounts only Secrets of its own namespace); the gateway gets
+it as a file. `failOpen: true` admits requests while the store cannot be reached
+(default: refuse them with 503). `reserveCompletionTokens` is what a request without
+`max_tokens` reserves of a token limit until its usage is known.
 `MODELPORT_RESYNC_SECONDS` is the period of the safety-net reconcile of every endpoint
 (0 turns it off); watches on children and Secrets do the real work, so it can stay
 long.
@@ -161,6 +178,20 @@ class GuardModelSetting:
 
 
 @dataclass(frozen=True)
+class RateLimitingDefaults:
+    """How rate limits are enforced on every endpoint (MODELPORT_RATE_LIMITING)."""
+
+    store_address: str = ""
+    """redis:// or rediss:// URL of the shared store; empty: each gateway process counts."""
+    password_secret: tuple[str, str] | None = None
+    """(Secret name, key) of the store's password, in each endpoint's namespace."""
+    username: str | None = None
+    timeout_seconds: float = 0.25
+    fail_open: bool = False
+    reserve_completion_tokens: int = gc.DEFAULT_RESERVE_COMPLETION_TOKENS
+
+
+@dataclass(frozen=True)
 class GpuProfile:
     """The compute one replica of a workloadType gets.
 
@@ -213,6 +244,7 @@ class Settings:
     gateway_tokenreview_binding: str = ""
     gateway_readiness_role: str = ""
     guard_model: GuardModelSetting | None = None
+    rate_limiting: RateLimitingDefaults = field(default_factory=RateLimitingDefaults)
     progress_deadline_seconds: int = 600
     resync_seconds: float = 300.0
     log_level: str = "INFO"
@@ -277,6 +309,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         ),
         gateway_readiness_role=_parse_role_ref(get("GATEWAY_READINESS_ROLE", "")),
         guard_model=parse_guard_model(get("GUARD_MODEL", "")),
+        rate_limiting=_parse_rate_limiting(get("RATE_LIMITING", "")),
         progress_deadline_seconds=integer("PROGRESS_DEADLINE_SECONDS", 600, 10),
         resync_seconds=float(integer("RESYNC_SECONDS", 300, 0)),
         log_level=get("LOG_LEVEL", "INFO").upper(),
@@ -317,17 +350,10 @@ def parse_guard_model(raw: str) -> GuardModelSetting | None:
         return None
     where = f"{ENV_PREFIX}GUARD_MODEL"
     shape = '{"endpoint": "<namespace>/<name>"} or {"url": "http://.../v1", "model": "<name>"}'
-    data = _json_setting("GUARD_MODEL", raw, shape)
-    if not isinstance(data, dict):
-        raise SettingsError(f"{where}: give {shape}")
-    unknown = sorted(
-        set(data) - {"endpoint", "url", "model", "audience", "failOpen", "timeoutSeconds"}
-    )
-    if unknown:
-        raise SettingsError(f"{where}: unknown field(s) {unknown}; give {shape}")
-    fail_open, timeout = data.get("failOpen", False), data.get("timeoutSeconds", 5.0)
-    if not isinstance(fail_open, bool):
-        raise SettingsError(f"{where}.failOpen={fail_open!r}: give true or false")
+    data = _json_object("GUARD_MODEL", raw, shape)
+    _known(where, data, {"endpoint", "url", "model", "audience", "failOpen", "timeoutSeconds"})
+    fail_open = _boolean(f"{where}.failOpen", data.get("failOpen", False))
+    timeout = data.get("timeoutSeconds", 5.0)
     if not isinstance(timeout, int | float) or isinstance(timeout, bool) or not 0 < timeout <= 60:
         raise SettingsError(
             f"{where}.timeoutSeconds={timeout!r}: give seconds, above 0, at most 60"
@@ -470,9 +496,7 @@ def _parse_gateway_auth(raw: str) -> GatewayAuthDefaults:
         'a JSON object such as {"enabled": true, "serviceAccountTokens": {"enabled": true, '
         '"audiences": ["modelport"], "cacheSeconds": 10}, "oidc": null}'
     )
-    data = _json_setting("GATEWAY_AUTH", raw, shape)
-    if not isinstance(data, dict):
-        raise SettingsError(f"{where}={raw!r}: give {shape}")
+    data = _json_object("GATEWAY_AUTH", raw, shape)
     _known(where, data, {"enabled", "serviceAccountTokens", "oidc"})
     defaults = GatewayAuthDefaults()
     enabled = _boolean(f"{where}.enabled", data.get("enabled", defaults.enabled))
@@ -508,11 +532,7 @@ def _parse_gateway_auth(raw: str) -> GatewayAuthDefaults:
         try:
             oidc = gc.Oidc.model_validate(data["oidc"])
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'oidc'}: "
-                f"{e['msg'].removeprefix('Value error, ')}"
-                for e in exc.errors(include_input=False, include_url=False)
-            )
+            problems = _problems(exc, "oidc")
             raise SettingsError(
                 f'{where}.oidc: {problems}; give {{"issuer": "https://...", '
                 '"audiences": [...]} and optionally jwksUri, userClaim, groupsClaim, '
@@ -524,6 +544,80 @@ def _parse_gateway_auth(raw: str) -> GatewayAuthDefaults:
         audiences=tuple(audiences),
         cache_seconds=float(cache),
         oidc=oidc,
+    )
+
+
+def _parse_rate_limiting(raw: str) -> RateLimitingDefaults:
+    """Parse MODELPORT_RATE_LIMITING (the Helm value rateLimiting as JSON)."""
+    if not raw:
+        return RateLimitingDefaults()
+    where = f"{ENV_PREFIX}RATE_LIMITING"
+    shape = (
+        'a JSON object such as {"store": {"address": "redis://host:6379/0", '
+        '"passwordSecret": {"name": "...", "key": "password"}, "timeoutSeconds": 0.25}, '
+        '"failOpen": false, "reserveCompletionTokens": 512}'
+    )
+    data = _json_object("RATE_LIMITING", raw, shape)
+    _known(where, data, {"store", "failOpen", "reserveCompletionTokens"})
+    defaults = RateLimitingDefaults()
+    fail_open = _boolean(f"{where}.failOpen", data.get("failOpen", defaults.fail_open))
+    reserve = data.get("reserveCompletionTokens", defaults.reserve_completion_tokens)
+    if isinstance(reserve, bool) or not isinstance(reserve, int) or not 1 <= reserve <= 1_000_000:
+        raise SettingsError(
+            f"{where}.reserveCompletionTokens={reserve!r}: give a whole number of tokens "
+            "from 1 to 1000000"
+        )
+    store = data.get("store") or {}
+    if not isinstance(store, dict):
+        raise SettingsError(f"{where}.store={store!r}: give an object with address")
+    _known(f"{where}.store", store, {"address", "passwordSecret", "username", "timeoutSeconds"})
+    address = store.get("address") or ""
+    secret: tuple[str, str] | None = None
+    username = store.get("username") or None
+    timeout = store.get("timeoutSeconds", defaults.timeout_seconds)
+    if address:
+        try:
+            checked = gc.RateLimitStore(address=address, username=username, timeoutSeconds=timeout)
+        except ValidationError as exc:
+            raise SettingsError(f"{where}.store: {_problems(exc, 'store')}") from None
+        timeout = checked.timeout_seconds
+        ref = store.get("passwordSecret")
+        if ref is not None:
+            if not isinstance(ref, dict) or not ref.get("name") or not ref.get("key"):
+                raise SettingsError(
+                    f'{where}.store.passwordSecret={ref!r}: give {{"name": "<Secret>", '
+                    '"key": "<key>"}, a Secret in each endpoint\'s namespace'
+                )
+            name = _parse_object_name("RATE_LIMITING.store.passwordSecret.name", str(ref["name"]))
+            secret = (name, str(ref["key"]))
+    elif store.get("passwordSecret"):
+        raise SettingsError(
+            f"{where}.store.passwordSecret is set but store.address is not; set the address "
+            "of the Redis server"
+        )
+    return RateLimitingDefaults(
+        store_address=address,
+        password_secret=secret,
+        username=username if address else None,
+        timeout_seconds=float(timeout),
+        fail_open=fail_open,
+        reserve_completion_tokens=reserve,
+    )
+
+
+def _json_object(name: str, raw: str, shape: str) -> dict[str, Any]:
+    """A setting that holds a JSON object (the Helm value of that name)."""
+    data = _json_setting(name, raw, shape)
+    if not isinstance(data, dict):
+        raise SettingsError(f"{ENV_PREFIX}{name}={raw!r}: give {shape}")
+    return data
+
+
+def _problems(exc: ValidationError, whole: str) -> str:
+    """A model's validation errors as `field: problem; ...`, never echoing a value."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or whole}: {e['msg'].removeprefix('Value error, ')}"
+        for e in exc.errors(include_input=False, include_url=False)
     )
 
 
@@ -618,6 +712,7 @@ _OPERATOR_FLAGS: list[tuple[str, str, str]] = [
         "ClusterRole that lets gateways watch EndpointSlices (bound per namespace)",
     ),
     ("--guard-model", "GUARD_MODEL", "the guard model of guardrails' safety check (JSON)"),
+    ("--rate-limiting", "RATE_LIMITING", "rate limits' shared store and behaviour (JSON)"),
     ("--progress-deadline-seconds", "PROGRESS_DEADLINE_SECONDS", "Deployment progress deadline"),
     ("--resync-seconds", "RESYNC_SECONDS", "period of the safety-net reconcile (0: off)"),
     ("--log-level", "LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR"),

@@ -117,26 +117,51 @@ def check_providers(config: GatewayConfig) -> None:
             )
 
 
-def default_pipeline(config: GatewayConfig, secrets_dir: Path) -> Pipeline:
-    """The stages ``config`` asks for: caller authentication when it is enabled, and the
-    guardrails of each direction that has a check on."""
-    auth = config.ai_gateway.auth
+def default_pipeline(
+    config: GatewayConfig, secrets_dir: Path, metrics: Metrics | None = None
+) -> Pipeline:
+    """The stages ``config`` asks for: caller authentication when it is enabled, rate
+    limits when there are any (their tap and settlement only with a token limit), and the
+    guardrails of each direction that has a check on (input after the limits: a request
+    over its limit is refused before any guard model is asked)."""
+    ai = config.ai_gateway
     authenticator = None
-    if auth.enabled:
+    if ai.auth.enabled:
         from modelport.gateway.auth.callers import build
 
-        authenticator = build(auth, secrets_dir, Fingerprinter())
-    guardrails = config.ai_gateway.guardrails
-    if not (guardrails.input.active or guardrails.output.active):
+        authenticator = build(ai.auth, secrets_dir, Fingerprinter())
+    guardrails = ai.guardrails
+    if not ai.rate_limits and not (guardrails.input.active or guardrails.output.active):
         return Pipeline(authenticator=authenticator)
-    from modelport.gateway.guardrails.stages import build as build_guardrails
+    admission: list[Any] = []
+    taps: list[Any] = []
+    sinks: list[Any] = []
+    judges: list[Any] = []
+    if ai.rate_limits:
+        from modelport.gateway import ratelimit
 
-    checks_in, checks_out = build_guardrails(guardrails, secrets_dir)
+        limiter = ratelimit.build(config, secrets_dir, metrics or Metrics())
+        admission.append(limiter)
+        if limiter.policy.has_tokens:
+            taps.append(limiter)
+            sinks.append(limiter)
+    if guardrails.input.active or guardrails.output.active:
+        from modelport.gateway.guardrails.stages import build as build_guardrails
+
+        checks_in, checks_out = build_guardrails(guardrails, secrets_dir)
+        if checks_in is not None:
+            admission.append(checks_in)
+        if checks_out is not None:
+            # Before the limiter's tap: tokens are counted on what the client receives.
+            taps.insert(0, checks_out)
+            if checks_out.judges:
+                judges.append(checks_out)
     return Pipeline(
         authenticator=authenticator,
-        admission=(checks_in,) if checks_in else (),
-        taps=(checks_out,) if checks_out else (),
-        judges=(checks_out,) if checks_out and checks_out.judges else (),
+        admission=tuple(admission),
+        taps=tuple(taps),
+        sinks=tuple(sinks),
+        judges=tuple(judges),
     )
 
 
@@ -165,8 +190,10 @@ class GatewayApp:
             keepalive_seconds=keepalive_seconds,
         )
         self.router = router or Router(config)
-        self.pipeline = pipeline if pipeline is not None else default_pipeline(config, secrets_dir)
         self.metrics = Metrics()
+        if pipeline is None:
+            pipeline = default_pipeline(config, secrets_dir, self.metrics)
+        self.pipeline = pipeline
         # Fallback's state: each entity's breaker, and which self-hosted ones have a ready
         # pod (from their EndpointSlices, when the operator set that up).
         self.breakers = breakers or Breakers(
@@ -231,7 +258,8 @@ class GatewayApp:
         have ``start`` and/or ``aclose``, called at start-up and shutdown."""
         p = self.pipeline
         stages = [p.authenticator, *p.admission, *p.attempt_hooks, *p.taps, *p.judges, *p.sinks]
-        # A stage may fill two roles (output guardrails: a tap and a judge): once each.
+        # One object may be several stages (the rate limiter; output guardrails, a tap and
+        # a judge): started and closed once.
         return list({id(s): s for s in stages if s is not None}.values())
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -289,7 +317,22 @@ class GatewayApp:
             )
             await _respond(send, 503, orjson.dumps({"status": "not ready", "reason": reason}))
             return
-        await _respond(send, 200, b'{"status":"ready"}')
+        store = self._rate_limit_store()
+        if store is None:
+            await _respond(send, 200, b'{"status":"ready"}')
+            return
+        # Reported, not failed on: an unready pod leaves the Service, and its callers would
+        # get connection errors instead of the clean 503 (or the admission) of failOpen.
+        state = {"status": "ready", "rateLimitStore": "up" if store.up else "unreachable"}
+        await _respond(send, 200, orjson.dumps(state))
+
+    def _rate_limit_store(self) -> Any:
+        """The shared rate-limit store, when this gateway counts in one."""
+        for stage in self.pipeline.admission:
+            store = getattr(stage, "store", None)
+            if store is not None and hasattr(store, "address"):
+                return store
+        return None
 
     async def _proxy(
         self, scope: Scope, receive: Receive, send: Send, path: str, task: Task
@@ -520,7 +563,7 @@ class GatewayApp:
         exchange.started = True
         ctx.status = 200
         ctx.first_byte = time.monotonic()
-        await _respond(send, 200, body, served=call.entity.name)
+        await _respond(send, 200, body, served=call.entity.name, extra=ctx.response_headers)
         exchange.finished = True
 
     async def _stream(
@@ -608,9 +651,10 @@ class GatewayApp:
             ctx.status = error.status
             ctx.first_byte = time.monotonic()
             served = entity.name if entity else None
-            await _respond(
-                send, error.status, error.body(), served=served, extra=_extra_headers(error)
-            )
+            extra = _extra_headers(error)
+            if ctx.response_headers:
+                extra += ctx.response_headers
+            await _respond(send, error.status, error.body(), served=served, extra=extra)
             exchange.finished = True
             return
         # Headers are gone: the OpenAI SDKs raise on an SSE event carrying "error".
@@ -658,6 +702,8 @@ async def _start_stream(ctx: RequestContext, call: Call, send: Send, exchange: _
     """Send a stream's status line and headers: from here on there is no fallback, and the
     attempt may use the rest of the request's deadline."""
     headers = [*SSE_HEADERS, (b"served-model-name", call.entity.name.encode())]
+    if ctx.response_headers:
+        headers += ctx.response_headers
     exchange.started = True
     if exchange.extend is not None:
         exchange.extend()

@@ -131,6 +131,9 @@ class RequestContext:
     error_code: str | None = None
     usage: TokenUsage | None = None
     outcome: Outcome = "ok"
+    response_headers: list[tuple[bytes, bytes]] | None = None
+    """Headers a stage adds to whatever response the request gets, success or error (the
+    rate limits' ``x-ratelimit-*``); None when no stage adds any."""
     guardrails: list[GuardrailDecision] | None = None
     """The guardrails that acted, in order; None when none did (the usual case)."""
 

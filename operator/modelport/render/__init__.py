@@ -19,6 +19,7 @@ from modelport.render.config import (
     RenderError,
     SecretRef,
     needs_readiness,
+    rate_limits_per_replica,
     render_gateway_config,
     secret_refs,
     uses_guard,
@@ -59,6 +60,9 @@ class Rendered:
     service_account: str | None = None
     """The gateway's ServiceAccount when it verifies callers' ServiceAccount tokens: the
     subject the TokenReview ClusterRoleBinding must name."""
+    rate_limit_warning: str | None = None
+    """Why the endpoint's rate limits would multiply by the replica count (no shared
+    store), for its status."""
 
 
 def render(endpoint: ServingEndpoint, settings: Settings) -> Rendered:
@@ -68,18 +72,19 @@ def render(endpoint: ServingEndpoint, settings: Settings) -> Rendered:
     if not meta.uid:
         raise RenderError(f"metadata.uid of {meta.name} is empty; read the endpoint from the API")
     owner = OwnerRef(API_VERSION, KIND, meta.name, meta.uid)
-    # Readiness needs the chart's ClusterRole to bind; without it, nothing is rendered.
+    # Readiness needs the chart's role to bind; without it, nothing is rendered.
     readiness = bool(settings.gateway_readiness_role) and needs_readiness(endpoint)
     config = render_gateway_config(
         endpoint,
         settings.catalog,
         settings.gateway_auth,
+        settings.rate_limiting,
         guard=settings.guard_model,
         readiness=readiness,
     )
     text = gc.dumps(config)
     config_hash = stable_hash(text, CONFIG_HASH_LEN)
-    refs = secret_refs(endpoint)
+    refs = secret_refs(endpoint, settings.rate_limiting)
     verifies_tokens = config.ai_gateway.auth.service_account_tokens is not None
     guard = settings.guard_model
     token_for_guard = guard is not None and guard.endpoint is not None and uses_guard(endpoint)
@@ -101,7 +106,10 @@ def render(endpoint: ServingEndpoint, settings: Settings) -> Rendered:
                 meta.name, namespace, owner, index, entity, settings, endpoint.spec.task
             )
     account = gateway_service_account_name(meta.name) if verifies_tokens else None
-    return Rendered(children, config, config_hash, refs, account)
+    warning = rate_limits_per_replica(
+        endpoint, settings.rate_limiting, settings.gateway_max_replicas
+    )
+    return Rendered(children, config, config_hash, refs, account, warning)
 
 
 def endpoint_url(name: str, namespace: str) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests.integration.gateway.fakes import FakeProvider, RunningGateway, start_gateway
+from tests.integration.gateway.redis_server import RedisServer
 
 
 @pytest.fixture
@@ -36,3 +37,13 @@ def gateway(tmp_path: Path) -> Iterator[Callable[..., RunningGateway]]:
     finally:
         for gw in running:
             gw.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A private redis-server on a free loopback port, stopped after the test."""
+    server = RedisServer(tmp_path / "redis").start()
+    try:
+        yield server
+    finally:
+        server.stop()
