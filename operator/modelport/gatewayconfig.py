@@ -141,8 +141,10 @@ class Credentials(_Strict):
     cohere, ai21labs, databricks-model-serving (the API token) and custom (the bearer
     token or the api-key header's value); ``clientSecret`` for openai apiType azuread;
     ``awsAccessKeyId`` + ``awsSecretAccessKey`` (+ optional ``awsSessionToken``) for
-    amazon-bedrock; ``privateKey`` (a service-account JSON key file) for
-    google-cloud-vertex-ai. Self-hosted entities need none.
+    amazon-bedrock, or none of them to sign with the pod's own AWS identity (botocore's
+    credential chain: IRSA, EKS Pod Identity, the node's role); ``privateKey`` (a
+    service-account JSON key file) for google-cloud-vertex-ai. Self-hosted entities need
+    none.
     """
 
     api_key: RelativeSecretPath | None = Field(default=None, alias="apiKey")
@@ -284,8 +286,11 @@ def _missing_for_provider(entity: EntityConfig) -> str | None:
         case p.AMAZON_BEDROCK:
             if entity.bedrock is None:
                 return "bedrock.region is required"
-            if not (creds.aws_access_key_id and creds.aws_secret_access_key):
-                return "credentials.awsAccessKeyId and credentials.awsSecretAccessKey are required"
+            if (creds.aws_access_key_id is None) != (creds.aws_secret_access_key is None):
+                return (
+                    "credentials.awsAccessKeyId and credentials.awsSecretAccessKey go "
+                    "together; set both, or neither to sign with the pod's AWS identity"
+                )
         case p.GOOGLE_CLOUD_VERTEX_AI:
             if entity.vertex is None:
                 return "vertex.projectId and vertex.region are required"

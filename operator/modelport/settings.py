@@ -18,6 +18,8 @@ Each line: environment variable, `modelport operator` flag, default.
 - MODELPORT_GATEWAY_MIN_REPLICAS / _MAX_REPLICAS, --gateway-min/max-replicas: 1 / 5
 - MODELPORT_GATEWAY_NODE_SELECTOR, --gateway-node-selector (JSON object): none
 - MODELPORT_GATEWAY_TOLERATIONS, --gateway-tolerations (JSON list): none
+- MODELPORT_GATEWAY_SERVICE_ACCOUNT_ANNOTATIONS, --gateway-service-account-annotations
+  (JSON object): none
 - MODELPORT_GATEWAY_RESOURCES, --gateway-resources (JSON ResourceRequirements):
   requests cpu 100m, memory 128Mi; limits memory 512Mi
 - MODELPORT_GATEWAY_AUTH, --gateway-auth (JSON): callers must authenticate;
@@ -47,6 +49,12 @@ Kubernetes tolerations (``[{"key": ..., "operator": "Exists", "effect": ...}]``)
 `RESOURCES` a container's ``{"requests": {...}, "limits": {...}}``, which replaces the
 default as a whole. A cluster whose gateways must run on particular nodes (the local
 cluster's real node, a system node pool) sets the first two; most leave them empty.
+`MODELPORT_GATEWAY_SERVICE_ACCOUNT_ANNOTATIONS` (``{"key": "value", ...}``) annotates
+every endpoint's gateway ServiceAccount, which each gateway then gets: the way to give
+gateways a cloud identity, e.g. IRSA's ``{"eks.amazonaws.com/role-arn":
+"arn:aws:iam::123456789012:role/modelport-{namespace}-{endpoint}"}`` for Bedrock
+entities without keys; ``{namespace}`` and ``{endpoint}`` in a value become the
+endpoint's namespace and name.
 `MODELPORT_GATEWAY_AUTH` holds the cluster's defaults for who may call an endpoint
 (each endpoint's `spec.aiGateway.auth` overrides them), the Helm value `gatewayAuth`::
 
@@ -237,6 +245,7 @@ class Settings:
     gateway_max_replicas: int = 5
     gateway_node_selector: Mapping[str, str] = field(default_factory=dict)
     gateway_tolerations: tuple[Mapping[str, Any], ...] = ()
+    gateway_service_account_annotations: Mapping[str, str] = field(default_factory=dict)
     gateway_resources: Mapping[str, Mapping[str, str]] = field(
         default_factory=lambda: DEFAULT_GATEWAY_RESOURCES
     )
@@ -302,6 +311,11 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         gateway_max_replicas=integer("GATEWAY_MAX_REPLICAS", 5, 1),
         gateway_node_selector=_parse_node_selector(get("GATEWAY_NODE_SELECTOR", "")),
         gateway_tolerations=_parse_tolerations(get("GATEWAY_TOLERATIONS", "")),
+        gateway_service_account_annotations=_parse_string_map(
+            "GATEWAY_SERVICE_ACCOUNT_ANNOTATIONS",
+            get("GATEWAY_SERVICE_ACCOUNT_ANNOTATIONS", ""),
+            'a JSON object of annotations, e.g. {"eks.amazonaws.com/role-arn": "arn:..."}',
+        ),
         gateway_resources=_parse_resources(get("GATEWAY_RESOURCES", "")),
         gateway_auth=_parse_gateway_auth(get("GATEWAY_AUTH", "")),
         gateway_tokenreview_binding=_parse_object_name(
@@ -397,16 +411,20 @@ def _json_setting(name: str, raw: str, shape: str) -> Any:
 
 def _parse_node_selector(raw: str) -> dict[str, str]:
     """Parse MODELPORT_GATEWAY_NODE_SELECTOR: a JSON object of label -> value."""
+    shape = 'a JSON object of node labels, e.g. {"kubernetes.io/os": "linux"}'
+    return _parse_string_map("GATEWAY_NODE_SELECTOR", raw, shape)
+
+
+def _parse_string_map(name: str, raw: str, shape: str) -> dict[str, str]:
+    """Parse a setting that is a JSON object of non-empty string keys to string values."""
     if not raw:
         return {}
-    shape = 'a JSON object of node labels, e.g. {"kubernetes.io/os": "linux"}'
-    data = _json_setting("GATEWAY_NODE_SELECTOR", raw, shape)
+    data = _json_setting(name, raw, shape)
     if not isinstance(data, dict) or not all(
         isinstance(k, str) and k and isinstance(v, str) for k, v in data.items()
     ):
         raise SettingsError(
-            f"{ENV_PREFIX}GATEWAY_NODE_SELECTOR={raw!r}: give {shape} (string values: quote "
-            "true and numbers)"
+            f"{ENV_PREFIX}{name}={raw!r}: give {shape} (string values: quote true and numbers)"
         )
     return dict(sorted(data.items()))
 
@@ -694,6 +712,11 @@ _OPERATOR_FLAGS: list[tuple[str, str, str]] = [
     ("--gateway-min-replicas", "GATEWAY_MIN_REPLICAS", "gateway HPA minimum"),
     ("--gateway-max-replicas", "GATEWAY_MAX_REPLICAS", "gateway HPA maximum"),
     ("--gateway-node-selector", "GATEWAY_NODE_SELECTOR", "gateway pods' nodeSelector (JSON)"),
+    (
+        "--gateway-service-account-annotations",
+        "GATEWAY_SERVICE_ACCOUNT_ANNOTATIONS",
+        "annotations of every gateway ServiceAccount (JSON)",
+    ),
     ("--gateway-tolerations", "GATEWAY_TOLERATIONS", "gateway pods' tolerations (JSON list)"),
     (
         "--gateway-resources",

@@ -96,7 +96,9 @@ def render(endpoint: ServingEndpoint, settings: Settings) -> Rendered:
         config_hash,
         refs,
         settings,
+        # Its own token for the apiserver: TokenReviews, or the EndpointSlices watch.
         service_account=verifies_tokens or readiness,
+        pod_identity=any(_signs_as_pod(e) for e in config.entities),
         readiness_role=settings.gateway_readiness_role if readiness else None,
         guard_audience=guard.audience if guard is not None and token_for_guard else None,
     )
@@ -110,6 +112,14 @@ def render(endpoint: ServingEndpoint, settings: Settings) -> Rendered:
         endpoint, settings.rate_limiting, settings.gateway_max_replicas
     )
     return Rendered(children, config, config_hash, refs, account, warning)
+
+
+def _signs_as_pod(entity: gc.EntityConfig) -> bool:
+    """A Bedrock entity without access keys signs with the pod's AWS identity."""
+    return (
+        entity.provider is gc.ProviderName.AMAZON_BEDROCK
+        and entity.credentials.aws_access_key_id is None
+    )
 
 
 def endpoint_url(name: str, namespace: str) -> str:
