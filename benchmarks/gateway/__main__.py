@@ -79,7 +79,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="direct,forwarder,modelport-1w,modelport-Nw,litellm-1w,litellm-Nw",
         help="comma-separated subset (N = the number of cores); also modelport-apikey-1w and "
         "modelport-apikey-Nw: the gateway with API-key caller auth on; modelport-ratelimit-1w "
-        "and -Nw: that, plus a per-user calls limit counted in a redis-server the run starts",
+        "and -Nw: that, plus a per-user calls limit counted in a redis-server the run starts; "
+        "modelport-pii-1w and -Nw: caller auth off, guardrails' PII MASK on input and output",
     )
     p.add_argument(
         "--points",
@@ -256,6 +257,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             starters[f"modelport-apikey-{w}w"] = lambda w=w, cpus=cpus: start_modelport(
                 procs, workdir, upstream, w, cpus, api_key=True
+            )
+            starters[f"modelport-pii-{w}w"] = lambda w=w, cpus=cpus: start_modelport(
+                procs, workdir, upstream, w, cpus, pii=True
             )
             if store is not None:
                 starters[f"modelport-ratelimit-{w}w"] = lambda w=w, cpus=cpus: start_modelport(

@@ -154,6 +154,7 @@ def start_modelport(
     code: Path | None = None,
     api_key: bool = False,
     rate_limit_store: str | None = None,
+    pii: bool = False,
 ) -> Target:
     """``modelport gateway`` with ``workers`` uvicorn workers, self-hosted entities.
 
@@ -164,7 +165,9 @@ def start_modelport(
     ``modelport-apikey-Nw``: one API key, which the load sends. With
     ``rate_limit_store`` (a Redis URL), as target ``modelport-ratelimit-Nw``: the API-key
     caller under a per-user calls limit too high to ever refuse, counted in that Redis
-    (compare it with ``modelport-apikey-Nw``: the difference is the limiter).
+    (compare it with ``modelport-apikey-Nw``: the difference is the limiter). With
+    ``pii``, as target ``modelport-pii-Nw``: caller auth off, guardrails' PII MASK on input
+    and output (every request and every answer, streamed chunk by chunk, is checked).
     """
     kind = (
         "baseline"
@@ -173,6 +176,8 @@ def start_modelport(
         if rate_limit_store
         else "modelport-apikey"
         if api_key
+        else "modelport-pii"
+        if pii
         else "modelport"
     )
     api_key = api_key or rate_limit_store is not None
@@ -214,6 +219,12 @@ def start_modelport(
         headers.append(f"Authorization: Bearer {CALLER_KEY}")
     elif _knows_auth(code):
         config["aiGateway"] = {"auth": {"enabled": False}}
+    if pii:
+        mask = {"pii": "MASK"}
+        config["aiGateway"] = {
+            "auth": {"enabled": False},
+            "guardrails": {"input": mask, "output": mask},
+        }
     (base / "config/gateway.json").write_text(json.dumps(config, indent=2))
     port = free_port()
     command = [sys.executable, "-m", "modelport.cli"]

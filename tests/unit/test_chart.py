@@ -47,6 +47,23 @@ TOKENREVIEW_RULES = [
 ]  # fmt: skip
 
 
+def readiness_rules(kind: str) -> list[dict[str, Any]]:
+    """The operator's rights over gateways' readiness: their RoleBindings, and binding the
+    one role that may read EndpointSlices (a ClusterRole, or a Role per namespace)."""
+    return [
+        {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["rolebindings"],
+         "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"]},
+        {"apiGroups": ["rbac.authorization.k8s.io"], "resources": [kind],
+         "resourceNames": ["mp-modelport-gateway-readiness"], "verbs": ["bind"]},
+    ]  # fmt: skip
+
+
+READINESS_ROLE_RULES = [
+    {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"],
+     "verbs": ["get", "list", "watch"]},
+]  # fmt: skip
+
+
 def by_name(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
     return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
 
@@ -73,12 +90,18 @@ def assert_tokenreview_objects(docs: list[dict[str, Any]]) -> None:
 def test_cluster_wide_by_default() -> None:
     docs = template()
     assert kinds(docs) == [
-        "ClusterRole", "ClusterRole", "ClusterRoleBinding", "ClusterRoleBinding", "ConfigMap",
-        "Deployment", "Service", "ServiceAccount",
+        "ClusterRole", "ClusterRole", "ClusterRole", "ClusterRoleBinding", "ClusterRoleBinding",
+        "ConfigMap", "Deployment", "Service", "ServiceAccount",
     ]  # fmt: skip
     role = by_name(docs, "ClusterRole")["mp-modelport"]
     rbac = [r for r in role["rules"] if "rbac.authorization.k8s.io" in r["apiGroups"]]
-    assert rbac == TOKENREVIEW_RULES  # it can grant nothing else, to no one
+    # It can grant nothing else, to no one.
+    assert rbac == readiness_rules("clusterroles") + TOKENREVIEW_RULES
+    readiness = by_name(docs, "ClusterRole")["mp-modelport-gateway-readiness"]
+    assert readiness["rules"] == READINESS_ROLE_RULES
+    assert operator_env(docs)["MODELPORT_GATEWAY_READINESS_ROLE"] == (
+        "ClusterRole/mp-modelport-gateway-readiness"
+    )
     assert_tokenreview_objects(docs)
     # With ServiceAccount tokens off by default, endpoints may still turn them on.
     assert_tokenreview_objects(template("gatewayAuth.serviceAccountTokens.enabled=false"))
@@ -98,14 +121,48 @@ def test_watching_namespaces_needs_one_cluster_wide_right_for_token_review() -> 
     ]  # fmt: skip
 
 
+def test_readiness_and_the_guard_model_reach_the_operator() -> None:
+    import json
+
+    off = template("gateway.readiness.enabled=false")
+    assert "MODELPORT_GATEWAY_READINESS_ROLE" not in operator_env(off)
+    assert "mp-modelport-gateway-readiness" not in by_name(off, "ClusterRole")
+    role = by_name(off, "ClusterRole")["mp-modelport"]
+    assert not [r for r in role["rules"] if "rolebindings" in r["resources"]]
+    env = operator_env(
+        template("guardModel.endpoint=guards/llama-guard", "guardModel.failOpen=true")
+    )
+    assert json.loads(env["MODELPORT_GUARD_MODEL"]) == {
+        "endpoint": "guards/llama-guard",
+        "failOpen": True,
+    }
+    from modelport.settings import from_env
+
+    settings = from_env({k: v for k, v in env.items() if k in ("MODELPORT_GUARD_MODEL",)})
+    assert settings.guard_model is not None
+    assert settings.guard_model.url == "http://llama-guard.guards.svc.cluster.local/v1"
+
+
 def test_watching_namespaces_without_token_review_needs_no_cluster_wide_rights() -> None:
     docs = template(
         "watchNamespaces={team-a,team-b}", "gatewayAuth.serviceAccountTokens.enabled=false"
     )
     assert not [d for d in docs if d["kind"].startswith("Cluster")]
     assert "MODELPORT_GATEWAY_TOKENREVIEW_BINDING" not in operator_env(docs)
-    roles = [d for d in docs if d["kind"] == "Role"]
+    roles = [d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == "mp-modelport"]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    rbac = [r for r in roles[0]["rules"] if "rbac.authorization.k8s.io" in r["apiGroups"]]
+    assert rbac == readiness_rules("roles")
+    # The gateways' readiness role: a Role in each namespace, not a ClusterRole.
+    readiness = [d for d in docs if d["metadata"]["name"] == "mp-modelport-gateway-readiness"]
+    assert [(d["kind"], d["metadata"]["namespace"]) for d in readiness] == [
+        ("Role", "team-a"),
+        ("Role", "team-b"),
+    ]
+    assert readiness[0]["rules"] == READINESS_ROLE_RULES
+    assert operator_env(docs)["MODELPORT_GATEWAY_READINESS_ROLE"] == (
+        "Role/mp-modelport-gateway-readiness"
+    )
     deployment = next(d for d in docs if d["kind"] == "Deployment")
     env = {
         e["name"]: e.get("value")

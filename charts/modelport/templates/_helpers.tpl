@@ -59,6 +59,16 @@ each one; keep the two in step.
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
   verbs: [get, list, watch, create, patch, update, delete]
+{{- if .Values.gateway.readiness.enabled }}
+# A gateway's RoleBinding to the readiness role (endpointslices, read-only).
+- apiGroups: [rbac.authorization.k8s.io]
+  resources: [rolebindings]
+  verbs: [get, list, watch, create, patch, update, delete]
+- apiGroups: [rbac.authorization.k8s.io]
+  resources: [{{ if .Values.watchNamespaces }}roles{{ else }}clusterroles{{ end }}]
+  resourceNames: [{{ include "modelport.readinessRole" . }}]
+  verbs: [bind]
+{{- end }}
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get, list, watch]
@@ -81,6 +91,18 @@ cluster-scoped right). Empty when not created.
 {{- if or (not .Values.watchNamespaces) (dig "serviceAccountTokens" "enabled" true .Values.gatewayAuth) -}}
 {{- printf "%s-gateways" (include "modelport.fullname" .) -}}
 {{- end -}}
+{{- end -}}
+
+{{/* The role that gateways are bound to, per namespace, to watch EndpointSlices: a
+ClusterRole, or with watchNamespaces a Role in each namespace. */}}
+{{- define "modelport.readinessRole" -}}
+{{- printf "%s-gateway-readiness" (include "modelport.fullname" .) -}}
+{{- end -}}
+
+{{- define "modelport.readinessRules" -}}
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [get, list, watch]
 {{- end -}}
 
 {{/* The ClusterRole of the gateways: create TokenReviews, nothing else. */}}
