@@ -49,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     operator.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     operator.set_defaults(run=_operator)
+
+    from modelport.restapi import command as restapi_command  # argparse only
+
+    restapi_command.add_parsers(sub)
     return parser
 
 

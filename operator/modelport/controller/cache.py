@@ -38,6 +38,7 @@ from modelport.kube.compare import owned_digest
 from modelport.observe import PodObservation, observe_deployment, observe_pod
 from modelport.render.config import secret_refs
 from modelport.render.names import COMPONENT_LABEL, ENDPOINT_LABEL, ENTITY_LABEL, label_value
+from modelport.settings import RateLimitingDefaults
 from modelport.status import DeploymentObservation
 
 EndpointKey = tuple[str, str]
@@ -97,8 +98,11 @@ class CachedPod:
         return all((k, v) in self.labels for k, v in selector.items() if k != ENDPOINT_LABEL)
 
 
-def cached_endpoint(body: Mapping[str, Any]) -> CachedEndpoint:
-    """The record of a ServingEndpoint body (a watch event's or an API answer's)."""
+def cached_endpoint(
+    body: Mapping[str, Any], rate_limiting: RateLimitingDefaults | None = None
+) -> CachedEndpoint:
+    """The record of a ServingEndpoint body (a watch event's or an API answer's);
+    `rate_limiting` (the cluster's) names the rate-limit store's Secret, if any."""
     meta = body.get("metadata") or {}
     trimmed = {
         **body,  # a Kopf body's items are plain dicts and lists already
@@ -107,7 +111,8 @@ def cached_endpoint(body: Mapping[str, Any]) -> CachedEndpoint:
         },
     }
     try:
-        secrets = frozenset(r.name for r in secret_refs(ServingEndpoint.parse(trimmed)))
+        endpoint = ServingEndpoint.parse(trimmed)
+        secrets = frozenset(r.name for r in secret_refs(endpoint, rate_limiting))
     except ValueError:  # pydantic's ValidationError: the reconcile reports it
         secrets = frozenset()
     return CachedEndpoint(

@@ -31,6 +31,11 @@ OPERATOR_FLAGS: list[tuple[str, str, str]] = [
     ("--gateway-min-replicas", "GATEWAY_MIN_REPLICAS", "gateway HPA minimum"),
     ("--gateway-max-replicas", "GATEWAY_MAX_REPLICAS", "gateway HPA maximum"),
     ("--gateway-node-selector", "GATEWAY_NODE_SELECTOR", "gateway pods' nodeSelector (JSON)"),
+    (
+        "--gateway-service-account-annotations",
+        "GATEWAY_SERVICE_ACCOUNT_ANNOTATIONS",
+        "annotations of every gateway ServiceAccount (JSON)",
+    ),
     ("--gateway-tolerations", "GATEWAY_TOLERATIONS", "gateway pods' tolerations (JSON list)"),
     (
         "--gateway-resources",
@@ -43,6 +48,13 @@ OPERATOR_FLAGS: list[tuple[str, str, str]] = [
         "GATEWAY_TOKENREVIEW_BINDING",
         "ClusterRoleBinding that lets gateways create TokenReviews",
     ),
+    (
+        "--gateway-readiness-role",
+        "GATEWAY_READINESS_ROLE",
+        "ClusterRole that lets gateways watch EndpointSlices (bound per namespace)",
+    ),
+    ("--guard-model", "GUARD_MODEL", "the guard model of guardrails' safety check (JSON)"),
+    ("--rate-limiting", "RATE_LIMITING", "rate limits' shared store and behaviour (JSON)"),
     ("--progress-deadline-seconds", "PROGRESS_DEADLINE_SECONDS", "Deployment progress deadline"),
     ("--resync-seconds", "RESYNC_SECONDS", "period of the safety-net reconcile (0: off)"),
     ("--log-level", "LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR"),

@@ -50,6 +50,7 @@ _RESOURCES = {
     "Service": ("v1", "services"),
     "Deployment": ("apps/v1", "deployments"),
     "HorizontalPodAutoscaler": ("autoscaling/v2", "horizontalpodautoscalers"),
+    "RoleBinding": ("rbac.authorization.k8s.io/v1", "rolebindings"),
 }
 assert set(_RESOURCES) == set(CHILD_KINDS), "every child kind is watched"
 
@@ -140,9 +141,12 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.index(GROUP, VERSION, PLURAL, registry=registry)
-async def endpoints(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> dict[Any, Any]:
+async def endpoints(
+    body: kopf.Body, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
+) -> dict[Any, Any]:
     """ServingEndpoints by (namespace, name)."""
-    return {(namespace or "", name): cached_endpoint(body)}
+    settings: Settings = memo["settings"]
+    return {(namespace or "", name): cached_endpoint(body, settings.rate_limiting)}
 
 
 @kopf.index(GROUP, VERSION, PLURAL, registry=registry)

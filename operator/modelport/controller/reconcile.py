@@ -193,11 +193,13 @@ class Reconciler:
         spec_error_entity: str | None = None
         token_review: str | None = None
         binding_pending = False
+        rate_limits: str | None = None
         try:
             rendered = render(endpoint, self.settings)
         except RenderError as exc:
             spec_error, spec_error_entity = str(exc), exc.entity
         else:
+            rate_limits = rendered.rate_limit_warning
             try:
                 await self._apply(key, endpoint, rendered.children, children, outcome)
             except NamespaceGoneError as exc:
@@ -211,7 +213,7 @@ class Reconciler:
                 spec_error = f"the apiserver refused a child of this endpoint: {exc}"
             token_review, binding_pending = self._bind(key, rendered.service_account)
 
-        refs = secret_refs(endpoint)
+        refs = secret_refs(endpoint, self.settings.rate_limiting)
         secrets = {ref.name: self.cache.secret(namespace, ref.name) for ref in refs}
         pods: dict[str, CachedPod] = {}
         selectors: list[Mapping[str, str]] = []
@@ -240,6 +242,7 @@ class Reconciler:
             spec_error=spec_error,
             spec_error_entity=spec_error_entity,
             token_review_problem=token_review,
+            rate_limit_problem=rate_limits,
         )
         status = compute_status(endpoint, observed, endpoint.status, self._now())
         if binding_pending and _ready(status) and not _ready(endpoint.status):
@@ -394,7 +397,7 @@ class Reconciler:
         outcome.writes += 1
         outcome.status_written = True
         self._status_at[key] = self._clock()
-        written = cached_endpoint(answer)
+        written = cached_endpoint(answer, self.settings.rate_limiting)
         self.expectations.status_written(key, written)
         return written
 
@@ -506,9 +509,13 @@ def _secret_problems(
     for ref in refs:
         keys = secrets.get(ref.name)
         if keys is None:
-            problems.append(SecretProblem(ref.entity, ref.field, ref.name, ref.key, "secret"))
+            problems.append(
+                SecretProblem(ref.entity, ref.field, ref.name, ref.key, "secret", ref.consequence)
+            )
         elif ref.key not in keys:
-            problems.append(SecretProblem(ref.entity, ref.field, ref.name, ref.key, "key"))
+            problems.append(
+                SecretProblem(ref.entity, ref.field, ref.name, ref.key, "key", ref.consequence)
+            )
     return problems
 
 

@@ -189,8 +189,19 @@ def sample_body(name: str) -> dict[str, Any]:
     return body
 
 
-def make_reconciler(kube: FakeKube, binding: str = BINDING) -> Reconciler:
-    settings = from_env({"MODELPORT_GATEWAY_TOKENREVIEW_BINDING": binding})
+# The samples have rate limits: a cluster that enforces them shares a store.
+STORE = '{"store": {"address": "redis://modelport-ratelimit.modelport-system:6379/0"}}'
+
+
+def make_reconciler(
+    kube: FakeKube, binding: str = BINDING, rate_limiting: str = STORE
+) -> Reconciler:
+    settings = from_env(
+        {
+            "MODELPORT_GATEWAY_TOKENREVIEW_BINDING": binding,
+            "MODELPORT_RATE_LIMITING": rate_limiting,
+        }
+    )
     # window=0: in these tests one reconcile runs at a time, alone in its group
     return Reconciler(kube.cache(), kube, TokenReviewBinding(kube, binding, window=0), settings)
 
