@@ -9,13 +9,12 @@ import re
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import Cluster
-from tests.integration.operator.conftest import make_namespace
+from tests.integration.operator.conftest import running_operator, scratch_namespace
 from tests.integration.operator.support import (
     FAKE_SECRET_PREFIX,
     Operator,
@@ -33,9 +32,8 @@ RETRY = re.compile(r"reconcile of (\S+) failed \((\d+) in a row\), retrying in (
 
 @pytest.fixture(scope="module")
 def quota_namespace(crd: Cluster) -> Iterator[str]:
-    name = make_namespace(crd, "quota")
-    yield name
-    crd.kubectl("delete", "namespace", name, "--wait=false", check=False)
+    with scratch_namespace(crd, "quota") as name:
+        yield name
 
 
 @pytest.fixture(scope="module")
@@ -47,19 +45,11 @@ def operator(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Operator]:
     """An operator with no resync: only events make reconciles."""
-    log = Path(tmp_path_factory.mktemp("operator")) / "operator.log"
-    op = Operator(
-        crd,
-        [op_namespace, quota_namespace],
-        log,
-        "--resync-seconds",
-        "0",
-        "--liveness",
-        "off",
-        binding=tokenreview_binding,
-    ).start()
-    yield op
-    op.stop()
+    with running_operator(
+        crd, [op_namespace, quota_namespace], tmp_path_factory,
+        "--resync-seconds", "0", "--liveness", "off", binding=tokenreview_binding,
+    ) as op:  # fmt: skip
+        yield op
 
 
 def _endpoint(name: str) -> dict[str, Any]:
