@@ -137,3 +137,25 @@ def test_a_secret_event_reconciles_only_the_endpoints_using_it() -> None:
     unrelated, total = asyncio.run(scenario())
     assert unrelated == 0 and total == 1
     assert kube.endpoint["status"]["state"] == {"ready": "READY", "configUpdate": "NOT_UPDATING"}
+
+
+def test_nothing_is_kept_about_a_deleted_endpoint() -> None:
+    kube = FakeKube(sample_body("mixed-traffic-fallback"), {"llm-keys": {"openai": "x"}})
+
+    async def scenario() -> Manager:
+        manager = _manager(kube)
+        manager.start()
+        manager.endpoint_event(None, *KEY)
+        await _settle(manager)
+        assert KEY in manager.seen
+        kube.gone = True  # deleted: the watch's index no longer has it
+        manager.endpoint_event("DELETED", *KEY)
+        await _settle(manager)
+        await manager.stop()  # commits the binding's last group
+        return manager
+
+    manager = asyncio.run(scenario())
+    assert manager.seen == {} and len(manager.queue) == 0
+    assert len(manager.reconciler.expectations) == 0
+    assert manager.queue.failures(KEY) == 0
+    assert kube.subjects() == []  # its gateway's ServiceAccount left the binding too
