@@ -20,6 +20,7 @@ without it: READY means callers' ServiceAccount tokens can be verified.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
@@ -68,6 +69,8 @@ from modelport.status import (
 log = logging.getLogger("modelport.reconcile")
 
 PROGRESS_WRITE_SECONDS = 5.0
+POD_OWNERS = frozenset({"Deployment"})
+"""Kinds whose pods need the other children to exist first."""
 
 
 class Writer(Protocol):
@@ -252,13 +255,19 @@ class Reconciler:
             problem = None if result.ok else result.problem(namespace, account)
             observed = dataclasses.replace(observed, token_review_problem=problem)
             status = compute_status(endpoint, observed, endpoint.status, self._now())
-        again_at = written = None
-        if _body(status) != _body(endpoint.status):
+        again_at = None
+        write = _body(status) != _body(endpoint.status)
+        if write:
             again_at = self._progress_wait(key, status, endpoint.status)
-            if again_at is None:
-                current = written = await self._write_status(key, status, outcome)
-        await self._change_events(endpoint, outcome)
-        if written is not None:
+            write = again_at is None
+        # The event about the children needs nothing of the status: both at once.
+        changes = asyncio.ensure_future(self._change_events(endpoint, outcome))
+        try:
+            if write:
+                current = await self._write_status(key, status, outcome)
+        finally:
+            await changes
+        if write:
             await self._status_events(endpoint, status, outcome)
         seen = Seen(current, children, secrets, pods, tuple(selectors))
         return self._done(key, outcome, seen, again_at)
@@ -290,31 +299,54 @@ class Reconciler:
         outcome: Outcome,
     ) -> None:
         """Apply the children whose owned fields differ from `desired`; prune the
-        undesired ones. `children` is updated to what it is after the writes."""
-        wanted = set()
-        uid = endpoint.metadata.uid
-        for manifest in desired:
-            child_key = (manifest["kind"], manifest["metadata"]["name"])
-            wanted.add(child_key)
-            live = children.get(child_key)
-            if live is not None and live.owned == desired_digest(with_applied_hash(manifest)):
-                continue
-            answer = await self.kube.apply(manifest)
-            outcome.writes += 1
-            (outcome.created if live is None else outcome.updated).append(" ".join(child_key))
-            applied = cached_child(manifest["kind"], answer)
-            if applied is not None:
-                children[child_key] = applied
-                self.expectations.applied(key, applied)
-        for child_key, live in list(children.items()):
-            # Only what this very endpoint owns: a namesake's leftovers are the
-            # garbage collector's, and someone else's objects are not ours to delete.
-            if child_key not in wanted and live.owner_uid == uid:
-                await self.kube.delete(child_key[0], key[0], child_key[1], live.uid)
+        undesired ones. `children` is updated to what it is after the writes.
+
+        Children are independent but for what a pod needs when it is created (its
+        ConfigMap, ServiceAccount, Secrets' mounts), so every other kind is applied at
+        once, then the Deployments at once: two round trips, not one per child."""
+        wanted = {(m["kind"], m["metadata"]["name"]) for m in desired}
+        stale = [
+            m
+            for m in desired
+            if (live := children.get((m["kind"], m["metadata"]["name"]))) is None
+            or live.owned != desired_digest(with_applied_hash(m))
+        ]
+        for phase in (
+            [m for m in stale if m["kind"] not in POD_OWNERS],
+            [m for m in stale if m["kind"] in POD_OWNERS],
+        ):
+            answers = await asyncio.gather(
+                *(self.kube.apply(m) for m in phase), return_exceptions=True
+            )
+            failure: BaseException | None = None
+            for manifest, answer in zip(phase, answers, strict=True):
+                if isinstance(answer, BaseException):
+                    failure = failure or answer
+                    continue
+                child_key = (manifest["kind"], manifest["metadata"]["name"])
                 outcome.writes += 1
-                outcome.pruned.append(" ".join(child_key))
-                self.expectations.deleted(key, live.uid)
-                del children[child_key]
+                created = child_key not in children
+                (outcome.created if created else outcome.updated).append(" ".join(child_key))
+                applied = cached_child(manifest["kind"], answer)
+                if applied is not None:
+                    children[child_key] = applied
+                    self.expectations.applied(key, applied)
+            if failure is not None:
+                raise failure
+        uid = endpoint.metadata.uid
+        # Only what this very endpoint owns: a namesake's leftovers are the garbage
+        # collector's, and someone else's objects are not ours to delete.
+        prune = [
+            (child_key, live)
+            for child_key, live in children.items()
+            if child_key not in wanted and live.owner_uid == uid
+        ]
+        await asyncio.gather(*(self.kube.delete(k[0], key[0], k[1], live.uid) for k, live in prune))
+        for child_key, live in prune:
+            outcome.writes += 1
+            outcome.pruned.append(" ".join(child_key))
+            self.expectations.deleted(key, live.uid)
+            del children[child_key]
 
     def _bind(self, key: EndpointKey, account: str | None) -> tuple[str | None, bool]:
         """Want the gateway's ServiceAccount in the TokenReview binding when it verifies

@@ -60,7 +60,7 @@ class FakeKube:
         self.refuse = ""
         self.refuse_binding = False
         self.unavailable = False  # every write fails as if the apiserver were down
-        self.attempts: list[float] = []  # when writes were tried while unavailable
+        self.attempts: list[float] = []  # when a reconcile tried, while unavailable
         # The TokenReview ClusterRoleBinding the chart creates (None: not installed).
         self.binding: dict[str, Any] | None = {
             "metadata": {"name": BINDING, "resourceVersion": "1"},
@@ -101,7 +101,8 @@ class FakeKube:
 
     async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
         if self.unavailable:
-            self.attempts.append(asyncio.get_running_loop().time())
+            if manifest["kind"] == "ConfigMap":  # one a reconcile
+                self.attempts.append(asyncio.get_running_loop().time())
             raise KubeError(f"PATCH {manifest['kind']}: 503 the server is unavailable", 503)
         if self.namespace_gone:
             raise NamespaceGoneError("namespace is being terminated", 403)
