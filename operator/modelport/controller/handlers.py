@@ -44,6 +44,8 @@ registry = kopf.OperatorRegistry()
 kopf.set_default_registry(registry)  # what `kopf run -m modelport.controller` runs
 
 _MANAGED = {MANAGED_BY: MANAGER}
+IDLE_WORKER_SECONDS = 0.5
+"""How long Kopf keeps an object's worker after its last event (Kopf's default: 5 s)."""
 _RESOURCES = {
     "ConfigMap": ("v1", "configmaps"),
     "ServiceAccount": ("v1", "serviceaccounts"),
@@ -96,6 +98,10 @@ async def start(
     # namespaces and CRDs would list them cluster-wide, so it is off there.
     settings.scanning.disabled = not config.clusterwide
     settings.watching.server_timeout = 300
+    # Kopf keeps a worker (a task and its queue) per object for this long after the
+    # object's last event; handlers here only tell the manager, so a worker is cheap to
+    # start again, and a burst of thousands of objects leaves fewer of them alive.
+    settings.queueing.idle_timeout = IDLE_WORKER_SECONDS
     logging.getLogger().setLevel(config.log_level)
     if config.log_level != "DEBUG":
         # "Handler 'child_event' succeeded." for every watch event is noise (and CPU).
