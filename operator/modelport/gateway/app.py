@@ -39,11 +39,14 @@ from modelport.gateway.errors import (
     GatewayError,
 )
 from modelport.gateway.metrics import Metrics
-from modelport.gateway.pipeline import Pipeline, Tap
+from modelport.gateway.pipeline import Pipeline, Sink, Tap, TapFactory
 from modelport.gateway.protocol import (
+    CLIENT_REQUEST_ID,
+    USAGE_CONTEXT,
     ChatRequest,
     CompletionRequest,
     EmbeddingRequest,
+    take_client_fields,
     validate,
 )
 from modelport.gateway.providers import REGISTRY
@@ -106,14 +109,25 @@ def check_providers(config: GatewayConfig) -> None:
             )
 
 
-def default_pipeline(config: GatewayConfig, secrets_dir: Path) -> Pipeline:
-    """The stages ``config`` asks for: today, caller authentication when it is enabled."""
-    auth = config.ai_gateway.auth
-    if not auth.enabled:
-        return Pipeline()
-    from modelport.gateway.auth.callers import build
+def default_pipeline(
+    config: GatewayConfig, secrets_dir: Path, metrics: Metrics | None = None
+) -> Pipeline:
+    """The stages ``config`` asks for: caller authentication when it is enabled; the
+    recording tap (last, so it sees what the client gets) and the table writers when
+    usage rows or an inference table are on (``metrics`` counts their rows)."""
+    ai = config.ai_gateway
+    authenticator = None
+    if ai.auth.enabled:
+        from modelport.gateway.auth.callers import build
 
-    return Pipeline(authenticator=build(auth, secrets_dir, Fingerprinter()))
+        authenticator = build(ai.auth, secrets_dir, Fingerprinter())
+    taps: tuple[TapFactory, ...] = ()
+    sinks: tuple[Sink, ...] = ()
+    if (ai.usage_tracking_enabled and ai.usage_table) or ai.inference_table:
+        from modelport.gateway.tables import stages
+
+        taps, sinks = stages.build(config, secrets_dir, metrics)
+    return Pipeline(authenticator=authenticator, taps=taps, sinks=sinks)
 
 
 class GatewayApp:
@@ -139,8 +153,13 @@ class GatewayApp:
             keepalive_seconds=keepalive_seconds,
         )
         self.router = router or Router(config)
-        self.pipeline = pipeline if pipeline is not None else default_pipeline(config, secrets_dir)
-        self.metrics = Metrics()
+        usage_endpoint = None
+        if config.ai_gateway.usage_tracking_enabled:
+            usage_endpoint = f"{config.endpoint_namespace}/{config.endpoint_name}"
+        self.metrics = Metrics(usage_endpoint=usage_endpoint)
+        if pipeline is None:
+            pipeline = default_pipeline(config, secrets_dir, self.metrics)
+        self.pipeline = pipeline
         self._started = False
         ep = config.endpoint_name
         proxied: dict[str, Task | None] = {}
@@ -310,9 +329,12 @@ class GatewayApp:
             raise GatewayError(400, BAD_REQUEST, f"request body is not valid JSON: {exc}") from None
         if not isinstance(raw, dict):
             raise GatewayError(400, BAD_REQUEST, "request body must be a JSON object")
+        if CLIENT_REQUEST_ID in raw or USAGE_CONTEXT in raw:
+            ctx.client_request_id, ctx.usage_context = take_client_fields(raw)
         request = validate(REQUEST_MODELS[task], raw)
         stream = bool(getattr(request, "stream", False))
         ctx.task, ctx.model, ctx.stream = task, request.model, stream
+        ctx.request, ctx.request_body = request, body
         plan = self.router.plan(request.model)
         options = getattr(request, "stream_options", None)
         call = Call(
