@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests.integration.gateway.fakes import FakeProvider, RunningGateway, start_gateway
+from tests.postgres import PostgresServer, create_database
 
 
 @pytest.fixture
@@ -36,3 +37,19 @@ def gateway(tmp_path: Path) -> Iterator[Callable[..., RunningGateway]]:
     finally:
         for gw in running:
             gw.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One private PostgreSQL server for the session (tests make databases of their own)."""
+    server = PostgresServer()
+    try:
+        yield server.start()
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def database(postgres: PostgresServer) -> str:
+    """A fresh database on the session's server; its connection string."""
+    return create_database(postgres)
