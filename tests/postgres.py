@@ -183,12 +183,13 @@ def create_database(server: PostgresServer) -> str:
 
 def query(dsn: str, sql: str, *args: Any) -> list[dict[str, Any]]:
     """Rows of ``sql`` as dicts (a fresh connection; for assertions)."""
+    return asyncio.run(fetch(dsn, sql, *args))
 
-    async def fetch() -> list[dict[str, Any]]:
-        conn = await asyncpg.connect(dsn)
-        try:
-            return [dict(r) for r in await conn.fetch(sql, *args)]
-        finally:
-            await conn.close()
 
-    return asyncio.run(fetch())
+async def fetch(dsn: str, sql: str, *args: Any) -> list[dict[str, Any]]:
+    """:func:`query` for code already on an event loop."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        return [dict(r) for r in await conn.fetch(sql, *args)]
+    finally:
+        await conn.close()

@@ -139,14 +139,15 @@ class PostgresTarget:
             raise UnavailableError(str(exc)) from None
         try:
             return await asyncpg.connect(dsn, timeout=self._connect_timeout)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise UnavailableError(
-                f"cannot connect to PostgreSQL: {type(exc).__name__}: {self._redact(str(exc))}"
-            ) from None
-        except ValueError as exc:  # a connection string asyncpg cannot parse
+        except (asyncpg.ClientConfigurationError, ValueError) as exc:
+            # A connection string asyncpg cannot parse (before the InterfaceError below).
             raise UnavailableError(
                 f"the connection string is not valid ({self._redact(str(exc))}); write "
                 "postgresql://user:password@host:5432/database into the Secret"
+            ) from None
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise UnavailableError(
+                f"cannot connect to PostgreSQL: {type(exc).__name__}: {self._redact(str(exc))}"
             ) from None
 
     async def _reset(self, exc: BaseException) -> None:
@@ -188,9 +189,12 @@ class PostgresTarget:
 
     def _redact(self, message: str) -> str:
         try:
-            password = _password(self._dsn())
+            dsn = self._dsn()
         except Exception:
             return message
+        # The whole string first (some errors echo it), then the password on its own.
+        message = message.replace(dsn, "<connection string>")
+        password = _password(dsn)
         return message.replace(password, "***") if password else message
 
 
