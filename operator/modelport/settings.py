@@ -23,6 +23,7 @@ Each line: environment variable, `modelport operator` flag, default.
 - MODELPORT_GATEWAY_AUTH, --gateway-auth (JSON): callers must authenticate;
   ServiceAccount tokens with audience "modelport"; no OIDC issuer
 - MODELPORT_GATEWAY_TOKENREVIEW_BINDING, --gateway-tokenreview-binding: none
+- MODELPORT_USAGE_DATABASE, --usage-database (JSON): none (usage is only counted)
 - MODELPORT_PROGRESS_DEADLINE_SECONDS, --progress-deadline-seconds: 600
 - MODELPORT_RESYNC_SECONDS, --resync-seconds: 300
 - MODELPORT_LOG_LEVEL, --log-level: INFO
@@ -59,6 +60,14 @@ ClusterRole that may create TokenReviews) whose subjects the operator keeps equa
 the gateways that verify ServiceAccount tokens; the chart creates both. Unset, or
 when the binding does not exist, gateways cannot verify ServiceAccount tokens and
 the endpoints that use them say so in their Degraded condition.
+`MODELPORT_USAGE_DATABASE` names the cluster's usage database, the Helm value
+`usageDatabase`: ``{"secretName": "modelport-usage-db", "secretKey": "dsn",
+"retentionDays": 90}``. The Secret key holds a PostgreSQL connection string; gateways
+of endpoints that track usage write their rows there (and their payloads, unless the
+endpoint names a database of its own), deleting rows older than `retentionDays` (0:
+never). A pod mounts only Secrets of its own namespace, so every namespace with such
+endpoints holds a Secret of that name (the operator never copies Secrets, and never
+reads their values); an endpoint whose namespace lacks it says so in its status.
 `MODELPORT_RESYNC_SECONDS` is the period of the safety-net reconcile of every endpoint
 (0 turns it off); watches on children and Secrets do the real work, so it can stay
 long.
@@ -133,6 +142,16 @@ class GatewayAuthDefaults:
 
 
 @dataclass(frozen=True)
+class UsageDatabase:
+    """The cluster's usage database (MODELPORT_USAGE_DATABASE): where the Secret key with
+    its connection string is, in each endpoint's namespace, and how long rows are kept."""
+
+    secret_name: str
+    secret_key: str = "dsn"  # noqa: S105 - the name of a key, not a value
+    retention_days: int = 90
+
+
+@dataclass(frozen=True)
 class GpuProfile:
     """The compute one replica of a workloadType gets.
 
@@ -183,6 +202,7 @@ class Settings:
     )
     gateway_auth: GatewayAuthDefaults = field(default_factory=GatewayAuthDefaults)
     gateway_tokenreview_binding: str = ""
+    usage_database: UsageDatabase | None = None
     progress_deadline_seconds: int = 600
     resync_seconds: float = 300.0
     log_level: str = "INFO"
@@ -245,6 +265,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         gateway_tokenreview_binding=_parse_object_name(
             "GATEWAY_TOKENREVIEW_BINDING", get("GATEWAY_TOKENREVIEW_BINDING", "")
         ),
+        usage_database=_parse_usage_database(get("USAGE_DATABASE", "")),
         progress_deadline_seconds=integer("PROGRESS_DEADLINE_SECONDS", 600, 10),
         resync_seconds=float(integer("RESYNC_SECONDS", 300, 0)),
         log_level=get("LOG_LEVEL", "INFO").upper(),
@@ -431,6 +452,38 @@ def _parse_gateway_auth(raw: str) -> GatewayAuthDefaults:
     )
 
 
+def _parse_usage_database(raw: str) -> UsageDatabase | None:
+    """Parse MODELPORT_USAGE_DATABASE (the Helm value usageDatabase as JSON); an empty
+    secretName means none."""
+    if not raw:
+        return None
+    where = f"{ENV_PREFIX}USAGE_DATABASE"
+    shape = '{"secretName": "modelport-usage-db", "secretKey": "dsn", "retentionDays": 90}'
+    data = _json_setting("USAGE_DATABASE", raw, f"a JSON object such as {shape}")
+    if not isinstance(data, dict):
+        raise SettingsError(f"{where}={raw!r}: give a JSON object such as {shape}")
+    _known(where, data, {"secretName", "secretKey", "retentionDays"})
+    name = data.get("secretName") or ""
+    if not name:
+        return None
+    if not isinstance(name, str) or len(name) > 253 or not _OBJECT_NAME.match(name):
+        raise SettingsError(
+            f"{where}.secretName={name!r} is not a Secret name; use lower-case letters, "
+            "digits, '-' and '.'"
+        )
+    key = data.get("secretKey", "dsn")
+    if not isinstance(key, str) or not re.match(r"^[-._a-zA-Z0-9]+$", key):
+        raise SettingsError(
+            f"{where}.secretKey={key!r} is not a Secret key; use letters, digits, '-', '_', '.'"
+        )
+    days = data.get("retentionDays", 90)
+    if isinstance(days, bool) or not isinstance(days, int) or days < 0:
+        raise SettingsError(
+            f"{where}.retentionDays={days!r}: give a whole number of days (0 keeps rows forever)"
+        )
+    return UsageDatabase(secret_name=name, secret_key=key, retention_days=days)
+
+
 def _known(where: str, data: Mapping[str, Any], fields: set[str]) -> None:
     if unknown := sorted(set(data) - fields):
         raise SettingsError(f"{where}: unknown field(s) {unknown}; use {sorted(fields)}")
@@ -515,6 +568,11 @@ _OPERATOR_FLAGS: list[tuple[str, str, str]] = [
         "--gateway-tokenreview-binding",
         "GATEWAY_TOKENREVIEW_BINDING",
         "ClusterRoleBinding that lets gateways create TokenReviews",
+    ),
+    (
+        "--usage-database",
+        "USAGE_DATABASE",
+        "the cluster's usage database: its DSN Secret and retention (JSON)",
     ),
     ("--progress-deadline-seconds", "PROGRESS_DEADLINE_SECONDS", "Deployment progress deadline"),
     ("--resync-seconds", "RESYNC_SECONDS", "period of the safety-net reconcile (0: off)"),

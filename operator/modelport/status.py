@@ -9,8 +9,9 @@
   current generation is not rolled out everywhere, NOT_UPDATING otherwise;
 - `config` is the config in force, `pendingConfig` the one rolling out, `traffic`
   the weights of `config`;
-- a missing Secret of a callers' API key fails the update (Degraded, SecretMissing)
-  but no entity: the gateway serves, it just refuses that key; a gateway that cannot
+- a missing Secret of a callers' API key, or of a database's connection string, fails
+  the update (Degraded, SecretMissing) but no entity: the gateway serves, it just
+  refuses that key, or writes no rows; a gateway that cannot
   verify ServiceAccount tokens (the cluster's TokenReview binding) makes the endpoint
   Degraded without failing the update, which nothing in the spec could fix;
 - conditions Ready/Progressing/Degraded keep their `lastTransitionTime` while their
@@ -107,6 +108,16 @@ class SecretProblem:
         )
         return f"{what} ({self.field}); create it: {fix}"
 
+    def consequence(self) -> str:
+        """What the gateway does without an endpoint-wide Secret (an API key, or a
+        database's connection string)."""
+        if self.field.startswith("spec.aiGateway.auth."):
+            return "until then the gateway refuses this API key"
+        return (
+            "until then the gateway serves requests but writes no usage or payload rows "
+            "(it keeps them in memory up to a bound, then drops and counts them)"
+        )
+
 
 @dataclass(frozen=True)
 class Observed:
@@ -202,7 +213,7 @@ def compute_status(
         failures.insert(0, gateway.message)
     # The endpoint's own Secrets (callers' API keys): no entity fails, the update does.
     failures += [
-        f"{p.message(observed.namespace)}; until then the gateway refuses this API key"
+        f"{p.message(observed.namespace)}; {p.consequence()}"
         for p in observed.secret_problems
         if not p.entity
     ]

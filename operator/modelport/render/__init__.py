@@ -61,10 +61,12 @@ def render(endpoint: ServingEndpoint, settings: Settings) -> Rendered:
     if not meta.uid:
         raise RenderError(f"metadata.uid of {meta.name} is empty; read the endpoint from the API")
     owner = OwnerRef(API_VERSION, KIND, meta.name, meta.uid)
-    config = render_gateway_config(endpoint, settings.catalog, settings.gateway_auth)
+    config = render_gateway_config(
+        endpoint, settings.catalog, settings.gateway_auth, settings.usage_database
+    )
     text = gc.dumps(config)
     config_hash = stable_hash(text, CONFIG_HASH_LEN)
-    refs = secret_refs(endpoint)
+    refs = secret_refs(endpoint, settings.usage_database)
     verifies_tokens = config.ai_gateway.auth.service_account_tokens is not None
     children = gateway_children(
         meta.name,

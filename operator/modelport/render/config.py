@@ -1,6 +1,6 @@
 """The gateway's config file, rendered from an endpoint: entities, routes, features.
 
-Credentials (provider keys and callers' API keys) become file paths
+Credentials (provider keys, callers' API keys, database connection strings) become file paths
 (`<secretName>/<key>` under the gateway's --secrets directory); the values themselves
 are never read here. `secret_refs` lists every Secret key an endpoint needs, with the
 field that names it, so that the pod spec can mount exactly those keys and status can
@@ -21,8 +21,9 @@ from modelport.api.meta import SecretKeySelector, SecretValue
 from modelport.api.providers import PROVIDER_CONFIG_FIELDS, ExternalModel
 from modelport.render.auth import auth_config
 from modelport.render.names import entity_name
+from modelport.render.tables import inference_table, table_secrets, usage_table
 from modelport.runtimes.catalog import Catalog, CatalogEntry, CatalogError
-from modelport.settings import GatewayAuthDefaults
+from modelport.settings import GatewayAuthDefaults, UsageDatabase
 
 INFERENCE_PORT = 8000
 DEFAULT_TASK = gc.Task.CHAT
@@ -53,10 +54,12 @@ def render_gateway_config(
     endpoint: ServingEndpoint,
     catalog: Catalog | None = None,
     auth: GatewayAuthDefaults | None = None,
+    database: UsageDatabase | None = None,
 ) -> gc.GatewayConfig:
     """The `GatewayConfig` of `endpoint` (raises `RenderError` when it is not valid);
     `catalog` gives a self-hosted catalog model its task when the entity names none,
-    `auth` holds the cluster's defaults for who may call (default: the built-in ones)."""
+    `auth` holds the cluster's defaults for who may call (default: the built-in ones),
+    `database` the cluster's usage database (default: none)."""
     spec = endpoint.spec
     namespace = endpoint.metadata.namespace or "default"
     entities = [
@@ -77,6 +80,7 @@ def render_gateway_config(
     try:
         return gc.GatewayConfig(
             endpointName=endpoint.metadata.name,
+            endpointNamespace=namespace,
             entities=entities,
             routes=[
                 gc.Route(
@@ -89,6 +93,8 @@ def render_gateway_config(
                 usageTrackingEnabled=bool(
                     ai and ai.usage_tracking_config and ai.usage_tracking_config.enabled
                 ),
+                usageTable=usage_table(endpoint, database),
+                inferenceTable=inference_table(endpoint, database),
                 rateLimits=rate_limits,
                 auth=auth_config(endpoint, auth or GatewayAuthDefaults()),
             ),
@@ -97,8 +103,11 @@ def render_gateway_config(
         raise RenderError(f"spec cannot be served by the gateway: {_describe(exc)}") from None
 
 
-def secret_refs(endpoint: ServingEndpoint) -> list[SecretRef]:
-    """Every Secret key the endpoint refers to, sorted, without duplicates."""
+def secret_refs(
+    endpoint: ServingEndpoint, database: UsageDatabase | None = None
+) -> list[SecretRef]:
+    """Every Secret key the endpoint refers to (with `database`, the cluster's usage
+    database when the endpoint writes rows there), sorted, without duplicates."""
     refs: set[SecretRef] = set()
     for i, entity in enumerate(endpoint.spec.served_entities):
         where = f"spec.servedEntities[{i}]"
@@ -118,6 +127,8 @@ def secret_refs(endpoint: ServingEndpoint) -> list[SecretRef]:
     for i, api_key in enumerate((ai.auth.api_keys if ai and ai.auth else None) or []):
         ref = api_key.secret_key_ref
         refs.add(SecretRef(ref.name, ref.key, f"spec.aiGateway.auth.apiKeys[{i}].secretKeyRef", ""))
+    for name, key, field in table_secrets(endpoint, database):
+        refs.add(SecretRef(name, key, field, ""))
     return sorted(refs)
 
 
