@@ -8,6 +8,9 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import os
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -228,3 +231,68 @@ SELECT md5(i::text), to_timestamp($1 - (i % 2592000)::float8 - i / 1000000.0),
   false, 400, 80, i % 2 = 0, 120.0, 0
 FROM generate_series(1, 1000000) AS i
 """
+
+
+def test_modelport_usage_prints_a_table_per_principal(database: str, tmp_path: Any) -> None:
+    async def write() -> None:
+        target = PostgresTarget(usage_table(), lambda: database)
+        await target.write(
+            [
+                usage("a1", requester="alice", age_days=0.1),
+                usage("a2", requester="alice", age_days=0.2, status_code=500),
+                usage("b1", requester="nightly", requester_type="service_principal"),
+                usage("old", requester="alice", age_days=3),
+                usage("other", requester="alice", endpoint_name="other"),
+                usage("anon", requester=None, requester_type=None, token_counts_estimated=True),
+            ]
+        )
+        await target.close()
+
+    asyncio.run(write())
+    dsn_file = tmp_path / "dsn"
+    dsn_file.write_text(database + "\n")
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "modelport.cli", "usage", "chat", "-n", "team-a",
+            "--dsn-file", str(dsn_file),
+        ],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("Usage of team-a/chat from ")
+    table = [line.split() for line in lines[1:]]
+    assert table[0][:2] == ["PRINCIPAL", "KIND"]
+    assert table[1] == ["alice", "user", "2", "1", "22", "14", "0", "12", "ms"]
+    assert {tuple(row[:3]) for row in table[2:4]} == {
+        ("nightly", "service_principal", "1"),
+        ("(anonymous)", "1", "0"),
+    }
+    assert table[4][:5] == ["TOTAL", "4", "1", "44", "28"]
+    as_json = subprocess.run(
+        [
+            sys.executable, "-m", "modelport.cli", "usage", "chat", "-n", "team-a",
+            "--since", "2000-01-01", "-o", "json",
+        ],
+        capture_output=True, text=True, timeout=60, check=True,
+        env={**os.environ, "MODELPORT_USAGE_DSN": database},
+    )  # fmt: skip
+    assert sum(x["requests"] for x in json.loads(as_json.stdout)) == 5
+    assert database not in done.stdout + done.stderr
+
+
+def test_modelport_usage_says_what_to_fix(tmp_path: Any) -> None:
+    down = f"postgresql://u:secret-pw@127.0.0.1:{free_port()}/db"
+    done = subprocess.run(
+        [sys.executable, "-m", "modelport.cli", "usage", "chat", "--since", "yesterday"],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "MODELPORT_USAGE_DSN": down},
+    )  # fmt: skip
+    assert done.returncode == 2 and "--since 'yesterday' is not a date" in done.stderr
+    done = subprocess.run(
+        [sys.executable, "-m", "modelport.cli", "usage", "chat"],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "MODELPORT_USAGE_DSN": down},
+    )  # fmt: skip
+    assert done.returncode == 2 and "cannot connect to the usage database" in done.stderr
+    assert "secret-pw" not in done.stderr

@@ -19,7 +19,7 @@ FROM modelport_usage
 WHERE endpoint_namespace = $1 AND endpoint_name = $2
   AND request_time >= $3 AND request_time < $4
 GROUP BY 1, 2
-ORDER BY input_tokens + output_tokens DESC, requester
+ORDER BY sum(input_token_count) + sum(output_token_count) DESC, 1
 """
 """Per principal, one endpoint, one period: what ``modelport usage`` prints."""
 
@@ -31,7 +31,7 @@ FROM modelport_usage
 WHERE endpoint_namespace = $1 AND endpoint_name = $2
   AND request_time >= $3 AND request_time < $4
 GROUP BY 1, 2, 3
-ORDER BY 1, 5 + 6 DESC
+ORDER BY 1, sum(input_token_count) + sum(output_token_count) DESC
 """
 """Usage by principal per day, of one endpoint (chargeback)."""
 
