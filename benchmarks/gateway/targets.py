@@ -9,6 +9,7 @@ with one worker per core run unpinned and share the machine with the clients.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -17,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from tests.postgres import PostgresServer
 
-from benchmarks.gateway.procs import Processes, free_port
+from benchmarks.gateway.procs import Processes, free_port, tree
 
 CALLER_KEY = "bench-caller-key-not-secret-0000"
 """The API key of the ``modelport-apikey`` targets' one caller (loopback only)."""
@@ -113,6 +115,7 @@ def start_modelport(
     *,
     code: Path | None = None,
     api_key: bool = False,
+    tables_dsn: str | None = None,
 ) -> Target:
     """``modelport gateway`` with ``workers`` uvicorn workers, self-hosted entities.
 
@@ -120,9 +123,19 @@ def start_modelport(
     instead of the installed one, as target ``baseline-Nw``: ``PYTHONPATH`` puts it before
     the editable install, and uvicorn's worker processes inherit it. Caller auth is off
     (a gateway that knows the setting is told so), or with ``api_key`` on, as target
-    ``modelport-apikey-Nw``: one API key, which the load sends.
+    ``modelport-apikey-Nw``: one API key, which the load sends. With ``tables_dsn``, as
+    target ``modelport-tables-Nw``: auth off, usage rows and payload rows (every request,
+    streams aggregated) written to the PostgreSQL at that connection string.
     """
-    kind = "baseline" if code else "modelport-apikey" if api_key else "modelport"
+    kind = (
+        "baseline"
+        if code
+        else "modelport-apikey"
+        if api_key
+        else "modelport-tables"
+        if tables_dsn
+        else "modelport"
+    )
     name = f"{kind}-{workers}w"
     base = workdir / name
     (base / "config").mkdir(parents=True)
@@ -154,6 +167,20 @@ def start_modelport(
             "auth": {"apiKeys": [{"path": "callers/bench", "principal": {"user": "bench"}}]}
         }
         headers.append(f"Authorization: Bearer {CALLER_KEY}")
+    elif tables_dsn:
+        (base / "secrets/usage-db").mkdir()
+        (base / "secrets/usage-db/dsn").write_text(tables_dsn)
+        config["endpointNamespace"] = "bench"
+        config["aiGateway"] = {
+            "auth": {"enabled": False},
+            "usageTrackingEnabled": True,
+            "usageTable": {"postgresDsn": "usage-db/dsn"},
+            "inferenceTable": {
+                "sink": "postgres",
+                "table": "bench_payload",
+                "postgresDsn": "usage-db/dsn",
+            },
+        }
     elif _knows_auth(code):
         config["aiGateway"] = {"auth": {"enabled": False}}
     (base / "config/gateway.json").write_text(json.dumps(config, indent=2))
@@ -193,6 +220,20 @@ def start_modelport(
         pinned=cpus is not None,
         log=base / "gateway.log",
     )
+
+
+def start_postgres(cpus: str | None) -> PostgresServer:
+    """A private PostgreSQL for the ``modelport-tables`` targets (Debian's server, a fresh
+    cluster in a temporary directory), pinned with the clients so that the gateway's core
+    is the gateway's: its CPU is not the gateway's cost and is not counted."""
+    server = PostgresServer().start()
+    if cpus:
+        pid = int((server.data / "postmaster.pid").read_text().split()[0])
+        # Backends fork from the postmaster later and inherit its CPU set.
+        for p in tree(pid):
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(p, {int(c) for c in cpus.split(",")})
+    return server
 
 
 def _knows_auth(code: Path | None) -> bool:
