@@ -14,6 +14,8 @@ import httpx
 import openai
 import pytest
 
+from modelport import gatewayconfig
+from modelport.gateway.app import GatewayApp, default_pipeline
 from modelport.gateway.tables.writer import TableWriter
 from tests.integration.gateway.fakes import (
     FakeProvider,
@@ -23,6 +25,7 @@ from tests.integration.gateway.fakes import (
     endpoint,
     json_reply,
     vllm,
+    write_config,
 )
 from tests.integration.gateway.openai_fake import USAGE, serve_openai
 from tests.postgres import PostgresServer, create_database, query
@@ -318,8 +321,6 @@ def test_the_database_down_slows_and_fails_no_request(
         dsn = create_database(server)
         gw = start(gateway, tracked(upstream.url + "/v1"), dsn)
         (writer,) = writers(gw)
-        writer.max_rows = 20  # small, so the outage overflows it
-        writer.batch_rows = 5  # while the database is up, the buffer never fills
         writer.max_backoff_seconds = 0.3
         client = sdk(gw, ALICE)
 
@@ -333,6 +334,8 @@ def test_the_database_down_slows_and_fails_no_request(
 
         before = burst(30)
         assert len(rows(dsn, count=30)) == 30
+        assert writer.queued == 0
+        writer.max_rows = 20  # small, so that the outage overflows it
         server.stop()
         during = burst(60)  # every request succeeds (burst raises otherwise)
         eventually(lambda: writer.dropped >= 40, timeout=10)
@@ -364,19 +367,22 @@ def test_the_database_down_slows_and_fails_no_request(
 def test_shutdown_writes_what_is_buffered(
     upstream: FakeProvider, database: str, tmp_path: Path
 ) -> None:
-    from tests.integration.gateway.fakes import start_gateway
-
-    gw = start_gateway(
-        tmp_path / "gw",
+    config_dir, secrets_dir = write_config(
+        tmp_path,
         tracked(upstream.url + "/v1"),
         {"callers/alice": ALICE, "callers/bot": BOT, DSN_FILE: database},
     )
-    (writer,) = writers(gw)
+    config = gatewayconfig.load(config_dir)
+    pipeline = default_pipeline(config, secrets_dir)
+    (writer,) = [s for s in pipeline.sinks if isinstance(s, TableWriter)]
     writer.flush_seconds = 3600.0  # nothing is written before the shutdown
-    for _ in range(5):
-        sdk(gw, ALICE).chat.completions.create(model="ep", messages=CHAT)
-    assert writer.queued == 5
-    gw.stop()
+    gw = RunningGateway(GatewayApp(config, secrets_dir, pipeline=pipeline), secrets_dir).start()
+    try:
+        for _ in range(5):
+            sdk(gw, ALICE).chat.completions.create(model="ep", messages=CHAT)
+        assert writer.queued == 5
+    finally:
+        gw.stop()
     assert len(query(database, "SELECT request_id FROM modelport_usage")) == 5
 
 

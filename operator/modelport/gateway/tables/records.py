@@ -40,21 +40,10 @@ class UsageRows:
 
 def usage_row(ctx: RequestContext, namespace: str) -> Row:
     """The usage row of a finished request in ``namespace``."""
-    principal = ctx.principal
     usage = ctx.usage
-    attempts = len(ctx.attempts)
     return (
-        ctx.request_id,
-        ctx.client_request_id,
-        ctx.started_at,
-        namespace,
-        ctx.endpoint,
-        ctx.entity,
-        principal.name if principal else None,
-        principal.kind if principal else None,
+        *_common(ctx, namespace),
         ctx.task.value if ctx.task else None,
-        ctx.status or 499,
-        ctx.error_code,
         usage.prompt_tokens if usage else 0,
         usage.completion_tokens if usage else 0,
         usage.estimated if usage else False,
@@ -64,7 +53,7 @@ def usage_row(ctx: RequestContext, namespace: str) -> Row:
         _json(ctx.usage_context),
         _ms(ctx.time_to_first_byte),
         _ms(ctx.duration) or 0.0,
-        max(0, attempts - 1),
+        max(0, len(ctx.attempts) - 1),
     )
 
 
@@ -127,19 +116,9 @@ class InferenceRows:
         if codes:
             self.not_stored += len(codes)
             self._counters.not_stored.value += len(codes)
-        principal = ctx.principal
         usage = ctx.usage
         return (
-            ctx.request_id,
-            ctx.client_request_id,
-            ctx.started_at,
-            self.namespace,
-            ctx.endpoint,
-            ctx.entity,
-            principal.name if principal else None,
-            principal.kind if principal else None,
-            ctx.status or 499,
-            ctx.error_code,
+            *_common(ctx, self.namespace),
             request,
             response,
             request_bytes,
@@ -165,6 +144,23 @@ class InferenceRows:
             encoded = orjson.dumps(relayed.stream.result())
             return encoded, len(encoded)
         return None, relayed.response_bytes
+
+
+def _common(ctx: RequestContext, namespace: str) -> Row:
+    """The values of ``schema.COMMON_COLUMNS``."""
+    principal = ctx.principal
+    return (
+        ctx.request_id,
+        ctx.client_request_id,
+        ctx.started_at,
+        namespace,
+        ctx.endpoint,
+        ctx.entity,
+        principal.name if principal else None,
+        principal.kind if principal else None,
+        ctx.status or 499,
+        ctx.error_code,
+    )
 
 
 def row_bytes(row: Row) -> int:

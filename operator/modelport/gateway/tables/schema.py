@@ -58,7 +58,7 @@ def _c(name: str, sql_type: str, array_type: str | None = None, expression: str 
 # datetime object per row in Python.
 _TIME = "to_timestamp(u.{0})"
 
-USAGE_COLUMNS: tuple[Column, ...] = (
+COMMON_COLUMNS: tuple[Column, ...] = (
     _c("request_id", "text PRIMARY KEY", "text[]"),
     _c("client_request_id", "text"),
     _c("request_time", "timestamptz NOT NULL", "float8[]", _TIME.format("request_time")),
@@ -67,9 +67,15 @@ USAGE_COLUMNS: tuple[Column, ...] = (
     _c("served_entity", "text"),
     _c("requester", "text"),
     _c("requester_type", "text"),
-    _c("task", "text"),
     _c("status_code", "integer NOT NULL", "int4[]"),
     _c("error_code", "text"),
+)
+"""The columns both tables start with: which request, when, of which endpoint, answered
+by which entity, for whom, and how it ended."""
+
+USAGE_COLUMNS: tuple[Column, ...] = (
+    *COMMON_COLUMNS,
+    _c("task", "text"),
     _c("input_token_count", "integer NOT NULL", "int4[]"),
     _c("output_token_count", "integer NOT NULL", "int4[]"),
     _c("token_counts_estimated", "boolean NOT NULL", "bool[]"),
@@ -88,16 +94,7 @@ counts are estimated, time to first token, duration and fallback attempts (attem
 after the first)."""
 
 INFERENCE_COLUMNS: tuple[Column, ...] = (
-    _c("request_id", "text PRIMARY KEY", "text[]"),
-    _c("client_request_id", "text"),
-    _c("request_time", "timestamptz NOT NULL", "float8[]", _TIME.format("request_time")),
-    _c("endpoint_namespace", "text NOT NULL", "text[]"),
-    _c("endpoint_name", "text NOT NULL", "text[]"),
-    _c("served_entity", "text"),
-    _c("requester", "text"),
-    _c("requester_type", "text"),
-    _c("status_code", "integer NOT NULL", "int4[]"),
-    _c("error_code", "text"),
+    *COMMON_COLUMNS,
     _c("request", "text"),
     _c("response", "text"),
     _c("request_bytes", "integer NOT NULL", "int4[]"),
