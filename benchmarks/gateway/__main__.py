@@ -40,6 +40,7 @@ from benchmarks.gateway.targets import (
     start_litellm,
     start_modelport,
     start_postgres,
+    start_redis,
     start_upstream,
     wait_ready,
 )
@@ -80,9 +81,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--targets",
         default="direct,forwarder,modelport-1w,modelport-Nw,litellm-1w,litellm-Nw",
         help="comma-separated subset (N = the number of cores); also modelport-apikey-1w and "
-        "modelport-apikey-Nw: the gateway with API-key caller auth on; modelport-tables-1w "
-        "and modelport-tables-Nw: with usage rows and payload logging to a PostgreSQL the "
-        "benchmark starts",
+        "modelport-apikey-Nw: the gateway with API-key caller auth on; modelport-ratelimit-1w "
+        "and -Nw: that, plus a per-user calls limit counted in a redis-server the run starts; "
+        "modelport-tables-1w and -Nw: auth off, usage rows and payload logging to a "
+        "PostgreSQL the run starts",
     )
     p.add_argument(
         "--points",
@@ -202,6 +204,8 @@ def versions(wrk: str, litellm_venv: Path | None) -> dict[str, str]:
         "aiohttp": dist("aiohttp"),
         "anyio": dist("anyio"),
         "orjson": dist("orjson"),
+        "redis": dist("redis"),
+        "hiredis": dist("hiredis"),
     }
     git = subprocess.run(
         ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
@@ -263,6 +267,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "forwarder": lambda: start_forwarder(procs, workdir, upstream, server_cpus, budget),
         }
         baseline = export_baseline(args.baseline, workdir) if args.baseline else None
+        store = (
+            start_redis(procs, workdir, client_cpus, budget)
+            if any(t.startswith("modelport-ratelimit") for t in wanted)
+            else None
+        )
         if baseline is not None:
             info["versions"]["baseline"] = baseline[1]
         for w in sorted({1, cores}):
@@ -276,6 +285,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             starters[f"modelport-tables-{w}w"] = lambda w=w, cpus=cpus: start_modelport(
                 procs, workdir, upstream, w, cpus, tables_dsn=tables_database()
             )
+            if store is not None:
+                starters[f"modelport-ratelimit-{w}w"] = lambda w=w, cpus=cpus: start_modelport(
+                    procs, workdir, upstream, w, cpus, rate_limit_store=store
+                )
             if baseline is not None:
                 starters[f"baseline-{w}w"] = lambda w=w, cpus=cpus: start_modelport(
                     procs, workdir, upstream, w, cpus, code=baseline[0]

@@ -50,7 +50,12 @@ Example (``gateway.json``; YAML shown for readability, the file is JSON)::
       - {servedEntityName: llama-8b, trafficPercentage: 20}
     aiGateway:
       fallbackEnabled: false
-      rateLimits: []
+      rateLimits: [{calls: 100, key: user}]
+      rateLimiting:                         # where they are counted; see RateLimiting
+        store: {address: "redis://modelport-ratelimit.modelport-system:6379",
+                passwordFile: modelport-ratelimit/password,
+                keyPrefix: "modelport:{team-a/chat}:"}
+        failOpen: false
       usageTrackingEnabled: true
       usageTable: {postgresDsn: modelport-usage-db/dsn, retentionDays: 90}   # rows in PostgreSQL
       inferenceTable:                       # payload rows; see InferenceTable
@@ -135,8 +140,10 @@ class Credentials(_Strict):
     cohere, ai21labs, databricks-model-serving (the API token) and custom (the bearer
     token or the api-key header's value); ``clientSecret`` for openai apiType azuread;
     ``awsAccessKeyId`` + ``awsSecretAccessKey`` (+ optional ``awsSessionToken``) for
-    amazon-bedrock; ``privateKey`` (a service-account JSON key file) for
-    google-cloud-vertex-ai. Self-hosted entities need none.
+    amazon-bedrock, or none of them to sign with the pod's own AWS identity (botocore's
+    credential chain: IRSA, EKS Pod Identity, the node's role); ``privateKey`` (a
+    service-account JSON key file) for google-cloud-vertex-ai. Self-hosted entities need
+    none.
     """
 
     api_key: RelativeSecretPath | None = Field(default=None, alias="apiKey")
@@ -278,8 +285,11 @@ def _missing_for_provider(entity: EntityConfig) -> str | None:
         case p.AMAZON_BEDROCK:
             if entity.bedrock is None:
                 return "bedrock.region is required"
-            if not (creds.aws_access_key_id and creds.aws_secret_access_key):
-                return "credentials.awsAccessKeyId and credentials.awsSecretAccessKey are required"
+            if (creds.aws_access_key_id is None) != (creds.aws_secret_access_key is None):
+                return (
+                    "credentials.awsAccessKeyId and credentials.awsSecretAccessKey go "
+                    "together; set both, or neither to sign with the pod's AWS identity"
+                )
         case p.GOOGLE_CLOUD_VERTEX_AI:
             if entity.vertex is None:
                 return "vertex.projectId and vertex.region are required"
@@ -298,14 +308,84 @@ class Route(_Strict):
     traffic_percentage: int = Field(alias="trafficPercentage", ge=0, le=100)
 
 
+RateLimitKey = Literal["user", "user_group", "service_principal", "endpoint"]
+
+
 class RateLimit(_Strict):
-    """aiGateway.rateLimits[]: parsed now, enforced by a later gateway version."""
+    """aiGateway.rateLimits[]: calls and/or tokens per minute, per key (see
+    :mod:`modelport.gateway.ratelimit` for who each limit applies to)."""
 
     calls: int | None = Field(default=None, ge=0)
     tokens: int | None = Field(default=None, ge=0)
-    key: Literal["user", "user_group", "service_principal", "endpoint"] = "endpoint"
+    key: RateLimitKey = "endpoint"
     principal: str | None = None
     renewal_period: Literal["minute"] = Field(default="minute", alias="renewalPeriod")
+
+
+class RateLimitStore(_Strict):
+    """The Redis (or Valkey) server that every replica of the gateway counts in.
+
+    ``address`` is ``redis://host:port[/db]`` (``rediss://`` for TLS) and never holds the
+    password: that is the file ``passwordFile`` (relative to --secrets), read at each
+    (re)connection, so a rotated password needs no restart. ``keyPrefix`` keeps the
+    endpoint's counters apart from other endpoints' in a shared server; the operator
+    renders ``modelport:{<namespace>/<endpoint>}:`` (the braces are a Redis Cluster hash
+    tag: all of an endpoint's keys hash to one slot).
+    """
+
+    address: str = Field(min_length=1)
+    password_file: RelativeSecretPath | None = Field(default=None, alias="passwordFile")
+    username: str | None = Field(default=None, min_length=1)
+    key_prefix: str | None = Field(default=None, alias="keyPrefix", min_length=1)
+    timeout_seconds: float = Field(default=0.25, alias="timeoutSeconds", gt=0, le=10)
+
+    @field_validator("address")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        # The password belongs in a Secret, never in a ConfigMap: refuse one in the URL
+        # (first, and without echoing the value).
+        netloc = value.split("://", 1)[-1].split("/", 1)[0]
+        if "@" in netloc:
+            raise ValueError(
+                "rate limit store address must not contain credentials; put the password "
+                "in a Secret and the user in username"
+            )
+        if not value.startswith(("redis://", "rediss://")):
+            raise ValueError(
+                f"rate limit store address {value!r} must start with redis:// or rediss://"
+            )
+        return value
+
+    @field_validator("password_file")
+    @classmethod
+    def _inside_secrets(cls, value: str | None) -> str | None:
+        if value is not None:
+            _check_relative(value)
+        return value
+
+
+DEFAULT_RESERVE_COMPLETION_TOKENS = 512
+
+
+class RateLimiting(_Strict):
+    """How ``rateLimits`` are enforced: where they are counted and what happens when
+    that cannot be done. Without a ``store`` each gateway process counts on its own,
+    which is exact only while the endpoint runs one replica with one worker."""
+
+    store: RateLimitStore | None = None
+    fail_open: bool = Field(
+        default=False,
+        alias="failOpen",
+        description="Admit requests when the store cannot be reached (default: refuse "
+        "them with 503).",
+    )
+    reserve_completion_tokens: int = Field(
+        default=DEFAULT_RESERVE_COMPLETION_TOKENS,
+        alias="reserveCompletionTokens",
+        ge=1,
+        le=1_000_000,
+        description="Completion tokens reserved for a request that sets no max_tokens.",
+    )
 
 
 class CallerPrincipal(_Strict):
@@ -488,6 +568,7 @@ class AiGatewayConfig(_Strict):
     )
     inference_table: InferenceTable | None = Field(default=None, alias="inferenceTable")
     rate_limits: list[RateLimit] = Field(default_factory=list, alias="rateLimits", max_length=20)
+    rate_limiting: RateLimiting = Field(default_factory=RateLimiting, alias="rateLimiting")
     auth: AuthConfig = Field(default_factory=AuthConfig)
 
 

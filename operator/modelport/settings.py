@@ -18,11 +18,15 @@ Each line: environment variable, `modelport operator` flag, default.
 - MODELPORT_GATEWAY_MIN_REPLICAS / _MAX_REPLICAS, --gateway-min/max-replicas: 1 / 5
 - MODELPORT_GATEWAY_NODE_SELECTOR, --gateway-node-selector (JSON object): none
 - MODELPORT_GATEWAY_TOLERATIONS, --gateway-tolerations (JSON list): none
+- MODELPORT_GATEWAY_SERVICE_ACCOUNT_ANNOTATIONS, --gateway-service-account-annotations
+  (JSON object): none
 - MODELPORT_GATEWAY_RESOURCES, --gateway-resources (JSON ResourceRequirements):
   requests cpu 100m, memory 128Mi; limits memory 512Mi
 - MODELPORT_GATEWAY_AUTH, --gateway-auth (JSON): callers must authenticate;
   ServiceAccount tokens with audience "modelport"; no OIDC issuer
 - MODELPORT_GATEWAY_TOKENREVIEW_BINDING, --gateway-tokenreview-binding: none
+- MODELPORT_RATE_LIMITING, --rate-limiting (JSON): no shared store (each gateway process
+  counts on its own); fail closed; 512 completion tokens reserved without max_tokens
 - MODELPORT_USAGE_DATABASE, --usage-database (JSON): none (usage is only counted)
 - MODELPORT_PROGRESS_DEADLINE_SECONDS, --progress-deadline-seconds: 600
 - MODELPORT_RESYNC_SECONDS, --resync-seconds: 300
@@ -44,6 +48,12 @@ Kubernetes tolerations (``[{"key": ..., "operator": "Exists", "effect": ...}]``)
 `RESOURCES` a container's ``{"requests": {...}, "limits": {...}}``, which replaces the
 default as a whole. A cluster whose gateways must run on particular nodes (the local
 cluster's real node, a system node pool) sets the first two; most leave them empty.
+`MODELPORT_GATEWAY_SERVICE_ACCOUNT_ANNOTATIONS` (``{"key": "value", ...}``) annotates
+every endpoint's gateway ServiceAccount, which each gateway then gets: the way to give
+gateways a cloud identity, e.g. IRSA's ``{"eks.amazonaws.com/role-arn":
+"arn:aws:iam::123456789012:role/modelport-{namespace}-{endpoint}"}`` for Bedrock
+entities without keys; ``{namespace}`` and ``{endpoint}`` in a value become the
+endpoint's namespace and name.
 `MODELPORT_GATEWAY_AUTH` holds the cluster's defaults for who may call an endpoint
 (each endpoint's `spec.aiGateway.auth` overrides them), the Helm value `gatewayAuth`::
 
@@ -60,6 +70,21 @@ ClusterRole that may create TokenReviews) whose subjects the operator keeps equa
 the gateways that verify ServiceAccount tokens; the chart creates both. Unset, or
 when the binding does not exist, gateways cannot verify ServiceAccount tokens and
 the endpoints that use them say so in their Degraded condition.
+`MODELPORT_RATE_LIMITING` says how endpoints' `spec.aiGateway.rateLimits` are enforced,
+the Helm value `rateLimiting`::
+
+    {"store": {"address": "redis://modelport-ratelimit.modelport-system:6379/0",
+               "passwordSecret": {"name": "modelport-ratelimit", "key": "password"},
+               "timeoutSeconds": 0.25},
+     "failOpen": false, "reserveCompletionTokens": 512}
+
+`store` is the Redis (or Valkey) server every gateway replica counts in; without it each
+gateway process counts on its own, and an endpoint with limits whose gateway may run
+more than one replica says so in its status. `passwordSecret` names a Secret *in each
+endpoint's namespace* (a pod mounts only Secrets of its own namespace); the gateway gets
+it as a file. `failOpen: true` admits requests while the store cannot be reached
+(default: refuse them with 503). `reserveCompletionTokens` is what a request without
+`max_tokens` reserves of a token limit until its usage is known.
 `MODELPORT_USAGE_DATABASE` names the cluster's usage database, the Helm value
 `usageDatabase`: ``{"secretName": "modelport-usage-db", "secretKey": "dsn",
 "retentionDays": 90}``. The Secret key holds a PostgreSQL connection string; gateways
@@ -142,6 +167,20 @@ class GatewayAuthDefaults:
 
 
 @dataclass(frozen=True)
+class RateLimitingDefaults:
+    """How rate limits are enforced on every endpoint (MODELPORT_RATE_LIMITING)."""
+
+    store_address: str = ""
+    """redis:// or rediss:// URL of the shared store; empty: each gateway process counts."""
+    password_secret: tuple[str, str] | None = None
+    """(Secret name, key) of the store's password, in each endpoint's namespace."""
+    username: str | None = None
+    timeout_seconds: float = 0.25
+    fail_open: bool = False
+    reserve_completion_tokens: int = gc.DEFAULT_RESERVE_COMPLETION_TOKENS
+
+
+@dataclass(frozen=True)
 class UsageDatabase:
     """The cluster's usage database (MODELPORT_USAGE_DATABASE): where the Secret key with
     its connection string is, in each endpoint's namespace, and how long rows are kept."""
@@ -197,11 +236,13 @@ class Settings:
     gateway_max_replicas: int = 5
     gateway_node_selector: Mapping[str, str] = field(default_factory=dict)
     gateway_tolerations: tuple[Mapping[str, Any], ...] = ()
+    gateway_service_account_annotations: Mapping[str, str] = field(default_factory=dict)
     gateway_resources: Mapping[str, Mapping[str, str]] = field(
         default_factory=lambda: DEFAULT_GATEWAY_RESOURCES
     )
     gateway_auth: GatewayAuthDefaults = field(default_factory=GatewayAuthDefaults)
     gateway_tokenreview_binding: str = ""
+    rate_limiting: RateLimitingDefaults = field(default_factory=RateLimitingDefaults)
     usage_database: UsageDatabase | None = None
     progress_deadline_seconds: int = 600
     resync_seconds: float = 300.0
@@ -260,11 +301,17 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         gateway_max_replicas=integer("GATEWAY_MAX_REPLICAS", 5, 1),
         gateway_node_selector=_parse_node_selector(get("GATEWAY_NODE_SELECTOR", "")),
         gateway_tolerations=_parse_tolerations(get("GATEWAY_TOLERATIONS", "")),
+        gateway_service_account_annotations=_parse_string_map(
+            "GATEWAY_SERVICE_ACCOUNT_ANNOTATIONS",
+            get("GATEWAY_SERVICE_ACCOUNT_ANNOTATIONS", ""),
+            'a JSON object of annotations, e.g. {"eks.amazonaws.com/role-arn": "arn:..."}',
+        ),
         gateway_resources=_parse_resources(get("GATEWAY_RESOURCES", "")),
         gateway_auth=_parse_gateway_auth(get("GATEWAY_AUTH", "")),
         gateway_tokenreview_binding=_parse_object_name(
             "GATEWAY_TOKENREVIEW_BINDING", get("GATEWAY_TOKENREVIEW_BINDING", "")
         ),
+        rate_limiting=_parse_rate_limiting(get("RATE_LIMITING", "")),
         usage_database=_parse_usage_database(get("USAGE_DATABASE", "")),
         progress_deadline_seconds=integer("PROGRESS_DEADLINE_SECONDS", 600, 10),
         resync_seconds=float(integer("RESYNC_SECONDS", 300, 0)),
@@ -296,16 +343,20 @@ def _json_setting(name: str, raw: str, shape: str) -> Any:
 
 def _parse_node_selector(raw: str) -> dict[str, str]:
     """Parse MODELPORT_GATEWAY_NODE_SELECTOR: a JSON object of label -> value."""
+    shape = 'a JSON object of node labels, e.g. {"kubernetes.io/os": "linux"}'
+    return _parse_string_map("GATEWAY_NODE_SELECTOR", raw, shape)
+
+
+def _parse_string_map(name: str, raw: str, shape: str) -> dict[str, str]:
+    """Parse a setting that is a JSON object of non-empty string keys to string values."""
     if not raw:
         return {}
-    shape = 'a JSON object of node labels, e.g. {"kubernetes.io/os": "linux"}'
-    data = _json_setting("GATEWAY_NODE_SELECTOR", raw, shape)
+    data = _json_setting(name, raw, shape)
     if not isinstance(data, dict) or not all(
         isinstance(k, str) and k and isinstance(v, str) for k, v in data.items()
     ):
         raise SettingsError(
-            f"{ENV_PREFIX}GATEWAY_NODE_SELECTOR={raw!r}: give {shape} (string values: quote "
-            "true and numbers)"
+            f"{ENV_PREFIX}{name}={raw!r}: give {shape} (string values: quote true and numbers)"
         )
     return dict(sorted(data.items()))
 
@@ -395,9 +446,7 @@ def _parse_gateway_auth(raw: str) -> GatewayAuthDefaults:
         'a JSON object such as {"enabled": true, "serviceAccountTokens": {"enabled": true, '
         '"audiences": ["modelport"], "cacheSeconds": 10}, "oidc": null}'
     )
-    data = _json_setting("GATEWAY_AUTH", raw, shape)
-    if not isinstance(data, dict):
-        raise SettingsError(f"{where}={raw!r}: give {shape}")
+    data = _json_object("GATEWAY_AUTH", raw, shape)
     _known(where, data, {"enabled", "serviceAccountTokens", "oidc"})
     defaults = GatewayAuthDefaults()
     enabled = _boolean(f"{where}.enabled", data.get("enabled", defaults.enabled))
@@ -433,11 +482,7 @@ def _parse_gateway_auth(raw: str) -> GatewayAuthDefaults:
         try:
             oidc = gc.Oidc.model_validate(data["oidc"])
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'oidc'}: "
-                f"{e['msg'].removeprefix('Value error, ')}"
-                for e in exc.errors(include_input=False, include_url=False)
-            )
+            problems = _problems(exc, "oidc")
             raise SettingsError(
                 f'{where}.oidc: {problems}; give {{"issuer": "https://...", '
                 '"audiences": [...]} and optionally jwksUri, userClaim, groupsClaim, '
@@ -452,6 +497,80 @@ def _parse_gateway_auth(raw: str) -> GatewayAuthDefaults:
     )
 
 
+def _parse_rate_limiting(raw: str) -> RateLimitingDefaults:
+    """Parse MODELPORT_RATE_LIMITING (the Helm value rateLimiting as JSON)."""
+    if not raw:
+        return RateLimitingDefaults()
+    where = f"{ENV_PREFIX}RATE_LIMITING"
+    shape = (
+        'a JSON object such as {"store": {"address": "redis://host:6379/0", '
+        '"passwordSecret": {"name": "...", "key": "password"}, "timeoutSeconds": 0.25}, '
+        '"failOpen": false, "reserveCompletionTokens": 512}'
+    )
+    data = _json_object("RATE_LIMITING", raw, shape)
+    _known(where, data, {"store", "failOpen", "reserveCompletionTokens"})
+    defaults = RateLimitingDefaults()
+    fail_open = _boolean(f"{where}.failOpen", data.get("failOpen", defaults.fail_open))
+    reserve = data.get("reserveCompletionTokens", defaults.reserve_completion_tokens)
+    if isinstance(reserve, bool) or not isinstance(reserve, int) or not 1 <= reserve <= 1_000_000:
+        raise SettingsError(
+            f"{where}.reserveCompletionTokens={reserve!r}: give a whole number of tokens "
+            "from 1 to 1000000"
+        )
+    store = data.get("store") or {}
+    if not isinstance(store, dict):
+        raise SettingsError(f"{where}.store={store!r}: give an object with address")
+    _known(f"{where}.store", store, {"address", "passwordSecret", "username", "timeoutSeconds"})
+    address = store.get("address") or ""
+    secret: tuple[str, str] | None = None
+    username = store.get("username") or None
+    timeout = store.get("timeoutSeconds", defaults.timeout_seconds)
+    if address:
+        try:
+            checked = gc.RateLimitStore(address=address, username=username, timeoutSeconds=timeout)
+        except ValidationError as exc:
+            raise SettingsError(f"{where}.store: {_problems(exc, 'store')}") from None
+        timeout = checked.timeout_seconds
+        ref = store.get("passwordSecret")
+        if ref is not None:
+            if not isinstance(ref, dict) or not ref.get("name") or not ref.get("key"):
+                raise SettingsError(
+                    f'{where}.store.passwordSecret={ref!r}: give {{"name": "<Secret>", '
+                    '"key": "<key>"}, a Secret in each endpoint\'s namespace'
+                )
+            name = _parse_object_name("RATE_LIMITING.store.passwordSecret.name", str(ref["name"]))
+            secret = (name, str(ref["key"]))
+    elif store.get("passwordSecret"):
+        raise SettingsError(
+            f"{where}.store.passwordSecret is set but store.address is not; set the address "
+            "of the Redis server"
+        )
+    return RateLimitingDefaults(
+        store_address=address,
+        password_secret=secret,
+        username=username if address else None,
+        timeout_seconds=float(timeout),
+        fail_open=fail_open,
+        reserve_completion_tokens=reserve,
+    )
+
+
+def _json_object(name: str, raw: str, shape: str) -> dict[str, Any]:
+    """A setting that holds a JSON object (the Helm value of that name)."""
+    data = _json_setting(name, raw, shape)
+    if not isinstance(data, dict):
+        raise SettingsError(f"{ENV_PREFIX}{name}={raw!r}: give {shape}")
+    return data
+
+
+def _problems(exc: ValidationError, whole: str) -> str:
+    """A model's validation errors as `field: problem; ...`, never echoing a value."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or whole}: {e['msg'].removeprefix('Value error, ')}"
+        for e in exc.errors(include_input=False, include_url=False)
+    )
+
+
 def _parse_usage_database(raw: str) -> UsageDatabase | None:
     """Parse MODELPORT_USAGE_DATABASE (the Helm value usageDatabase as JSON); an empty
     secretName means none."""
@@ -459,18 +578,11 @@ def _parse_usage_database(raw: str) -> UsageDatabase | None:
         return None
     where = f"{ENV_PREFIX}USAGE_DATABASE"
     shape = '{"secretName": "modelport-usage-db", "secretKey": "dsn", "retentionDays": 90}'
-    data = _json_setting("USAGE_DATABASE", raw, f"a JSON object such as {shape}")
-    if not isinstance(data, dict):
-        raise SettingsError(f"{where}={raw!r}: give a JSON object such as {shape}")
+    data = _json_object("USAGE_DATABASE", raw, f"a JSON object such as {shape}")
     _known(where, data, {"secretName", "secretKey", "retentionDays"})
-    name = data.get("secretName") or ""
+    name = _parse_object_name("USAGE_DATABASE.secretName", str(data.get("secretName") or ""))
     if not name:
         return None
-    if not isinstance(name, str) or len(name) > 253 or not _OBJECT_NAME.match(name):
-        raise SettingsError(
-            f"{where}.secretName={name!r} is not a Secret name; use lower-case letters, "
-            "digits, '-' and '.'"
-        )
     key = data.get("secretKey", "dsn")
     if not isinstance(key, str) or not re.match(r"^[-._a-zA-Z0-9]+$", key):
         raise SettingsError(
@@ -557,6 +669,11 @@ _OPERATOR_FLAGS: list[tuple[str, str, str]] = [
     ("--gateway-min-replicas", "GATEWAY_MIN_REPLICAS", "gateway HPA minimum"),
     ("--gateway-max-replicas", "GATEWAY_MAX_REPLICAS", "gateway HPA maximum"),
     ("--gateway-node-selector", "GATEWAY_NODE_SELECTOR", "gateway pods' nodeSelector (JSON)"),
+    (
+        "--gateway-service-account-annotations",
+        "GATEWAY_SERVICE_ACCOUNT_ANNOTATIONS",
+        "annotations of every gateway ServiceAccount (JSON)",
+    ),
     ("--gateway-tolerations", "GATEWAY_TOLERATIONS", "gateway pods' tolerations (JSON list)"),
     (
         "--gateway-resources",
@@ -569,6 +686,7 @@ _OPERATOR_FLAGS: list[tuple[str, str, str]] = [
         "GATEWAY_TOKENREVIEW_BINDING",
         "ClusterRoleBinding that lets gateways create TokenReviews",
     ),
+    ("--rate-limiting", "RATE_LIMITING", "rate limits' shared store and behaviour (JSON)"),
     (
         "--usage-database",
         "USAGE_DATABASE",

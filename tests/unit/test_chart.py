@@ -262,3 +262,70 @@ def test_install_yaml_is_rendered_from_the_chart() -> None:
     ).stdout
     committed = (ROOT / "manifests" / "install.yaml").read_text()
     assert committed == rendered, "manifests/install.yaml is stale; run hack/render-manifests"
+
+
+def test_rate_limiting_reaches_the_operator() -> None:
+    import json
+
+    from modelport.settings import from_env
+
+    default = json.loads(operator_env(template())["MODELPORT_RATE_LIMITING"])
+    assert default == {
+        "store": {"timeoutSeconds": 0.25},
+        "failOpen": False,
+        "reserveCompletionTokens": 512,
+    }
+    assert (
+        from_env({"MODELPORT_RATE_LIMITING": json.dumps(default)}).rate_limiting.store_address == ""
+    )
+    docs = template(
+        "rateLimiting.store.address=redis://redis.infra:6379/0",
+        "rateLimiting.store.passwordSecret.name=redis-auth",
+        "rateLimiting.failOpen=true",
+    )
+    assert "Service" not in {d["kind"] for d in docs if "ratelimit" in d["metadata"]["name"]}
+    settings = from_env(
+        {"MODELPORT_RATE_LIMITING": operator_env(docs)["MODELPORT_RATE_LIMITING"]}
+    ).rate_limiting
+    assert settings.store_address == "redis://redis.infra:6379/0"
+    assert settings.password_secret == ("redis-auth", "password")
+    assert settings.fail_open is True
+
+
+def test_the_optional_redis_is_private_and_restricted() -> None:
+    import json
+
+    from modelport.settings import from_env
+
+    docs = template("rateLimiting.redis.enabled=true", "watchNamespaces={team-a,team-b}")
+    operator = by_name(docs, "Deployment")["mp-modelport"]
+    env = {
+        e["name"]: e["value"] for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    settings = from_env({"MODELPORT_RATE_LIMITING": env["MODELPORT_RATE_LIMITING"]}).rate_limiting
+    assert settings.store_address == "redis://mp-modelport-ratelimit.modelport-system.svc:6379/0"
+    assert settings.password_secret == ("mp-modelport-ratelimit", "password")
+    # The password Secret where the store runs and where gateways mount it.
+    secrets = [
+        d
+        for d in docs
+        if d["kind"] == "Secret" and d["metadata"]["name"] == "mp-modelport-ratelimit"
+    ]
+    assert sorted(s["metadata"]["namespace"] for s in secrets) == [
+        "modelport-system",
+        "team-a",
+        "team-b",
+    ]
+    assert len({s["data"]["password"] for s in secrets}) == 1
+    redis = by_name(docs, "Deployment")["mp-modelport-ratelimit"]
+    pod = redis["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    container = pod["containers"][0]
+    assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    # Never in the environment or on the command line: read from the mounted file.
+    assert "env" not in container
+    password = secrets[0]["data"]["password"]
+    assert password not in json.dumps(redis)
+    assert "/etc/redis-auth/password" in " ".join(container["command"])

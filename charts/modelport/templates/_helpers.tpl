@@ -103,3 +103,29 @@ without holding the role's right itself. README.md explains them.
   resourceNames: [{{ include "modelport.tokenReviewRole" . }}]
   verbs: [bind]
 {{- end -}}
+
+{{/*
+MODELPORT_RATE_LIMITING: rateLimiting as the operator reads it. With the chart's own
+Redis (rateLimiting.redis.enabled) and no address, the store is that Redis and its
+password the chart's Secret.
+*/}}
+{{- define "modelport.rateLimiting" -}}
+{{- $rl := .Values.rateLimiting -}}
+{{- $store := dict "timeoutSeconds" $rl.store.timeoutSeconds -}}
+{{- $address := $rl.store.address -}}
+{{- $secret := $rl.store.passwordSecret.name -}}
+{{- if and $rl.redis.enabled (not $address) -}}
+{{- $address = printf "redis://%s-ratelimit.%s.svc:6379/0" (include "modelport.fullname" .) .Release.Namespace -}}
+{{- $secret = default (printf "%s-ratelimit" (include "modelport.fullname" .)) $secret -}}
+{{- end -}}
+{{- if $address -}}
+{{- $_ := set $store "address" $address -}}
+{{- if $secret -}}
+{{- $_ := set $store "passwordSecret" (dict "name" $secret "key" $rl.store.passwordSecret.key) -}}
+{{- end -}}
+{{- with $rl.store.username -}}
+{{- $_ := set $store "username" . -}}
+{{- end -}}
+{{- end -}}
+{{- dict "store" $store "failOpen" $rl.failOpen "reserveCompletionTokens" $rl.reserveCompletionTokens | toJson -}}
+{{- end -}}

@@ -102,7 +102,12 @@ class InferenceTableConfig(ApiModel):
 
 
 class RateLimit(ApiModel):
-    """A limit on calls and/or tokens per renewal period, per key."""
+    """A limit on calls and/or tokens per minute (a sliding 60 s window), per key. Every
+    limit that applies to a request must admit it: endpoint limits always; the limits of
+    the caller's own kind (those naming the caller, else those naming no one); and only
+    when there are none of those (per calls/tokens), the limits of each of its groups.
+    Over a limit: 429 REQUEST_LIMIT_EXCEEDED with Retry-After, never retried by
+    fallback."""
 
     model_config = ConfigDict(
         json_schema_extra=cel_rules(
@@ -123,16 +128,21 @@ class RateLimit(ApiModel):
         default=None, description="Requests allowed per renewalPeriod."
     )
     tokens: Annotated[int, Field(ge=0, le=1000000000000)] | None = Field(
-        default=None, description="Tokens (input + output) allowed per renewalPeriod."
+        default=None,
+        description="Tokens (input + output) allowed per renewalPeriod. A request reserves "
+        "its prompt and max_tokens (or the cluster's default) at admission and is charged "
+        "the provider's reported usage when it finishes; a stream that runs out is stopped.",
     )
     key: RateLimitKey = Field(
         default="endpoint",
-        description="What the limit is counted per: user, user_group, service_principal "
-        "or endpoint (the default: one shared budget).",
+        description="What the limit is counted per: user, user_group (shared by the group's "
+        "members), service_principal or endpoint (the default: one budget for all callers). "
+        "A user or service principal limit overrides group limits for that caller.",
     )
     principal: Annotated[str, Field(min_length=1, max_length=NAME)] | None = Field(
         default=None,
-        description="Limit only this user, group or service principal; default: each one.",
+        description="Limit only this user, group or service principal (overriding the "
+        "limits of the same key that name no one); default: each one gets its own budget.",
     )
     renewal_period: Literal["minute"] = Field(
         default="minute", description="Window the limit is counted over; only minute."

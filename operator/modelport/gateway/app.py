@@ -39,7 +39,7 @@ from modelport.gateway.errors import (
     GatewayError,
 )
 from modelport.gateway.metrics import Metrics
-from modelport.gateway.pipeline import Pipeline, Sink, Tap, TapFactory
+from modelport.gateway.pipeline import Admission, Pipeline, Sink, Tap, TapFactory
 from modelport.gateway.protocol import (
     CLIENT_REQUEST_ID,
     USAGE_CONTEXT,
@@ -112,8 +112,9 @@ def check_providers(config: GatewayConfig) -> None:
 def default_pipeline(
     config: GatewayConfig, secrets_dir: Path, metrics: Metrics | None = None
 ) -> Pipeline:
-    """The stages ``config`` asks for: caller authentication when it is enabled; the
-    recording tap (last, so it sees what the client gets) and the table writers when
+    """The stages ``config`` asks for: caller authentication when it is enabled, rate
+    limits when there are any (their tap and settlement only with a token limit), and
+    the recording tap (last, so it sees what the client gets) and the table writers when
     usage rows or an inference table are on (``metrics`` counts their rows)."""
     ai = config.ai_gateway
     authenticator = None
@@ -121,13 +122,22 @@ def default_pipeline(
         from modelport.gateway.auth.callers import build
 
         authenticator = build(ai.auth, secrets_dir, Fingerprinter())
+    admission: tuple[Admission, ...] = ()
     taps: tuple[TapFactory, ...] = ()
     sinks: tuple[Sink, ...] = ()
+    if ai.rate_limits:
+        from modelport.gateway import ratelimit
+
+        limiter = ratelimit.build(config, secrets_dir, metrics or Metrics())
+        admission = (limiter,)
+        if limiter.policy.has_tokens:
+            taps, sinks = (limiter,), (limiter,)
     if (ai.usage_tracking_enabled and ai.usage_table) or ai.inference_table:
         from modelport.gateway.tables import stages
 
-        taps, sinks = stages.build(config, secrets_dir, metrics)
-    return Pipeline(authenticator=authenticator, taps=taps, sinks=sinks)
+        recorder, writers = stages.build(config, secrets_dir, metrics)
+        taps, sinks = (*taps, *recorder), (*sinks, *writers)
+    return Pipeline(authenticator=authenticator, admission=admission, taps=taps, sinks=sinks)
 
 
 class GatewayApp:
@@ -211,7 +221,8 @@ class GatewayApp:
         have ``start`` and/or ``aclose``, called at start-up and shutdown."""
         p = self.pipeline
         stages = [p.authenticator, *p.admission, *p.attempt_hooks, *p.taps, *p.sinks]
-        return [s for s in stages if s is not None]
+        # One object may be several stages (the rate limiter): started and closed once.
+        return list({id(s): s for s in stages if s is not None}.values())
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
@@ -268,7 +279,22 @@ class GatewayApp:
             )
             await _respond(send, 503, orjson.dumps({"status": "not ready", "reason": reason}))
             return
-        await _respond(send, 200, b'{"status":"ready"}')
+        store = self._rate_limit_store()
+        if store is None:
+            await _respond(send, 200, b'{"status":"ready"}')
+            return
+        # Reported, not failed on: an unready pod leaves the Service, and its callers would
+        # get connection errors instead of the clean 503 (or the admission) of failOpen.
+        state = {"status": "ready", "rateLimitStore": "up" if store.up else "unreachable"}
+        await _respond(send, 200, orjson.dumps(state))
+
+    def _rate_limit_store(self) -> Any:
+        """The shared rate-limit store, when this gateway counts in one."""
+        for stage in self.pipeline.admission:
+            store = getattr(stage, "store", None)
+            if store is not None and hasattr(store, "address"):
+                return store
+        return None
 
     async def _proxy(
         self, scope: Scope, receive: Receive, send: Send, path: str, task: Task
@@ -417,7 +443,7 @@ class GatewayApp:
         exchange.started = True
         ctx.status = 200
         ctx.first_byte = time.monotonic()
-        await _respond(send, 200, body, served=call.entity.name)
+        await _respond(send, 200, body, served=call.entity.name, extra=ctx.response_headers)
         exchange.finished = True
 
     async def _stream(
@@ -431,6 +457,8 @@ class GatewayApp:
         async with self.upstream.stream(call, provider) as upstream:
             taps = self.pipeline.open_taps(ctx, call) if self.pipeline.taps else None
             headers = [*SSE_HEADERS, (b"served-model-name", call.entity.name.encode())]
+            if ctx.response_headers:
+                headers += ctx.response_headers
             exchange.started = True
             ctx.status = 200
             await send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -476,9 +504,10 @@ class GatewayApp:
             ctx.status = error.status
             ctx.first_byte = time.monotonic()
             served = entity.name if entity else None
-            await _respond(
-                send, error.status, error.body(), served=served, extra=_extra_headers(error)
-            )
+            extra = _extra_headers(error)
+            if ctx.response_headers:
+                extra += ctx.response_headers
+            await _respond(send, error.status, error.body(), served=served, extra=extra)
             exchange.finished = True
             return
         # Headers are gone: the OpenAI SDKs raise on an SSE event carrying "error".

@@ -141,6 +141,9 @@ class RequestContext:
     error_code: str | None = None
     usage: TokenUsage | None = None
     outcome: Outcome = "ok"
+    response_headers: list[tuple[bytes, bytes]] | None = None
+    """Headers a stage adds to whatever response the request gets, success or error (the
+    rate limits' ``x-ratelimit-*``); None when no stage adds any."""
     request: Request | None = None
     """The validated request (once parsed)."""
     request_body: bytes | None = None

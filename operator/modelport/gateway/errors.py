@@ -8,6 +8,7 @@ reference service read.
 
 from __future__ import annotations
 
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import orjson
@@ -85,11 +86,15 @@ def invalid(param: str, message: str) -> GatewayError:
     return GatewayError(400, INVALID_PARAMETER_VALUE, message, param=param)
 
 
-def from_upstream_status(status: int, provider: str, entity: str, detail: str) -> GatewayError:
+def from_upstream_status(
+    status: int, provider: str, entity: str, detail: str, *, retry_after: str | None = None
+) -> GatewayError:
     """Map a provider's HTTP error to the status and code our client should see.
 
     Authentication failures at the provider are the endpoint's misconfiguration, not the
     caller's: they become 502 so an SDK does not tell the caller their own key is wrong.
+    A 429's ``Retry-After`` (the provider's own word on when to come back) is passed on,
+    when it is a valid value, so SDKs that honour it wait as long as the provider asked.
     """
     where = f"{provider} (served entity {entity!r})"
     if status in (401, 403):
@@ -107,7 +112,13 @@ def from_upstream_status(status: int, provider: str, entity: str, detail: str) -
             f"Provider said: {detail}",
         )
     if status == 429:
-        return GatewayError(429, REQUEST_LIMIT_EXCEEDED, f"{where} is rate limiting: {detail}")
+        value = valid_retry_after(retry_after)
+        return GatewayError(
+            429,
+            REQUEST_LIMIT_EXCEEDED,
+            f"{where} is rate limiting: {detail}",
+            headers=((b"retry-after", value.encode()),) if value else (),
+        )
     if status in (408, 504):
         return GatewayError(504, DEADLINE_EXCEEDED, f"{where} timed out: {detail}")
     if status == 413:
@@ -117,3 +128,20 @@ def from_upstream_status(status: int, provider: str, entity: str, detail: str) -
     if status in (503, 529):
         return GatewayError(503, TEMPORARILY_UNAVAILABLE, f"{where} is unavailable: {detail}")
     return GatewayError(502, INTERNAL_ERROR, f"{where} failed (HTTP {status}): {detail}")
+
+
+def valid_retry_after(value: str | None) -> str | None:
+    """``value`` when it is a ``Retry-After`` HTTP allows (delay-seconds or an HTTP-date),
+    else None: an upstream's header is relayed only in a shape no client can trip on."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit() and len(value) <= 10:
+        return value
+    if len(value) > 40 or not value.isascii() or not value.isprintable():
+        return None
+    try:
+        parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return value

@@ -40,6 +40,16 @@ Series (the names are an interface: dashboards, alerts and tests use them):
   within the shutdown's drain time), and
   ``modelport_gateway_payloads_not_stored_total{table}``: request or response payloads
   over the limit, marked in their row instead of stored.
+- ``modelport_gateway_rate_limit_decisions_total{key,decision}``: rate-limit decisions by
+  the limit's key kind (``endpoint``, ``user``, ``user_group``, ``service_principal``)
+  and ``decision``: ``admitted`` (counted once for each kind that admitted the request),
+  ``limited`` (each kind that refused it) or ``unavailable`` (the store could not be
+  asked; the request was refused or admitted as ``failOpen`` says).
+- ``modelport_gateway_rate_limit_store_seconds`` (histogram): round trips to the shared
+  rate-limit store (one round trip carries every decision queued meanwhile), failed
+  ones included; ``modelport_gateway_rate_limit_store_errors_total``: failed round trips
+  (timeouts, refused connections); ``modelport_gateway_rate_limit_store_up`` (gauge, only
+  with a store): 1 while the last round trip worked (the lowest of the workers).
 
 Per request, nothing touches prometheus_client: :meth:`Metrics.request_finished` adds to
 plain Python cells (a float, a histogram's bucket counts), and the cells are flushed into
@@ -111,6 +121,9 @@ MAX_ROUTES = 32
 """Distinct ``route`` values per process before the rest count as ``other``. The app
 passes route templates (a handful); the bound keeps a scrape small should a raw,
 client-chosen path ever reach the label."""
+
+STORE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+# A store round trip on a cluster network: a few hundred microseconds, up to its timeout.
 
 FLUSH_SECONDS = 0.5
 """With several workers: how stale another worker's scrape may see this one's requests
@@ -223,6 +236,30 @@ class Metrics:
             # livesum: the pod's sum over the workers alive now; a dead one's share goes.
             multiprocess_mode="livesum",
         )
+        self._rate_limit_decisions = Counter(
+            "modelport_gateway_rate_limit_decisions",
+            "Rate-limit decisions by the limit's key kind and decision (admitted, limited, "
+            "unavailable).",
+            ("key", "decision"),
+            registry=family_registry,
+        )
+        self._store_seconds = Histogram(
+            "modelport_gateway_rate_limit_store_seconds",
+            "Round trips to the shared rate-limit store, failed ones included.",
+            buckets=STORE_BUCKETS,
+            registry=family_registry,
+        )
+        self._store_errors = Counter(
+            "modelport_gateway_rate_limit_store_errors",
+            "Round trips to the shared rate-limit store that failed (timeout, refused).",
+            registry=family_registry,
+        )
+        self._family_registry = family_registry
+        self._store_up: Gauge | None = None
+        self._store_up_now: Callable[[], bool] | None = None
+        self._decision_cells: dict[tuple[str, str], _Cell] = {}
+        self._store_pending: _PendingHistogram | None = None
+        self._store_error_cell: _Cell | None = None
         # The hot path: each series' child is resolved once (`.labels()` validates and
         # hashes under a lock) and given a pending cell; a request adds to cells only.
         self._in_flight_now = 0
@@ -292,6 +329,41 @@ class Metrics:
             not_stored=self._cell(self._payloads_not_stored.labels(table)),
         )
 
+    def rate_limit_decision(self, kinds: tuple[str, ...], decision: str) -> None:
+        """A rate-limit decision, counted for each key kind it involved."""
+        cells = self._decision_cells
+        for kind in kinds:
+            cell = cells.get((kind, decision))
+            if cell is None:
+                cell = cells[(kind, decision)] = self._cell(
+                    self._rate_limit_decisions.labels(kind, decision)
+                )
+            cell.value += 1
+
+    def rate_limit_store_call(self, seconds: float, ok: bool) -> None:
+        """A round trip to the rate-limit store: its duration, and whether it worked."""
+        pending = self._store_pending
+        if pending is None:
+            pending = self._store_pending = self._histogram(self._store_seconds)
+        pending.observe(seconds)
+        if not ok:
+            cell = self._store_error_cell
+            if cell is None:
+                cell = self._store_error_cell = self._cell(self._store_errors)
+            cell.value += 1
+
+    def track_rate_limit_store(self, up: Callable[[], bool]) -> None:
+        """Report ``up()`` as ``modelport_gateway_rate_limit_store_up`` at each flush."""
+        if self._store_up is None:
+            self._store_up = Gauge(
+                "modelport_gateway_rate_limit_store_up",
+                "1 while the shared rate-limit store answers, 0 while it does not.",
+                registry=self._family_registry,
+                multiprocess_mode="livemin",
+            )
+        self._store_up_now = up
+        self._store_up.set(1)
+
     def render(self) -> tuple[bytes, bytes]:
         """``(body, content_type)`` for ``GET /metrics``: this process's series, or the
         pod's in multiprocess mode."""
@@ -312,6 +384,8 @@ class Metrics:
         if self._in_flight_now != self._in_flight_flushed:
             self._in_flight_flushed = self._in_flight_now
             self._in_flight.set(self._in_flight_now)
+        if self._store_up is not None and self._store_up_now is not None:
+            self._store_up.set(1 if self._store_up_now() else 0)
 
     async def start(self) -> None:
         """With several workers, flush once a second while idle (on the serving loop), so

@@ -23,7 +23,7 @@ from modelport.render.auth import auth_config
 from modelport.render.names import entity_name
 from modelport.render.tables import inference_table, table_secrets, usage_table
 from modelport.runtimes.catalog import Catalog, CatalogEntry, CatalogError
-from modelport.settings import GatewayAuthDefaults, UsageDatabase
+from modelport.settings import GatewayAuthDefaults, RateLimitingDefaults, UsageDatabase
 
 INFERENCE_PORT = 8000
 DEFAULT_TASK = gc.Task.CHAT
@@ -38,9 +38,10 @@ class SecretRef:
     """One Secret key the endpoint refers to.
 
     `field` is where in the spec it is named (for messages); `entity` is the served
-    entity that needs it, or "" for the endpoint as a whole (callers' API keys);
-    `mounted` is True for the keys the gateway reads as files, False for those the
-    inference pods get as environment variables.
+    entity that needs it, or "" for the endpoint as a whole (callers' API keys, the rate
+    limit store's password); `mounted` is True for the keys the gateway reads as files,
+    False for those the inference pods get as environment variables; `consequence` says
+    what an endpoint-wide Secret's absence does (for status).
     """
 
     name: str
@@ -48,17 +49,32 @@ class SecretRef:
     field: str
     entity: str
     mounted: bool = True
+    consequence: str = ""
+
+
+API_KEY_MISSING = "until then the gateway refuses this API key"
+UNREACHABLE_STORE = (
+    "until then the gateway cannot reach the rate limit store: it refuses requests "
+    "under a limit with 503 (or admits them uncounted with failOpen)"
+)
+STORE_LOGIN_FIELD = "MODELPORT_RATE_LIMITING.store.passwordSecret (Helm: rateLimiting)"
+NO_ROWS_WRITTEN = (
+    "until then the gateway serves requests but writes no usage or payload rows (it keeps "
+    "them in memory up to a bound, then drops and counts them)"
+)
 
 
 def render_gateway_config(
     endpoint: ServingEndpoint,
     catalog: Catalog | None = None,
     auth: GatewayAuthDefaults | None = None,
+    rate_limiting: RateLimitingDefaults | None = None,
     database: UsageDatabase | None = None,
 ) -> gc.GatewayConfig:
     """The `GatewayConfig` of `endpoint` (raises `RenderError` when it is not valid);
     `catalog` gives a self-hosted catalog model its task when the entity names none,
     `auth` holds the cluster's defaults for who may call (default: the built-in ones),
+    `rate_limiting` how limits are enforced (default: in each gateway process),
     `database` the cluster's usage database (default: none)."""
     spec = endpoint.spec
     namespace = endpoint.metadata.namespace or "default"
@@ -96,6 +112,9 @@ def render_gateway_config(
                 usageTable=usage_table(endpoint, database),
                 inferenceTable=inference_table(endpoint, database),
                 rateLimits=rate_limits,
+                rateLimiting=_rate_limiting(
+                    endpoint, rate_limiting or RateLimitingDefaults(), bool(rate_limits)
+                ),
                 auth=auth_config(endpoint, auth or GatewayAuthDefaults()),
             ),
         )
@@ -103,11 +122,59 @@ def render_gateway_config(
         raise RenderError(f"spec cannot be served by the gateway: {_describe(exc)}") from None
 
 
+def _rate_limiting(
+    endpoint: ServingEndpoint, defaults: RateLimitingDefaults, limited: bool
+) -> gc.RateLimiting:
+    """The cluster's way of enforcing limits; the default section for an endpoint without
+    limits, so that the cluster's setting never changes (and rolls) its gateway."""
+    if not limited:
+        return gc.RateLimiting()
+    store = None
+    if defaults.store_address:
+        secret = defaults.password_secret
+        store = gc.RateLimitStore(
+            address=defaults.store_address,
+            passwordFile=gc.secret_file_path(*secret) if secret else None,
+            username=defaults.username,
+            # One shared server: the namespace keeps namesakes' counters apart; the braces
+            # are a hash tag (one slot per endpoint, should the server be a cluster proxy).
+            keyPrefix=f"modelport:{{{endpoint.metadata.namespace or 'default'}/"
+            f"{endpoint.metadata.name}}}:",
+            timeoutSeconds=defaults.timeout_seconds,
+        )
+    return gc.RateLimiting(
+        store=store,
+        failOpen=defaults.fail_open,
+        reserveCompletionTokens=defaults.reserve_completion_tokens,
+    )
+
+
+def rate_limits_per_replica(
+    endpoint: ServingEndpoint, defaults: RateLimitingDefaults, max_replicas: int
+) -> str | None:
+    """Why the endpoint's limits cannot hold as written (a status message), or None: each
+    replica counts on its own when no store is shared and more than one may run."""
+    ai = endpoint.spec.ai_gateway
+    if not (ai and ai.rate_limits) or defaults.store_address or max_replicas <= 1:
+        return None
+    return (
+        "spec.aiGateway.rateLimits are counted by each gateway replica on its own: no shared "
+        f"rate limit store is configured and the gateway may run up to {max_replicas} "
+        f"replicas, so a caller may get up to {max_replicas} times each limit; configure the "
+        "store (Helm: rateLimiting.store, MODELPORT_RATE_LIMITING) or set the gateway's "
+        "maximum replicas to 1 (gateway.maxReplicas)"
+    )
+
+
 def secret_refs(
-    endpoint: ServingEndpoint, database: UsageDatabase | None = None
+    endpoint: ServingEndpoint,
+    rate_limiting: RateLimitingDefaults | None = None,
+    database: UsageDatabase | None = None,
 ) -> list[SecretRef]:
-    """Every Secret key the endpoint refers to (with `database`, the cluster's usage
-    database when the endpoint writes rows there), sorted, without duplicates."""
+    """Every Secret key the endpoint refers to, sorted, without duplicates; with the
+    cluster's `rate_limiting`, the store's password too when the endpoint has limits;
+    with the cluster's usage `database`, its connection string when the endpoint writes
+    rows there."""
     refs: set[SecretRef] = set()
     for i, entity in enumerate(endpoint.spec.served_entities):
         where = f"spec.servedEntities[{i}]"
@@ -126,9 +193,13 @@ def secret_refs(
     ai = endpoint.spec.ai_gateway
     for i, api_key in enumerate((ai.auth.api_keys if ai and ai.auth else None) or []):
         ref = api_key.secret_key_ref
-        refs.add(SecretRef(ref.name, ref.key, f"spec.aiGateway.auth.apiKeys[{i}].secretKeyRef", ""))
+        field = f"spec.aiGateway.auth.apiKeys[{i}].secretKeyRef"
+        refs.add(SecretRef(ref.name, ref.key, field, "", consequence=API_KEY_MISSING))
+    password = rate_limiting.password_secret if rate_limiting else None
+    if password and rate_limiting and rate_limiting.store_address and ai and ai.rate_limits:
+        refs.add(SecretRef(*password, STORE_LOGIN_FIELD, "", consequence=UNREACHABLE_STORE))
     for name, key, field in table_secrets(endpoint, database):
-        refs.add(SecretRef(name, key, field, ""))
+        refs.add(SecretRef(name, key, field, "", consequence=NO_ROWS_WRITTEN))
     return sorted(refs)
 
 

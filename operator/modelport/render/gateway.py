@@ -11,7 +11,13 @@ file and the gateway picks it up without a restart.
 When the gateway verifies callers' ServiceAccount tokens it needs an identity of its
 own to ask the apiserver (TokenReview): a ServiceAccount per endpoint, whose token is
 mounted, and which the operator adds to the ClusterRoleBinding that grants exactly
-that. Otherwise the pod runs as the namespace's `default` ServiceAccount with no token.
+that. The gateway also gets its own ServiceAccount (its Kubernetes token not mounted)
+when it signs with its pod's cloud identity (a Bedrock entity without keys: EKS Pod
+Identity associates a role with `<namespace>/<ep>-gateway`) or when the cluster admin
+gives gateway ServiceAccounts annotations (MODELPORT_GATEWAY_SERVICE_ACCOUNT_ANNOTATIONS,
+e.g. IRSA's `eks.amazonaws.com/role-arn`; `{namespace}` and `{endpoint}` in a value
+become the endpoint's). Otherwise the pod runs as the namespace's `default`
+ServiceAccount with no token.
 """
 
 from __future__ import annotations
@@ -54,12 +60,20 @@ def gateway_children(
     settings: Settings,
     *,
     service_account: bool,
+    pod_identity: bool = False,
 ) -> list[Manifest]:
-    """ConfigMap, ServiceAccount (with `service_account`), Service, Deployment and HPA of
-    the gateway, in apply order: the ServiceAccount exists before pods name it."""
+    """ConfigMap, ServiceAccount, Service, Deployment and HPA of the gateway, in apply
+    order: the ServiceAccount exists before pods name it. `service_account`: the gateway
+    verifies ServiceAccount tokens (its own token is mounted); `pod_identity`: it signs
+    with its pod's cloud identity (see the module docstring)."""
     labels = {**endpoint_labels(endpoint), COMPONENT_LABEL: GATEWAY}
     name = gateway_name(endpoint)
-    account = gateway_service_account_name(endpoint) if service_account else None
+    annotations = {
+        key: value.replace("{namespace}", namespace).replace("{endpoint}", endpoint)
+        for key, value in sorted(settings.gateway_service_account_annotations.items())
+    }
+    own_account = service_account or pod_identity or bool(annotations)
+    account = gateway_service_account_name(endpoint) if own_account else None
     children: list[Manifest] = [
         {
             "apiVersion": "v1",
@@ -69,11 +83,14 @@ def gateway_children(
         },
     ]
     if account is not None:
+        account_metadata = metadata(account, namespace, labels, owner)
+        if annotations:
+            account_metadata["annotations"] = annotations
         children.append(
             {
                 "apiVersion": "v1",
                 "kind": "ServiceAccount",
-                "metadata": metadata(account, namespace, labels, owner),
+                "metadata": account_metadata,
                 # Only the gateway pods use it, and they ask for the token themselves.
                 "automountServiceAccountToken": False,
             }
@@ -92,7 +109,17 @@ def gateway_children(
                 ],
             },
         },
-        _deployment(endpoint, namespace, owner, labels, config_hash, refs, settings, account),
+        _deployment(
+            endpoint,
+            namespace,
+            owner,
+            labels,
+            config_hash,
+            refs,
+            settings,
+            account,
+            mount_token=service_account,
+        ),
         {
             "apiVersion": "autoscaling/v2",
             "kind": "HorizontalPodAutoscaler",
@@ -126,6 +153,8 @@ def _deployment(
     refs: list[SecretRef],
     settings: Settings,
     account: str | None,
+    *,
+    mount_token: bool,
 ) -> Manifest:
     name = gateway_name(endpoint)
     selector = gateway_selector(endpoint)
@@ -158,13 +187,14 @@ def _deployment(
     if settings.gateway_tolerations:
         placement["tolerations"] = [dict(t) for t in settings.gateway_tolerations]
     # The token is the gateway's credential for TokenReview, so it is mounted only
-    # when the gateway verifies ServiceAccount tokens (and then for its own account).
+    # when the gateway verifies ServiceAccount tokens (and then for its own account);
+    # IRSA and EKS Pod Identity project tokens of their own audience themselves.
     # "default" is spelled out: left out, the apiserver would keep the old name
     # through the deprecated `serviceAccount` field, and pods would name a pruned
     # ServiceAccount.
     identity: Manifest = {
         "serviceAccountName": account or "default",
-        "automountServiceAccountToken": account is not None,
+        "automountServiceAccountToken": mount_token,
     }
     return {
         "apiVersion": "apps/v1",

@@ -416,3 +416,20 @@ def test_the_log_sink_writes_json_lines(
     assert json.loads(line["response"])["choices"][0]["message"]["content"] == "Hello from upstream"
     assert line["requester"] is None and line["status_code"] == 200
     assert line["request_time"].endswith("+00:00")
+
+
+def test_a_request_refused_by_a_rate_limit_is_a_usage_row(
+    upstream: FakeProvider, gateway: Callable[..., RunningGateway], database: str
+) -> None:
+    config = tracked(upstream.url + "/v1", rateLimits=[{"calls": 1, "key": "user"}])
+    gw = start(gateway, config, database)
+    sdk(gw, ALICE).chat.completions.create(model="ep", messages=CHAT)
+    with pytest.raises(openai.RateLimitError):
+        sdk(gw, ALICE).chat.completions.create(model="ep", messages=CHAT)
+    found = rows(database, count=2)
+    assert [(r["status_code"], r["error_code"]) for r in found] == [
+        (200, None),
+        (429, "REQUEST_LIMIT_EXCEEDED"),
+    ]
+    assert all(r["requester"] == "alice" for r in found)
+    assert found[1]["served_entity"] is None and found[1]["input_character_count"] > 0

@@ -140,8 +140,9 @@ def test_a_long_endpoint_name_still_makes_a_table_name() -> None:
 
 def test_a_missing_database_secret_keeps_the_endpoint_serving() -> None:
     ep = endpoint(external("gpt"))
-    field = "spec.aiGateway.usageTrackingConfig " + CLUSTER_FIELD
-    problem = SecretProblem("", field, "modelport-usage-db", "dsn", "secret")
+    (ref,) = [r for r in _render(USAGE).secret_refs if r.name == "modelport-usage-db"]
+    assert ref.field == "spec.aiGateway.usageTrackingConfig " + CLUSTER_FIELD
+    problem = SecretProblem("", ref.field, ref.name, ref.key, "secret", ref.consequence)
     observed = Observed(namespace="team-a", url="http://chat", gateway=None)
     observed = replace(observed, secret_problems=[problem])
     status = compute_status(ep, observed, None, datetime(2026, 12, 1, tzinfo=UTC))
