@@ -204,7 +204,9 @@ def _serve_the_rendered_files(
         )
         assert (row["endpoint_namespace"], row["endpoint_name"]) == ("team-a", "custom-chat")
         assert (row["requester"], row["served_entity"]) == ("e2e", "in-house")
-        (payload,) = eventually(lambda: _rows(dsn, "SELECT * FROM custom_chat_payload"), 20)
+        (payload,) = eventually(
+            lambda: _rows(dsn, "SELECT * FROM custom_chat_payload WHERE status_code = 200"), 20
+        )
         assert payload["request_id"] == row["request_id"]
         assert json.loads(payload["response"])["choices"][0]["message"]["content"] == (
             "Hello from upstream"
