@@ -28,7 +28,6 @@ import asyncpg
 
 USER = "modelport"
 DATABASE = "postgres"
-_SEARCH = ("/usr/lib/postgresql/*/bin",)
 
 
 class PostgresMissingError(RuntimeError):
@@ -36,11 +35,11 @@ class PostgresMissingError(RuntimeError):
 
 
 def binaries() -> Path:
-    """The directory of ``initdb``/``pg_ctl``/``postgres`` (the newest Debian version)."""
-    found = sorted(Path("/").glob(_SEARCH[0].lstrip("/")), key=lambda p: p.parent.name)
-    for directory in reversed(found):
-        if (directory / "pg_ctl").is_file():
-            return directory
+    """The directory of ``initdb``/``pg_ctl``/``postgres`` (Debian's newest version, else
+    whatever ``initdb`` on PATH belongs to)."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: p.parts[-3])
+    if found:
+        return found[-1].parent
     initdb = shutil.which("initdb")
     if initdb:
         return Path(initdb).resolve().parent

@@ -208,9 +208,11 @@ class GatewayApp:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self._started = False
-                for stage in self._stages():
-                    if hasattr(stage, "aclose"):
-                        await stage.aclose()
+                # Together: each sink drains within its own budget (a table writer's 10 s),
+                # and the pod's grace period must cover the longest, not their sum.
+                await asyncio.gather(
+                    *(stage.aclose() for stage in self._stages() if hasattr(stage, "aclose"))
+                )
                 await self.upstream.aclose()
                 await self.metrics.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
