@@ -84,7 +84,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "modelport-apikey-Nw: the gateway with API-key caller auth on; modelport-ratelimit-1w "
         "and -Nw: that, plus a per-user calls limit counted in a redis-server the run starts; "
         "modelport-tables-1w and -Nw: auth off, usage rows and payload logging to a "
-        "PostgreSQL the run starts",
+        "PostgreSQL the run starts; "
+        "modelport-pii-1w and -Nw: caller auth off, guardrails' PII MASK on input and output",
     )
     p.add_argument(
         "--points",
@@ -284,6 +285,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             starters[f"modelport-tables-{w}w"] = lambda w=w, cpus=cpus: start_modelport(
                 procs, workdir, upstream, w, cpus, tables_dsn=tables_database()
+            )
+            starters[f"modelport-pii-{w}w"] = lambda w=w, cpus=cpus: start_modelport(
+                procs, workdir, upstream, w, cpus, pii=True
             )
             if store is not None:
                 starters[f"modelport-ratelimit-{w}w"] = lambda w=w, cpus=cpus: start_modelport(

@@ -155,6 +155,7 @@ def start_modelport(
     code: Path | None = None,
     api_key: bool = False,
     rate_limit_store: str | None = None,
+    pii: bool = False,
     tables_dsn: str | None = None,
 ) -> Target:
     """``modelport gateway`` with ``workers`` uvicorn workers, self-hosted entities.
@@ -167,6 +168,8 @@ def start_modelport(
     ``rate_limit_store`` (a Redis URL), as target ``modelport-ratelimit-Nw``: the API-key
     caller under a per-user calls limit too high to ever refuse, counted in that Redis
     (compare it with ``modelport-apikey-Nw``: the difference is the limiter). With
+    ``pii``, as target ``modelport-pii-Nw``: caller auth off, guardrails' PII MASK on input
+    and output (every request and every answer, streamed chunk by chunk, is checked).
     ``tables_dsn``, as target ``modelport-tables-Nw``: auth off, usage rows and payload
     rows (every request, streams aggregated) written to the PostgreSQL at that connection
     string.
@@ -178,6 +181,8 @@ def start_modelport(
         if rate_limit_store
         else "modelport-apikey"
         if api_key
+        else "modelport-pii"
+        if pii
         else "modelport-tables"
         if tables_dsn
         else "modelport"
@@ -235,6 +240,12 @@ def start_modelport(
         }
     elif _knows_auth(code):
         config["aiGateway"] = {"auth": {"enabled": False}}
+    if pii:
+        mask = {"pii": "MASK"}
+        config["aiGateway"] = {
+            "auth": {"enabled": False},
+            "guardrails": {"input": mask, "output": mask},
+        }
     (base / "config/gateway.json").write_text(json.dumps(config, indent=2))
     port = free_port()
     command = [sys.executable, "-m", "modelport.cli"]

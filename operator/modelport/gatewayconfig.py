@@ -70,6 +70,14 @@ Example (``gateway.json``; YAML shown for readability, the file is JSON)::
         serviceAccountTokens: {audiences: [modelport], cacheSeconds: 10}
         oidc: {issuer: https://login.example.com, audiences: [modelport]}
         allow: {serviceAccounts: [team-a/*], groups: [ml-platform]}
+      guardrails:                           # see modelport.gateway.guardrails
+        input: {pii: MASK, invalidKeywords: [secret project], validTopics: [billing], safety: true}
+        output: {pii: MASK}
+        guard: {url: "http://guard.ml.svc.cluster.local/v1", model: guard, failOpen: false,
+                tokenPath: modelport-guard/token}
+    readiness:                              # fallback skips self-hosted entities with no ready pod
+      namespace: team-a
+      services: {llama-8b: chat-llama-8b}   # entity -> its Service (EndpointSlices watched)
 
 The file is parsed and validated here and nowhere else; this module deliberately imports
 nothing from ``modelport.api`` so the gateway image and the operator can evolve the CRD
@@ -502,6 +510,87 @@ class AuthConfig(_Strict):
     allow: Allow = Field(default_factory=Allow)
 
 
+class GuardrailChecks(_Strict):
+    """The checks of one direction (aiGateway.guardrails.input / .output)."""
+
+    safety: bool = False
+    pii: Literal["NONE", "BLOCK", "MASK"] = "NONE"
+    invalid_keywords: list[str] = Field(
+        default_factory=list, alias="invalidKeywords", max_length=100
+    )
+    valid_topics: list[str] = Field(default_factory=list, alias="validTopics", max_length=100)
+
+    @property
+    def active(self) -> bool:
+        """Whether any check is on."""
+        return bool(self.safety or self.pii != "NONE" or self.invalid_keywords or self.valid_topics)
+
+
+class GuardModel(_Strict):
+    """The guard model that judges safety: an OpenAI-compatible chat API (a Llama Guard
+    entity of another ServingEndpoint, or any URL), and what to do when it cannot answer."""
+
+    url: str = Field(
+        description="Base URL ending in /v1, e.g. http://guard.ns.svc.cluster.local/v1."
+    )
+    model: str = Field(min_length=1)
+    token_path: RelativeSecretPath | None = Field(
+        default=None,
+        alias="tokenPath",
+        description="A file under --secrets holding the bearer token to send (a projected "
+        "ServiceAccount token, re-read when it rotates); unset: no Authorization header.",
+    )
+    fail_open: bool = Field(default=False, alias="failOpen")
+    timeout_seconds: float = Field(default=5.0, alias="timeoutSeconds", gt=0, le=60)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"guard url {value!r} must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("token_path")
+    @classmethod
+    def _inside_secrets(cls, value: str | None) -> str | None:
+        if value is not None:
+            _check_relative(value)
+        return value
+
+
+class GuardrailsConfig(_Strict):
+    """aiGateway.guardrails, plus the cluster's guard model when ``safety`` is on."""
+
+    input: GuardrailChecks = Field(default_factory=GuardrailChecks)
+    output: GuardrailChecks = Field(default_factory=GuardrailChecks)
+    guard: GuardModel | None = None
+
+    @model_validator(mode="after")
+    def _guard_for_safety(self) -> Self:
+        if (self.input.safety or self.output.safety) and self.guard is None:
+            raise ValueError(
+                "guardrails: safety is on but no guard model is configured; set the cluster's "
+                "guard model (Helm value guardModel) or turn safety off"
+            )
+        return self
+
+
+class Readiness(_Strict):
+    """Which Services' EndpointSlices tell whether a self-hosted entity has a ready pod.
+
+    ``apiServer``, ``tokenFile`` and ``caFile`` default to the pod's in-cluster
+    configuration, as for :class:`ServiceAccountTokens`.
+    """
+
+    namespace: str = Field(min_length=1)
+    services: dict[str, str] = Field(
+        min_length=1, description="Entity name -> the name of its inference Service."
+    )
+    api_server: str | None = Field(default=None, alias="apiServer")
+    token_file: str | None = Field(default=None, alias="tokenFile")
+    ca_file: str | None = Field(default=None, alias="caFile")
+
+
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
 """Payloads larger than this are not stored in an inference table (as the reference
 service: 1 MiB), only counted and marked."""
@@ -570,6 +659,7 @@ class AiGatewayConfig(_Strict):
     rate_limits: list[RateLimit] = Field(default_factory=list, alias="rateLimits", max_length=20)
     rate_limiting: RateLimiting = Field(default_factory=RateLimiting, alias="rateLimiting")
     auth: AuthConfig = Field(default_factory=AuthConfig)
+    guardrails: GuardrailsConfig = Field(default_factory=GuardrailsConfig)
 
 
 class GatewayConfig(_Strict):
@@ -590,6 +680,11 @@ class GatewayConfig(_Strict):
     entities: list[EntityConfig] = Field(min_length=1)
     routes: list[Route] = Field(default_factory=list)
     ai_gateway: AiGatewayConfig = Field(default_factory=AiGatewayConfig, alias="aiGateway")
+    readiness: Readiness | None = Field(
+        default=None,
+        description="Where the gateway learns which self-hosted entities have a ready pod "
+        "(fallback skips those that have none); unset: every entity counts as ready.",
+    )
 
     @model_validator(mode="after")
     def _routes_are_consistent(self) -> Self:
@@ -598,6 +693,10 @@ class GatewayConfig(_Strict):
             raise ValueError(f"entity names must be unique, got {names}")
         if len({e.task for e in self.entities}) != 1:
             raise ValueError("all entities of one endpoint must share one task")
+        if self.readiness is not None:
+            unknown = sorted(set(self.readiness.services) - set(names))
+            if unknown:
+                raise ValueError(f"readiness.services names unknown entities {unknown}")
         if not self.routes:
             if len(self.entities) != 1:
                 raise ValueError("routes are required when there is more than one entity")

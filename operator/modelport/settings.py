@@ -25,6 +25,8 @@ Each line: environment variable, `modelport operator` flag, default.
 - MODELPORT_GATEWAY_AUTH, --gateway-auth (JSON): callers must authenticate;
   ServiceAccount tokens with audience "modelport"; no OIDC issuer
 - MODELPORT_GATEWAY_TOKENREVIEW_BINDING, --gateway-tokenreview-binding: none
+- MODELPORT_GATEWAY_READINESS_ROLE, --gateway-readiness-role: none
+- MODELPORT_GUARD_MODEL, --guard-model (JSON): none
 - MODELPORT_RATE_LIMITING, --rate-limiting (JSON): no shared store (each gateway process
   counts on its own); fail closed; 512 completion tokens reserved without max_tokens
 - MODELPORT_USAGE_DATABASE, --usage-database (JSON): none (usage is only counted)
@@ -70,6 +72,19 @@ ClusterRole that may create TokenReviews) whose subjects the operator keeps equa
 the gateways that verify ServiceAccount tokens; the chart creates both. Unset, or
 when the binding does not exist, gateways cannot verify ServiceAccount tokens and
 the endpoints that use them say so in their Degraded condition.
+`MODELPORT_GATEWAY_READINESS_ROLE` names a role that may get, list and watch
+`endpointslices` (the chart creates it): ``ClusterRole/<name>``, or ``Role/<name>`` for
+a Role of that name in each watched namespace; for an endpoint with fallback on and a
+self-hosted entity, the operator binds the gateway's ServiceAccount to it with a
+RoleBinding in the endpoint's namespace, so that fallback skips entities with no ready
+pod. Unset: no binding, and entities count as ready until a request to them fails.
+`MODELPORT_GUARD_MODEL` is the guard model that `guardrails.*.safety` asks (the Helm
+value `guardModel`): ``{"endpoint": "<namespace>/<name>"}`` (a ServingEndpoint serving a
+guard such as Llama Guard; the gateway calls it with a ServiceAccount token for
+`audience`, default "modelport") or ``{"url": "http://.../v1", "model": "<name>"}``,
+plus optional ``"failOpen": false`` (when the guard cannot answer: refuse with 503, or
+let the request through) and ``"timeoutSeconds": 5``. Unset, an endpoint that turns
+safety on cannot be served and says so in its status.
 `MODELPORT_RATE_LIMITING` says how endpoints' `spec.aiGateway.rateLimits` are enforced,
 the Helm value `rateLimiting`::
 
@@ -167,6 +182,19 @@ class GatewayAuthDefaults:
 
 
 @dataclass(frozen=True)
+class GuardModelSetting:
+    """The cluster's guard model (MODELPORT_GUARD_MODEL): a ServingEndpoint or a URL."""
+
+    url: str
+    model: str
+    endpoint: tuple[str, str] | None = None
+    """(namespace, name) when the guard is a ServingEndpoint (called with a token)."""
+    audience: str = DEFAULT_TOKEN_AUDIENCE
+    fail_open: bool = False
+    timeout_seconds: float = 5.0
+
+
+@dataclass(frozen=True)
 class RateLimitingDefaults:
     """How rate limits are enforced on every endpoint (MODELPORT_RATE_LIMITING)."""
 
@@ -242,6 +270,8 @@ class Settings:
     )
     gateway_auth: GatewayAuthDefaults = field(default_factory=GatewayAuthDefaults)
     gateway_tokenreview_binding: str = ""
+    gateway_readiness_role: str = ""
+    guard_model: GuardModelSetting | None = None
     rate_limiting: RateLimitingDefaults = field(default_factory=RateLimitingDefaults)
     usage_database: UsageDatabase | None = None
     progress_deadline_seconds: int = 600
@@ -311,6 +341,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         gateway_tokenreview_binding=_parse_object_name(
             "GATEWAY_TOKENREVIEW_BINDING", get("GATEWAY_TOKENREVIEW_BINDING", "")
         ),
+        gateway_readiness_role=_parse_role_ref(get("GATEWAY_READINESS_ROLE", "")),
+        guard_model=parse_guard_model(get("GUARD_MODEL", "")),
         rate_limiting=_parse_rate_limiting(get("RATE_LIMITING", "")),
         usage_database=_parse_usage_database(get("USAGE_DATABASE", "")),
         progress_deadline_seconds=integer("PROGRESS_DEADLINE_SECONDS", 600, 10),
@@ -330,6 +362,63 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
             f"GPU profile; choose one of {sorted(profiles)}"
         )
     return settings
+
+
+def _parse_role_ref(raw: str) -> str:
+    """MODELPORT_GATEWAY_READINESS_ROLE: ``ClusterRole/<name>``, ``Role/<name>`` (a Role of
+    that name in each namespace) or ``<name>`` (a ClusterRole); normalised to kind/name."""
+    if not raw:
+        return ""
+    kind, slash, name = raw.partition("/")
+    if not slash:
+        kind, name = "ClusterRole", raw
+    if kind not in ("ClusterRole", "Role"):
+        raise SettingsError(
+            f"{ENV_PREFIX}GATEWAY_READINESS_ROLE={raw!r}: write ClusterRole/<name> or Role/<name>"
+        )
+    return f"{kind}/{_parse_object_name('GATEWAY_READINESS_ROLE', name)}"
+
+
+def parse_guard_model(raw: str) -> GuardModelSetting | None:
+    """Parse MODELPORT_GUARD_MODEL (see the module's docstring)."""
+    if not raw:
+        return None
+    where = f"{ENV_PREFIX}GUARD_MODEL"
+    shape = '{"endpoint": "<namespace>/<name>"} or {"url": "http://.../v1", "model": "<name>"}'
+    data = _json_object("GUARD_MODEL", raw, shape)
+    _known(where, data, {"endpoint", "url", "model", "audience", "failOpen", "timeoutSeconds"})
+    fail_open = _boolean(f"{where}.failOpen", data.get("failOpen", False))
+    timeout = data.get("timeoutSeconds", 5.0)
+    if not isinstance(timeout, int | float) or isinstance(timeout, bool) or not 0 < timeout <= 60:
+        raise SettingsError(
+            f"{where}.timeoutSeconds={timeout!r}: give seconds, above 0, at most 60"
+        )
+    audience = data.get("audience", DEFAULT_TOKEN_AUDIENCE)
+    if not isinstance(audience, str) or not audience:
+        raise SettingsError(f"{where}.audience={audience!r}: give an audience name")
+    endpoint, url = data.get("endpoint"), data.get("url")
+    if (endpoint is None) == (url is None):
+        raise SettingsError(f"{where}: set exactly one of endpoint and url; give {shape}")
+    if endpoint is not None:
+        namespace, _, name = str(endpoint).partition("/")
+        if not (_OBJECT_NAME.match(namespace) and _OBJECT_NAME.match(name)):
+            raise SettingsError(f"{where}.endpoint={endpoint!r}: write '<namespace>/<name>'")
+        return GuardModelSetting(
+            url=f"http://{name}.{namespace}.svc.cluster.local/v1",
+            model=str(data.get("model") or name),
+            endpoint=(namespace, name),
+            audience=audience,
+            fail_open=fail_open,
+            timeout_seconds=float(timeout),
+        )
+    model = data.get("model")
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise SettingsError(f"{where}.url={url!r}: give an http(s) URL ending in /v1")
+    if not isinstance(model, str) or not model:
+        raise SettingsError(f"{where}: url needs model, the name the guard serves")
+    return GuardModelSetting(
+        url=url.rstrip("/"), model=model, fail_open=fail_open, timeout_seconds=float(timeout)
+    )
 
 
 def _json_setting(name: str, raw: str, shape: str) -> Any:
@@ -686,6 +775,12 @@ _OPERATOR_FLAGS: list[tuple[str, str, str]] = [
         "GATEWAY_TOKENREVIEW_BINDING",
         "ClusterRoleBinding that lets gateways create TokenReviews",
     ),
+    (
+        "--gateway-readiness-role",
+        "GATEWAY_READINESS_ROLE",
+        "ClusterRole that lets gateways watch EndpointSlices (bound per namespace)",
+    ),
+    ("--guard-model", "GUARD_MODEL", "the guard model of guardrails' safety check (JSON)"),
     ("--rate-limiting", "RATE_LIMITING", "rate limits' shared store and behaviour (JSON)"),
     (
         "--usage-database",

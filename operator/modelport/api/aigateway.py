@@ -161,23 +161,41 @@ class RateLimit(ApiModel):
 
 
 class PiiGuardrail(ApiModel):
-    """What to do with personally identifiable information."""
+    """What to do with personally identifiable information: e-mail addresses, phone
+    numbers, credit card numbers (Luhn-checked), IBANs (checksum-checked), IP addresses
+    and US SSNs."""
 
     behavior: PiiBehavior = Field(
-        default="NONE", description="NONE, BLOCK (refuse the request) or MASK (redact it)."
+        default="NONE",
+        description="NONE, BLOCK (refuse with 400 and a reason naming the kinds found, "
+        "e.g. pii:EMAIL) or MASK (replace each finding with [EMAIL], [PHONE], "
+        "[CREDIT_CARD], [IBAN], [IP_ADDRESS] or [US_SSN] before it goes on).",
     )
 
 
 class GuardrailParameters(ApiModel):
-    """Checks applied to one direction of traffic."""
+    """Checks applied to one direction of traffic (input: requests; output: answers,
+    streamed ones included)."""
 
-    safety: bool | None = Field(default=None, description="Block unsafe content.")
+    safety: bool | None = Field(
+        default=None,
+        description="Ask the cluster's guard model (Helm value guardModel, e.g. Llama "
+        "Guard) whether the text is safe; refuse what it calls unsafe. On output, a stream "
+        "is held until the whole answer is judged.",
+    )
     pii: PiiGuardrail | None = Field(default=None, description="PII detection.")
     invalid_keywords: list[Annotated[str, Field(max_length=TEXT)]] | None = Field(
-        default=None, max_length=100, description="Refuse text containing any of these."
+        default=None,
+        max_length=100,
+        description="Refuse text containing any of these (whole words, case-insensitive, "
+        "Unicode-normalised).",
     )
     valid_topics: list[Annotated[str, Field(max_length=TEXT)]] | None = Field(
-        default=None, max_length=100, description="Refuse text about none of these topics."
+        default=None,
+        max_length=100,
+        description="Refuse text about none of these topics (input: the last user message). "
+        "A lexical match of content words, no synonyms: list the words callers use. On "
+        "output, a stream is held until the whole answer is judged.",
     )
 
 
@@ -189,7 +207,11 @@ class Guardrails(ApiModel):
 
 
 class FallbackConfig(ApiModel):
-    """On a provider error (429 or 5xx), retry on the other entities in route order."""
+    """On a provider error (429 or 5xx, a timeout, a refused connection), try the other
+    entities, heaviest route first, within one request timeout and only before the
+    answer has started: a short Retry-After (2 s at most) retries the same entity once;
+    an entity failing 5 times in a row is skipped for 30 s (circuit breaker); a
+    self-hosted entity with no ready pod is skipped at once."""
 
     enabled: bool = Field(default=False, description="Fall back to the next entity.")
 

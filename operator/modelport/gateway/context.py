@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 PrincipalKind = Literal["user", "service_principal"]
 AuthMethod = Literal["api_key", "service_account", "oidc"]
 Outcome = Literal["ok", "error", "timeout", "disconnected"]
+Direction = Literal["input", "output"]
+GuardrailCheck = Literal["pii", "keywords", "topics", "safety"]
+GuardrailAction = Literal["mask", "block", "fail_open", "fail_closed"]
 
 _ID_PREFIX = os.urandom(8).hex()
 _ID_COUNTER = itertools.count()
@@ -70,6 +73,20 @@ class Attempt:
     status: int = 0
     """What this attempt would have answered: 200, or the error's status."""
     error_code: str | None = None
+    skipped: str | None = None
+    """Why no request was sent (``not_ready``, ``breaker_open``); None when one was."""
+
+
+@dataclass(frozen=True, slots=True)
+class GuardrailDecision:
+    """A guardrail that acted on the request: masked or blocked something, or could not
+    judge (the guard model down) and let it through or refused it. ``kinds`` names what
+    was found (``EMAIL``, a safety category ...), never the text."""
+
+    direction: Direction
+    check: GuardrailCheck
+    action: GuardrailAction
+    kinds: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -154,6 +171,15 @@ class RequestContext:
     """The body's ``usage_context`` (reference-service field), taken out of it."""
     relayed: Relayed | None = None
     """What the client got, when usage rows or payload rows need it."""
+    guardrails: list[GuardrailDecision] | None = None
+    """The guardrails that acted, in order; None when none did (the usual case)."""
+
+    def record(self, decision: GuardrailDecision) -> None:
+        """Add a guardrail's decision."""
+        if self.guardrails is None:
+            self.guardrails = [decision]
+        else:
+            self.guardrails.append(decision)
 
     @property
     def entity(self) -> str | None:

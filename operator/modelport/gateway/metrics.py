@@ -28,6 +28,14 @@ Series (the names are an interface: dashboards, alerts and tests use them):
   (a restarted worker starts a fresh count). Per-caller totals beyond that bound belong
   in the usage rows, not in Prometheus.
 - ``modelport_gateway_in_flight_requests`` (gauge): requests being served now.
+- ``modelport_gateway_guardrail_decisions_total{direction,check,kind,action}``: each
+  guardrail that acted (``action`` ``mask``, ``block``, ``fail_open``, ``fail_closed``),
+  one per ``kind`` found (``EMAIL``, a safety category; empty for keywords and topics).
+- ``modelport_gateway_fallbacks_total{entity,reason}``: an entity passed over for the
+  next: ``reason`` is the status of its error, ``not_ready`` or ``breaker_open``.
+- ``modelport_gateway_breaker_transitions_total{entity,state}`` and
+  ``modelport_gateway_breaker_open{entity}`` (gauge, 1 while open or probing; the
+  highest of the workers): each entity's circuit breaker, per worker process.
 - with usage tracking on (``Metrics(usage_endpoint=...)``):
   ``modelport_gateway_usage_requests_total{endpoint,entity,principal_kind}`` and
   ``modelport_gateway_usage_tokens_total{endpoint,entity,principal_kind,kind}``:
@@ -236,6 +244,35 @@ class Metrics:
             # livesum: the pod's sum over the workers alive now; a dead one's share goes.
             multiprocess_mode="livesum",
         )
+        # Guardrails and fallback: series made on first use, off the hot path (a request
+        # that no guardrail acted on and that one entity answered never touches them).
+        self._guardrails = Counter(
+            "modelport_gateway_guardrail_decisions",
+            "Guardrail decisions by direction, check, kind found and action.",
+            ("direction", "check", "kind", "action"),
+            registry=family_registry,
+        )
+        self._fallbacks = Counter(
+            "modelport_gateway_fallbacks",
+            "Entities passed over for the next one, by reason (an error's status, not_ready, "
+            "breaker_open).",
+            ("entity", "reason"),
+            registry=family_registry,
+        )
+        self._breaker_transitions = Counter(
+            "modelport_gateway_breaker_transitions",
+            "Circuit breaker transitions by entity and new state (open, half_open, closed).",
+            ("entity", "state"),
+            registry=family_registry,
+        )
+        self._breaker_open = Gauge(
+            "modelport_gateway_breaker_open",
+            "1 while an entity's circuit breaker is open or probing (any worker).",
+            ("entity",),
+            registry=family_registry,
+            multiprocess_mode="livemax",
+        )
+        self._rare_cells: dict[tuple[object, ...], _Cell] = {}
         self._rate_limit_decisions = Counter(
             "modelport_gateway_rate_limit_decisions",
             "Rate-limit decisions by the limit's key kind and decision (admitted, limited, "
@@ -316,6 +353,8 @@ class Metrics:
             )
         if self._usage_endpoint is not None:
             self._count_usage(entity, ctx)
+        if ctx.guardrails is not None or len(attempts) > 1:
+            self._count_decisions(ctx)
         if self._dir is not None and ended - self._flushed_at >= FLUSH_SECONDS:
             self.flush()
 
@@ -328,6 +367,11 @@ class Metrics:
             dropped_shutdown=self._cell(self._table_rows.labels(table, "dropped_shutdown")),
             not_stored=self._cell(self._payloads_not_stored.labels(table)),
         )
+
+    def breaker_changed(self, entity: str, state: str) -> None:
+        """An entity's circuit breaker moved to ``state`` (open, half_open, closed)."""
+        self._rare(self._breaker_transitions, (entity, state)).value += 1
+        self._breaker_open.labels(entity).set(0 if state == "closed" else 1)
 
     def rate_limit_decision(self, kinds: tuple[str, ...], decision: str) -> None:
         """A rate-limit decision, counted for each key kind it involved."""
@@ -407,6 +451,25 @@ class Metrics:
                 self.flush()
 
     # -- internals
+
+    def _count_decisions(self, ctx: RequestContext) -> None:
+        """Guardrail decisions and fallbacks of one request (the rare path)."""
+        for d in ctx.guardrails or ():
+            for kind in d.kinds or ("",):
+                key = (d.direction, d.check, kind, d.action)
+                self._rare(self._guardrails, key).value += 1
+        for attempt in ctx.attempts[:-1]:
+            reason = attempt.skipped or str(attempt.status)
+            self._rare(self._fallbacks, (attempt.entity, reason)).value += 1
+
+    def _rare(self, family: Counter, labels: tuple[str, ...]) -> _Cell:
+        """The cell of a series of a rarely counted family, made on first use. Label values
+        come from the config (entities, categories) and fixed words, so they are bounded."""
+        key = (id(family), *labels)
+        cell = self._rare_cells.get(key)
+        if cell is None:
+            cell = self._rare_cells[key] = self._cell(family.labels(*labels))
+        return cell
 
     def _cell(self, child: Counter) -> _Cell:
         cell = _Cell(_adder(child))

@@ -18,9 +18,11 @@ from modelport.api import API_VERSION, KIND, ServingEndpoint
 from modelport.render.config import (
     RenderError,
     SecretRef,
+    needs_readiness,
     rate_limits_per_replica,
     render_gateway_config,
     secret_refs,
+    uses_guard,
 )
 from modelport.render.gateway import gateway_children
 from modelport.render.inference import entity_children
@@ -70,17 +72,23 @@ def render(endpoint: ServingEndpoint, settings: Settings) -> Rendered:
     if not meta.uid:
         raise RenderError(f"metadata.uid of {meta.name} is empty; read the endpoint from the API")
     owner = OwnerRef(API_VERSION, KIND, meta.name, meta.uid)
+    # Readiness needs the chart's role to bind; without it, nothing is rendered.
+    readiness = bool(settings.gateway_readiness_role) and needs_readiness(endpoint)
     config = render_gateway_config(
         endpoint,
         settings.catalog,
         settings.gateway_auth,
         settings.rate_limiting,
-        settings.usage_database,
+        guard=settings.guard_model,
+        readiness=readiness,
+        database=settings.usage_database,
     )
     text = gc.dumps(config)
     config_hash = stable_hash(text, CONFIG_HASH_LEN)
     refs = secret_refs(endpoint, settings.rate_limiting, settings.usage_database)
     verifies_tokens = config.ai_gateway.auth.service_account_tokens is not None
+    guard = settings.guard_model
+    token_for_guard = guard is not None and guard.endpoint is not None and uses_guard(endpoint)
     children = gateway_children(
         meta.name,
         namespace,
@@ -89,8 +97,11 @@ def render(endpoint: ServingEndpoint, settings: Settings) -> Rendered:
         config_hash,
         refs,
         settings,
-        service_account=verifies_tokens,
+        # Its own token for the apiserver: TokenReviews, or the EndpointSlices watch.
+        service_account=verifies_tokens or readiness,
         pod_identity=any(_signs_as_pod(e) for e in config.entities),
+        readiness_role=settings.gateway_readiness_role if readiness else None,
+        guard_audience=guard.audience if guard is not None and token_for_guard else None,
     )
     for index, entity in enumerate(endpoint.spec.served_entities):
         if entity.is_self_hosted:

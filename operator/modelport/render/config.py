@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from modelport import gatewayconfig as gc
 from modelport.api import ServingEndpoint
+from modelport.api.aigateway import GuardrailParameters
 from modelport.api.entities import ServedEntity
 from modelport.api.meta import SecretKeySelector, SecretValue
 from modelport.api.providers import PROVIDER_CONFIG_FIELDS, ExternalModel
@@ -23,10 +24,18 @@ from modelport.render.auth import auth_config
 from modelport.render.names import entity_name
 from modelport.render.tables import inference_table, table_secrets, usage_table
 from modelport.runtimes.catalog import Catalog, CatalogEntry, CatalogError
-from modelport.settings import GatewayAuthDefaults, RateLimitingDefaults, UsageDatabase
+from modelport.settings import (
+    GatewayAuthDefaults,
+    GuardModelSetting,
+    RateLimitingDefaults,
+    UsageDatabase,
+)
 
 INFERENCE_PORT = 8000
 DEFAULT_TASK = gc.Task.CHAT
+GUARD_TOKEN_PATH = "modelport-guard/token"  # noqa: S105 - a file path under --secrets
+"""Where the gateway's token for a guard ServingEndpoint is projected (in the secrets
+volume, so the gateway re-reads it when the kubelet rotates it)."""
 
 
 class RenderError(ValueError):
@@ -69,12 +78,17 @@ def render_gateway_config(
     catalog: Catalog | None = None,
     auth: GatewayAuthDefaults | None = None,
     rate_limiting: RateLimitingDefaults | None = None,
+    *,
+    guard: GuardModelSetting | None = None,
+    readiness: bool = False,
     database: UsageDatabase | None = None,
 ) -> gc.GatewayConfig:
     """The `GatewayConfig` of `endpoint` (raises `RenderError` when it is not valid);
     `catalog` gives a self-hosted catalog model its task when the entity names none,
     `auth` holds the cluster's defaults for who may call (default: the built-in ones),
-    `rate_limiting` how limits are enforced (default: in each gateway process),
+    `rate_limiting` how limits are enforced (default: in each gateway process), `guard`
+    the cluster's guard model for safety checks, `readiness` whether the gateway may
+    watch its self-hosted entities' EndpointSlices (see `needs_readiness`), and
     `database` the cluster's usage database (default: none)."""
     spec = endpoint.spec
     namespace = endpoint.metadata.namespace or "default"
@@ -116,10 +130,70 @@ def render_gateway_config(
                     endpoint, rate_limiting or RateLimitingDefaults(), bool(rate_limits)
                 ),
                 auth=auth_config(endpoint, auth or GatewayAuthDefaults()),
+                guardrails=_guardrails(endpoint, guard),
             ),
+            readiness=_readiness(endpoint, namespace) if readiness else None,
         )
     except ValidationError as exc:
         raise RenderError(f"spec cannot be served by the gateway: {_describe(exc)}") from None
+
+
+def needs_readiness(endpoint: ServingEndpoint) -> bool:
+    """Whether fallback could skip a self-hosted entity with no ready pod: fallback is on
+    and there is a self-hosted entity and another entity to go to."""
+    spec = endpoint.spec
+    ai = spec.ai_gateway
+    fallback = bool(ai and ai.fallback_config and ai.fallback_config.enabled)
+    entities = spec.served_entities
+    return fallback and len(entities) > 1 and any(e.is_self_hosted for e in entities)
+
+
+def uses_guard(endpoint: ServingEndpoint) -> bool:
+    """Whether a guardrail of the endpoint asks the guard model (``safety``)."""
+    ai = endpoint.spec.ai_gateway
+    g = ai.guardrails if ai else None
+    return bool(g and ((g.input and g.input.safety) or (g.output and g.output.safety)))
+
+
+def _guardrails(endpoint: ServingEndpoint, guard: GuardModelSetting | None) -> gc.GuardrailsConfig:
+    ai = endpoint.spec.ai_gateway
+    g = ai.guardrails if ai else None
+    if g is None:
+        return gc.GuardrailsConfig()
+    model = None
+    if uses_guard(endpoint):
+        if guard is None:
+            raise RenderError(
+                "spec.aiGateway.guardrails: safety is on but this cluster has no guard model; "
+                "set the chart value guardModel (MODELPORT_GUARD_MODEL) or turn safety off"
+            )
+        model = gc.GuardModel(
+            url=guard.url,
+            model=guard.model,
+            tokenPath=GUARD_TOKEN_PATH if guard.endpoint else None,
+            failOpen=guard.fail_open,
+            timeoutSeconds=guard.timeout_seconds,
+        )
+    return gc.GuardrailsConfig(input=_checks(g.input), output=_checks(g.output), guard=model)
+
+
+def _checks(params: GuardrailParameters | None) -> gc.GuardrailChecks:
+    if params is None:
+        return gc.GuardrailChecks()
+    return gc.GuardrailChecks(
+        safety=bool(params.safety),
+        pii=params.pii.behavior if params.pii else "NONE",
+        invalidKeywords=list(params.invalid_keywords or []),
+        validTopics=list(params.valid_topics or []),
+    )
+
+
+def _readiness(endpoint: ServingEndpoint, namespace: str) -> gc.Readiness:
+    name = endpoint.metadata.name
+    services = {
+        e.name: entity_name(name, e.name) for e in endpoint.spec.served_entities if e.is_self_hosted
+    }
+    return gc.Readiness(namespace=namespace, services=services)
 
 
 def _rate_limiting(

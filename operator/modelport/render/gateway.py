@@ -25,7 +25,7 @@ from __future__ import annotations
 from itertools import groupby
 
 from modelport import gatewayconfig as gc
-from modelport.render.config import SecretRef
+from modelport.render.config import GUARD_TOKEN_PATH, SecretRef
 from modelport.render.manifest import Manifest, OwnerRef, metadata
 from modelport.render.names import (
     COMPONENT_LABEL,
@@ -61,11 +61,17 @@ def gateway_children(
     *,
     service_account: bool,
     pod_identity: bool = False,
+    readiness_role: str | None = None,
+    guard_audience: str | None = None,
 ) -> list[Manifest]:
-    """ConfigMap, ServiceAccount, Service, Deployment and HPA of the gateway, in apply
-    order: the ServiceAccount exists before pods name it. `service_account`: the gateway
-    verifies ServiceAccount tokens (its own token is mounted); `pod_identity`: it signs
-    with its pod's cloud identity (see the module docstring)."""
+    """ConfigMap, ServiceAccount, RoleBinding (with `readiness_role`), Service,
+    Deployment and HPA of the gateway, in apply order: the ServiceAccount exists before
+    pods name it. `service_account`: the gateway talks to the apiserver with its own
+    token (it verifies ServiceAccount tokens, or watches EndpointSlices), which is
+    mounted; `pod_identity`: it signs with its pod's cloud identity (see the module
+    docstring); `readiness_role`: ``ClusterRole/<name>`` or ``Role/<name>``, the role
+    that may watch EndpointSlices, bound in this namespace only; `guard_audience`:
+    project a token of that audience for calls to a guard ServingEndpoint."""
     labels = {**endpoint_labels(endpoint), COMPONENT_LABEL: GATEWAY}
     name = gateway_name(endpoint)
     annotations = {
@@ -95,6 +101,21 @@ def gateway_children(
                 "automountServiceAccountToken": False,
             }
         )
+    if account is not None and readiness_role:
+        role_kind, _, role_name = readiness_role.partition("/")
+        children.append(
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "RoleBinding",
+                "metadata": metadata(account, namespace, labels, owner),
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": role_kind,
+                    "name": role_name,
+                },
+                "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}],
+            }
+        )
     return [
         *children,
         {
@@ -119,6 +140,7 @@ def gateway_children(
             settings,
             account,
             mount_token=service_account,
+            guard_audience=guard_audience,
         ),
         {
             "apiVersion": "autoscaling/v2",
@@ -155,6 +177,7 @@ def _deployment(
     account: str | None,
     *,
     mount_token: bool,
+    guard_audience: str | None = None,
 ) -> Manifest:
     name = gateway_name(endpoint)
     selector = gateway_selector(endpoint)
@@ -173,6 +196,18 @@ def _deployment(
         }
         for secret, group in groupby(mounted, key=lambda r: r.name)
     ]
+    if guard_audience is not None:
+        # The gateway's credential towards a guard ServingEndpoint: a token of its own
+        # ServiceAccount, re-read from this file as the kubelet rotates it.
+        sources.append(
+            {
+                "serviceAccountToken": {
+                    "audience": guard_audience,
+                    "expirationSeconds": 3600,
+                    "path": GUARD_TOKEN_PATH,
+                }
+            }
+        )
     secrets_volume: Manifest = (
         {"name": "secrets", "projected": {"defaultMode": SECRET_FILE_MODE, "sources": sources}}
         if sources

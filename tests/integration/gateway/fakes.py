@@ -75,6 +75,26 @@ def json_reply(data: Any, status: int = 200, **headers: str) -> Reply:
     return Reply(status=status, body=json.dumps(data).encode(), headers=dict(headers))
 
 
+def chat_reply(text: str) -> Reply:
+    """A chat completion answering ``text``, with usage."""
+    return json_reply(
+        {
+            "id": "x",
+            "object": "chat.completion",
+            "created": 1,
+            "model": "m",
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": text},
+                }
+            ],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        }
+    )
+
+
 def sse(events: Iterable[tuple[str | None, Any]], *, delay: float = 0.0) -> Reply:
     """An SSE reply; each event is (event name or None, JSON-able data or a raw string)."""
     chunks = []
