@@ -40,7 +40,9 @@ DEFAULT_BATCH_ROWS = 500
 DEFAULT_FLUSH_SECONDS = 1.0
 DEFAULT_DRAIN_SECONDS = 10.0
 FIRST_BACKOFF_SECONDS = 0.5
-MAX_BACKOFF_SECONDS = 30.0
+MAX_BACKOFF_SECONDS = 5.0
+"""The longest wait between tries while the database is away: a connection attempt is
+cheap, and every second of waiting after it is back is a second of dropped rows."""
 TRIM_EVERY_SECONDS = 3600.0
 
 
