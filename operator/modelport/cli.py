@@ -40,6 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     gateway_command.add_parser(sub)
 
+    from modelport.gateway.tables import command as usage_command  # asyncpg when it runs
+
+    usage_command.add_parser(sub)
+
     # The operator parses its own flags (`modelport.controller.cli`): importing them
     # would import Kopf and the controller, which the other subcommands never need.
     operator = sub.add_parser(

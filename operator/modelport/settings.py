@@ -30,6 +30,7 @@ Each line: environment variable, `modelport operator` flag, default.
 - MODELPORT_GUARD_MODEL, --guard-model (JSON): none
 - MODELPORT_RATE_LIMITING, --rate-limiting (JSON): no shared store (each gateway process
   counts on its own); fail closed; 512 completion tokens reserved without max_tokens
+- MODELPORT_USAGE_DATABASE, --usage-database (JSON): none (usage is only counted)
 - MODELPORT_PROGRESS_DEADLINE_SECONDS, --progress-deadline-seconds: 600
 - MODELPORT_RESYNC_SECONDS, --resync-seconds: 300
 - MODELPORT_LOG_LEVEL, --log-level: INFO
@@ -101,6 +102,14 @@ endpoint's namespace* (a pod mounts only Secrets of its own namespace); the gate
 it as a file. `failOpen: true` admits requests while the store cannot be reached
 (default: refuse them with 503). `reserveCompletionTokens` is what a request without
 `max_tokens` reserves of a token limit until its usage is known.
+`MODELPORT_USAGE_DATABASE` names the cluster's usage database, the Helm value
+`usageDatabase`: ``{"secretName": "modelport-usage-db", "secretKey": "dsn",
+"retentionDays": 90}``. The Secret key holds a PostgreSQL connection string; gateways
+of endpoints that track usage write their rows there (and their payloads, unless the
+endpoint names a database of its own), deleting rows older than `retentionDays` (0:
+never). A pod mounts only Secrets of its own namespace, so every namespace with such
+endpoints holds a Secret of that name (the operator never copies Secrets, and never
+reads their values); an endpoint whose namespace lacks it says so in its status.
 `MODELPORT_RESYNC_SECONDS` is the period of the safety-net reconcile of every endpoint
 (0 turns it off); watches on children and Secrets do the real work, so it can stay
 long. `MODELPORT_RECONCILE_WORKERS` is how many endpoints are reconciled at once (each
@@ -196,6 +205,16 @@ class RateLimitingDefaults:
     reserve_completion_tokens: int = gc.DEFAULT_RESERVE_COMPLETION_TOKENS
 
 
+@dataclass(frozen=True)
+class UsageDatabase:
+    """The cluster's usage database (MODELPORT_USAGE_DATABASE): where the Secret key with
+    its connection string is, in each endpoint's namespace, and how long rows are kept."""
+
+    secret_name: str
+    secret_key: str = "dsn"  # noqa: S105 - the name of a key, not a value
+    retention_days: int = 90
+
+
 def _builtin_catalog() -> Catalog:
     from modelport.runtimes.catalog import load
 
@@ -228,6 +247,7 @@ class Settings:
     gateway_readiness_role: str = ""
     guard_model: GuardModelSetting | None = None
     rate_limiting: RateLimitingDefaults = field(default_factory=RateLimitingDefaults)
+    usage_database: UsageDatabase | None = None
     progress_deadline_seconds: int = 600
     resync_seconds: float = 300.0
     log_level: str = "INFO"
@@ -298,6 +318,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         gateway_readiness_role=_parse_role_ref(get("GATEWAY_READINESS_ROLE", "")),
         guard_model=parse_guard_model(get("GUARD_MODEL", "")),
         rate_limiting=_parse_rate_limiting(get("RATE_LIMITING", "")),
+        usage_database=_parse_usage_database(get("USAGE_DATABASE", "")),
         progress_deadline_seconds=integer("PROGRESS_DEADLINE_SECONDS", 600, 10),
         resync_seconds=float(integer("RESYNC_SECONDS", 300, 0)),
         log_level=get("LOG_LEVEL", "INFO").upper(),
@@ -612,6 +633,31 @@ def _problems(exc: ValidationError, whole: str) -> str:
         f"{'.'.join(str(p) for p in e['loc']) or whole}: {e['msg'].removeprefix('Value error, ')}"
         for e in exc.errors(include_input=False, include_url=False)
     )
+
+
+def _parse_usage_database(raw: str) -> UsageDatabase | None:
+    """Parse MODELPORT_USAGE_DATABASE (the Helm value usageDatabase as JSON); an empty
+    secretName means none."""
+    if not raw:
+        return None
+    where = f"{ENV_PREFIX}USAGE_DATABASE"
+    shape = '{"secretName": "modelport-usage-db", "secretKey": "dsn", "retentionDays": 90}'
+    data = _json_object("USAGE_DATABASE", raw, f"a JSON object such as {shape}")
+    _known(where, data, {"secretName", "secretKey", "retentionDays"})
+    name = _parse_object_name("USAGE_DATABASE.secretName", str(data.get("secretName") or ""))
+    if not name:
+        return None
+    key = data.get("secretKey", "dsn")
+    if not isinstance(key, str) or not re.match(r"^[-._a-zA-Z0-9]+$", key):
+        raise SettingsError(
+            f"{where}.secretKey={key!r} is not a Secret key; use letters, digits, '-', '_', '.'"
+        )
+    days = data.get("retentionDays", 90)
+    if isinstance(days, bool) or not isinstance(days, int) or days < 0:
+        raise SettingsError(
+            f"{where}.retentionDays={days!r}: give a whole number of days (0 keeps rows forever)"
+        )
+    return UsageDatabase(secret_name=name, secret_key=key, retention_days=days)
 
 
 def _known(where: str, data: Mapping[str, Any], fields: set[str]) -> None:

@@ -38,7 +38,7 @@ from modelport.kube.compare import owned_digest
 from modelport.observe import PodObservation, observe_deployment, observe_pod
 from modelport.render.config import secret_refs
 from modelport.render.names import COMPONENT_LABEL, ENDPOINT_LABEL, ENTITY_LABEL, label_value
-from modelport.settings import RateLimitingDefaults
+from modelport.settings import Settings
 from modelport.status import DeploymentObservation
 
 EndpointKey = tuple[str, str]
@@ -98,11 +98,10 @@ class CachedPod:
         return all((k, v) in self.labels for k, v in selector.items() if k != ENDPOINT_LABEL)
 
 
-def cached_endpoint(
-    body: Mapping[str, Any], rate_limiting: RateLimitingDefaults | None = None
-) -> CachedEndpoint:
-    """The record of a ServingEndpoint body (a watch event's or an API answer's);
-    `rate_limiting` (the cluster's) names the rate-limit store's Secret, if any."""
+def cached_endpoint(body: Mapping[str, Any], settings: Settings | None = None) -> CachedEndpoint:
+    """The record of a ServingEndpoint body (a watch event's or an API answer's); the
+    cluster's `settings` name Secrets an endpoint may need besides its own (the rate
+    limit store's password, the usage database's connection string)."""
     meta = body.get("metadata") or {}
     trimmed = {
         **body,  # a Kopf body's items are plain dicts and lists already
@@ -112,7 +111,12 @@ def cached_endpoint(
     }
     try:
         endpoint = ServingEndpoint.parse(trimmed)
-        secrets = frozenset(r.name for r in secret_refs(endpoint, rate_limiting))
+        refs = (
+            secret_refs(endpoint, settings.rate_limiting, settings.usage_database)
+            if settings is not None
+            else secret_refs(endpoint)
+        )
+        secrets = frozenset(r.name for r in refs)
     except ValueError:  # pydantic's ValidationError: the reconcile reports it
         secrets = frozenset()
     return CachedEndpoint(

@@ -55,6 +55,11 @@ OPERATOR_FLAGS: list[tuple[str, str, str]] = [
     ),
     ("--guard-model", "GUARD_MODEL", "the guard model of guardrails' safety check (JSON)"),
     ("--rate-limiting", "RATE_LIMITING", "rate limits' shared store and behaviour (JSON)"),
+    (
+        "--usage-database",
+        "USAGE_DATABASE",
+        "the cluster's usage database: its DSN Secret and retention (JSON)",
+    ),
     ("--progress-deadline-seconds", "PROGRESS_DEADLINE_SECONDS", "Deployment progress deadline"),
     ("--resync-seconds", "RESYNC_SECONDS", "period of the safety-net reconcile (0: off)"),
     ("--log-level", "LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR"),

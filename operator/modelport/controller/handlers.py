@@ -152,7 +152,7 @@ async def endpoints(
 ) -> dict[Any, Any]:
     """ServingEndpoints by (namespace, name)."""
     settings: Settings = memo["settings"]
-    return {(namespace or "", name): cached_endpoint(body, settings.rate_limiting)}
+    return {(namespace or "", name): cached_endpoint(body, settings)}
 
 
 @kopf.index(GROUP, VERSION, PLURAL, registry=registry)

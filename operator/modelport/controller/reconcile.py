@@ -216,7 +216,7 @@ class Reconciler:
                 spec_error = f"the apiserver refused a child of this endpoint: {exc}"
             token_review, binding_pending = self._bind(key, rendered.service_account)
 
-        refs = secret_refs(endpoint, self.settings.rate_limiting)
+        refs = secret_refs(endpoint, self.settings.rate_limiting, self.settings.usage_database)
         secrets = {ref.name: self.cache.secret(namespace, ref.name) for ref in refs}
         pods: dict[str, CachedPod] = {}
         selectors: list[Mapping[str, str]] = []
@@ -429,7 +429,7 @@ class Reconciler:
         outcome.writes += 1
         outcome.status_written = True
         self._status_at[key] = self._clock()
-        written = cached_endpoint(answer, self.settings.rate_limiting)
+        written = cached_endpoint(answer, self.settings)
         self.expectations.status_written(key, written)
         return written
 
