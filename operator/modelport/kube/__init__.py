@@ -3,11 +3,11 @@
 Asynchronous, on one `aiohttp` session per operator process: a reconcile awaits its
 requests on the event loop that runs Kopf, so no thread waits on the network and
 many endpoints' requests are in flight at once. (The generated `kubernetes` client
-is not used: the operator needs seven calls, and the client's models cost ~47 MiB of
+is not used: the operator makes a handful of calls, and the client's models cost ~47 MiB of
 resident memory in every operator process.)
 
 What a reconcile reads comes from Kopf's watches (`modelport.controller.cache`);
-here are the writes, and the two reads the watches cannot answer:
+here are the writes, and the one object no watch covers (the binding):
 
 - `Kube.apply` is server-side apply under the one field manager `modelport`
   (`modelport.kube.compare` decides beforehand whether there is anything to write,
@@ -16,8 +16,6 @@ here are the writes, and the two reads the watches cannot answer:
   saw (uid precondition);
 - `Kube.apply_status` writes the endpoint's status (apply to the status subresource);
 - `Kube.event` records an event on the endpoint;
-- `Kube.pods` lists the pods of a Deployment that does not serve, to say why (pods
-  are not watched: they churn, and only a failing rollout needs them);
 - `Kube.get_cluster_role_binding` / `Kube.replace_cluster_role_binding` read and
   replace (with its resourceVersion: optimistic concurrency) the one
   ClusterRoleBinding the operator maintains; `modelport.kube.binding` decides what.
@@ -33,7 +31,7 @@ import contextlib
 import logging
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 from urllib.parse import quote
@@ -167,15 +165,6 @@ class Kube:
         except KubeError as exc:
             if exc.status not in (404, 409):  # gone already, or replaced meanwhile
                 raise
-
-    async def pods(self, namespace: str, selector: Mapping[str, str]) -> list[dict[str, Any]]:
-        """Pods matching `selector` (to explain why a Deployment does not serve)."""
-        text = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
-        listing = await self._get(
-            f"/api/v1/namespaces/{quote(namespace)}/pods", {"labelSelector": text}
-        )
-        items: list[dict[str, Any]] = (listing or {}).get("items", [])
-        return items
 
     # --- endpoints -------------------------------------------------------------
 
