@@ -42,9 +42,11 @@ HEADER = "# Generated from operator/modelport/api by `modelport crds`. Do not ed
 PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Ready", "type": "string", "jsonPath": ".status.state.ready"},
     {"name": "Config Update", "type": "string", "jsonPath": ".status.state.configUpdate"},
+    # One string for every self-hosted entity: the apiserver prints only the first match
+    # of a `[*]` path, which would show one entity of several and mislead (hence no
+    # ENTITIES column either).
+    {"name": "Replicas", "type": "string", "jsonPath": ".status.replicaSummary"},
     {"name": "URL", "type": "string", "jsonPath": ".status.url"},
-    # No ENTITIES column: the apiserver prints only the first match of a `[*]` path,
-    # which would show one entity of several and mislead.
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 

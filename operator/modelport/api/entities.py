@@ -3,8 +3,9 @@ self-hosted model run by the operator on the cluster's GPUs.
 
 Self-hosted fields follow the reference service (`entityName`, `workloadType`,
 `workloadSize`, provisioned concurrency and throughput, `scaleToZeroEnabled`,
-`environmentVars`); `task`, `runtime`, `modelCache` and `hfTokenSecretRef` are
-Modelport extensions for what Kubernetes needs to know to run the model.
+`environmentVars`); `task`, `runtime`, `modelCache`, `hfTokenSecretRef` and
+`scaleToZeroIdleSeconds` are Modelport extensions for what Kubernetes needs to know to
+run the model.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ SELF_HOSTED_FIELDS = (
     "minProvisionedConcurrency",
     "maxProvisionedConcurrency",
     "scaleToZeroEnabled",
+    "scaleToZeroIdleSeconds",
     "minProvisionedThroughput",
     "maxProvisionedThroughput",
     "environmentVars",
@@ -165,6 +167,10 @@ class ModelCache(ApiModel):
     )
 
 
+SCALE_TO_ZERO_IDLE_MESSAGE = (
+    "servedEntities[].scaleToZeroIdleSeconds applies only with scaleToZeroEnabled: true; "
+    "enable scale to zero or remove it"
+)
 _EXCLUSIVE_SIZING = (
     "!has(self.workloadSize) || "
     "!(has(self.minProvisionedConcurrency) || has(self.maxProvisionedConcurrency))"
@@ -218,6 +224,12 @@ class ServedEntity(ApiModel):
                 "is true; set it to 0 or disable scale to zero",
                 ".minProvisionedConcurrency",
             ),
+            CelRule(
+                "!has(self.scaleToZeroIdleSeconds) || "
+                "(has(self.scaleToZeroEnabled) && self.scaleToZeroEnabled)",
+                SCALE_TO_ZERO_IDLE_MESSAGE,
+                ".scaleToZeroIdleSeconds",
+            ),
         )
     )
 
@@ -265,7 +277,15 @@ class ServedEntity(ApiModel):
     )
     scale_to_zero_enabled: bool | None = Field(
         default=None,
-        description="Scale the inference pods to zero when idle (default false).",
+        description="Scale the inference pods to zero when idle (default false): after "
+        "scaleToZeroIdleSeconds without a request the entity has no pod; the gateway holds "
+        "the next requests while one starts. The endpoint stays READY meanwhile.",
+    )
+    scale_to_zero_idle_seconds: Annotated[int, Field(ge=10, le=604800)] | None = Field(
+        default=None,
+        description="Modelport extension: seconds without a request after which a "
+        "scaleToZeroEnabled entity goes to zero replicas, 10 to 604800; default: the "
+        "cluster's (Helm autoscaling.scaleToZeroIdleSeconds, 30 minutes).",
     )
     min_provisioned_throughput: Annotated[int, Field(ge=0, le=100000000)] | None = Field(
         default=None, description="Tokens per second always provisioned."
@@ -331,6 +351,8 @@ class ServedEntity(ApiModel):
                 "servedEntities[].minProvisionedConcurrency must be 0 when scaleToZeroEnabled "
                 "is true; set it to 0 or disable scale to zero"
             )
+        if self.scale_to_zero_idle_seconds is not None and not self.scale_to_zero_enabled:
+            raise ValueError(SCALE_TO_ZERO_IDLE_MESSAGE)
         return self
 
     @property

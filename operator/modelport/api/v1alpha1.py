@@ -48,6 +48,7 @@ DeploymentState = Literal[
     "DEPLOYMENT_RECOVERING",
 ]
 ConditionType = Literal["Ready", "Progressing", "Degraded"]
+ScaleState = Literal["ScaledToZero", "ScalingUp", "Running"]
 
 
 class Tag(ApiModel):
@@ -271,11 +272,28 @@ class EntityDeploymentState(ApiModel):
     )
 
 
+class EntityScale(ApiModel):
+    """Modelport extension: the replicas of a self-hosted entity, which the operator's
+    autoscaler sets from the requests in flight (see README, "Autoscaling")."""
+
+    state: ScaleState = Field(
+        description="ScaledToZero (no replica: the next request starts one), ScalingUp "
+        "(replicas wanted are not all ready yet) or Running (every replica wanted is ready)."
+    )
+    replicas: Annotated[int, Field(ge=0)] = Field(description="Replicas wanted now.")
+    ready_replicas: Annotated[int, Field(ge=0)] = Field(
+        description="Replicas ready to answer requests."
+    )
+
+
 class ServedEntityStatus(ApiModel):
     """The observed state of one served entity."""
 
     name: Annotated[str, Field(max_length=63)] = Field(description="The entity's name.")
     state: EntityDeploymentState = Field(description="Its rollout state.")
+    scale: EntityScale | None = Field(
+        default=None, description="Modelport extension, self-hosted entities: its replicas."
+    )
 
 
 class ServingEndpointStatus(ApiModel):
@@ -303,6 +321,11 @@ class ServingEndpointStatus(ApiModel):
         max_length=MAX_ENTITIES,
         json_schema_extra=list_map("servedEntityName"),
         description="The traffic split now in effect.",
+    )
+    replica_summary: Annotated[str, Field(max_length=TEXT)] | None = Field(
+        default=None,
+        description="Modelport extension: the self-hosted entities' replicas in one line, "
+        "ready/wanted, e.g. 'llama 0/0 (scaled to zero)' (kubectl get's REPLICAS column).",
     )
     conditions: list[Condition] | None = Field(
         default=None,

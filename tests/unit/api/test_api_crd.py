@@ -87,7 +87,7 @@ def test_names_scope_and_columns() -> None:
     assert (version["name"], version["served"], version["storage"]) == ("v1alpha1", True, True)
     assert version["subresources"] == {"status": {}}
     columns = [c["name"] for c in version["additionalPrinterColumns"]]
-    assert columns == ["Ready", "Config Update", "URL", "Age"]
+    assert columns == ["Ready", "Config Update", "Replicas", "URL", "Age"]
 
 
 def test_schema_is_structural() -> None:
