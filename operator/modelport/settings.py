@@ -31,6 +31,10 @@ Each line: environment variable, `modelport operator` flag, default.
 - MODELPORT_RATE_LIMITING, --rate-limiting (JSON): no shared store (each gateway process
   counts on its own); fail closed; 512 completion tokens reserved without max_tokens
 - MODELPORT_USAGE_DATABASE, --usage-database (JSON): none (usage is only counted)
+- MODELPORT_AUTOSCALING, --autoscaling (JSON): read the gateways every 10 s; scale down
+  to the largest need of the last 300 s; scale to zero after 1800 s without a request;
+  gateways sized for 100 requests in flight and 70% CPU per replica; 256 requests held
+  per entity and gateway pod while it starts
 - MODELPORT_PROGRESS_DEADLINE_SECONDS, --progress-deadline-seconds: 600
 - MODELPORT_RESYNC_SECONDS, --resync-seconds: 300
 - MODELPORT_LOG_LEVEL, --log-level: INFO
@@ -110,6 +114,23 @@ endpoint names a database of its own), deleting rows older than `retentionDays` 
 never). A pod mounts only Secrets of its own namespace, so every namespace with such
 endpoints holds a Secret of that name (the operator never copies Secrets, and never
 reads their values); an endpoint whose namespace lacks it says so in its status.
+`MODELPORT_AUTOSCALING` tunes the operator's autoscaler (the Helm value
+`autoscaling`), which owns the replicas of every gateway and self-hosted entity (no
+HPA; see `modelport.scaling`)::
+
+    {"intervalSeconds": 10, "scaleDownStabilizationSeconds": 300,
+     "scaleToZeroIdleSeconds": 1800, "gatewayTargetInFlight": 100,
+     "gatewayTargetCpuPercent": 70, "maxHeldRequests": 256}
+
+`intervalSeconds` is how often it reads every gateway pod's requests in flight (scaling
+up follows within one interval; waking an entity from zero does not wait for it: the
+gateway does that at once); a scale-down goes to the largest replica count recommended
+within the last `scaleDownStabilizationSeconds`; an entity with `scaleToZeroEnabled`
+goes to zero replicas after `scaleToZeroIdleSeconds` without a request (its own
+`scaleToZeroIdleSeconds` overrides it). A gateway replica is sized for
+`gatewayTargetInFlight` requests in flight and `gatewayTargetCpuPercent` of its CPU
+request (the second bound; 0 turns it off). `maxHeldRequests` is how many requests each
+gateway pod holds for one entity while it starts from zero (more get 503).
 `MODELPORT_RESYNC_SECONDS` is the period of the safety-net reconcile of every endpoint
 (0 turns it off); watches on children and Secrets do the real work, so it can stay
 long. `MODELPORT_RECONCILE_WORKERS` is how many endpoints are reconciled at once (each
@@ -206,6 +227,19 @@ class RateLimitingDefaults:
 
 
 @dataclass(frozen=True)
+class AutoscalingSettings:
+    """How the operator's autoscaler sets replicas (MODELPORT_AUTOSCALING)."""
+
+    interval_seconds: float = 10.0
+    scale_down_stabilization_seconds: float = 300.0
+    scale_to_zero_idle_seconds: float = 1800.0
+    gateway_target_in_flight: int = 100
+    gateway_target_cpu_percent: int = 70
+    """0: gateways scale on requests in flight alone."""
+    max_held_requests: int = 256
+
+
+@dataclass(frozen=True)
 class UsageDatabase:
     """The cluster's usage database (MODELPORT_USAGE_DATABASE): where the Secret key with
     its connection string is, in each endpoint's namespace, and how long rows are kept."""
@@ -248,6 +282,7 @@ class Settings:
     guard_model: GuardModelSetting | None = None
     rate_limiting: RateLimitingDefaults = field(default_factory=RateLimitingDefaults)
     usage_database: UsageDatabase | None = None
+    autoscaling: AutoscalingSettings = field(default_factory=AutoscalingSettings)
     progress_deadline_seconds: int = 600
     resync_seconds: float = 300.0
     log_level: str = "INFO"
@@ -319,6 +354,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         guard_model=parse_guard_model(get("GUARD_MODEL", "")),
         rate_limiting=_parse_rate_limiting(get("RATE_LIMITING", "")),
         usage_database=_parse_usage_database(get("USAGE_DATABASE", "")),
+        autoscaling=_parse_autoscaling(get("AUTOSCALING", "")),
         progress_deadline_seconds=integer("PROGRESS_DEADLINE_SECONDS", 600, 10),
         resync_seconds=float(integer("RESYNC_SECONDS", 300, 0)),
         log_level=get("LOG_LEVEL", "INFO").upper(),
@@ -658,6 +694,56 @@ def _parse_usage_database(raw: str) -> UsageDatabase | None:
             f"{where}.retentionDays={days!r}: give a whole number of days (0 keeps rows forever)"
         )
     return UsageDatabase(secret_name=name, secret_key=key, retention_days=days)
+
+
+def _parse_autoscaling(raw: str) -> AutoscalingSettings:
+    """Parse MODELPORT_AUTOSCALING (the Helm value autoscaling as JSON)."""
+    if not raw:
+        return AutoscalingSettings()
+    where = f"{ENV_PREFIX}AUTOSCALING"
+    shape = (
+        'a JSON object such as {"intervalSeconds": 10, "scaleDownStabilizationSeconds": 300, '
+        '"scaleToZeroIdleSeconds": 1800, "gatewayTargetInFlight": 100, '
+        '"gatewayTargetCpuPercent": 70, "maxHeldRequests": 256}'
+    )
+    data = _json_object("AUTOSCALING", raw, shape)
+    # (field, lowest, highest, whole number only)
+    bounds: dict[str, tuple[float, float, bool]] = {
+        "intervalSeconds": (0.5, 300, False),
+        "scaleDownStabilizationSeconds": (0, 3600, False),
+        "scaleToZeroIdleSeconds": (10, 604800, False),
+        "gatewayTargetInFlight": (1, 100000, True),
+        "gatewayTargetCpuPercent": (0, 100, True),
+        "maxHeldRequests": (0, 100000, True),
+    }
+    _known(where, data, set(bounds))
+    defaults = AutoscalingSettings()
+    values: dict[str, float] = {}
+    for name, (low, high, whole) in bounds.items():
+        value = data.get(name)
+        if value is None:
+            continue
+        number = isinstance(value, int) or (isinstance(value, float) and not whole)
+        if isinstance(value, bool) or not number or not low <= value <= high:
+            kind = "a whole number" if whole else "a number"
+            raise SettingsError(f"{where}.{name}={value!r}: give {kind} from {low:g} to {high:g}")
+        values[name] = value
+    return AutoscalingSettings(
+        interval_seconds=float(values.get("intervalSeconds", defaults.interval_seconds)),
+        scale_down_stabilization_seconds=float(
+            values.get("scaleDownStabilizationSeconds", defaults.scale_down_stabilization_seconds)
+        ),
+        scale_to_zero_idle_seconds=float(
+            values.get("scaleToZeroIdleSeconds", defaults.scale_to_zero_idle_seconds)
+        ),
+        gateway_target_in_flight=int(
+            values.get("gatewayTargetInFlight", defaults.gateway_target_in_flight)
+        ),
+        gateway_target_cpu_percent=int(
+            values.get("gatewayTargetCpuPercent", defaults.gateway_target_cpu_percent)
+        ),
+        max_held_requests=int(values.get("maxHeldRequests", defaults.max_held_requests)),
+    )
 
 
 def _known(where: str, data: Mapping[str, Any], fields: set[str]) -> None:

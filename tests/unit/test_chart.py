@@ -47,12 +47,21 @@ TOKENREVIEW_RULES = [
 ]  # fmt: skip
 
 
+# The operator's rights over gateways' own Roles and RoleBindings: a Role to wake their
+# entities that scale to zero, and the bindings to it and to the readiness role. Creating
+# them grants only what the operator holds itself (the apiserver's escalation check).
+GATEWAY_BINDING_RULES = [
+    {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles", "rolebindings"],
+     "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"]},
+]  # fmt: skip
+
+
 def readiness_rules(kind: str) -> list[dict[str, Any]]:
-    """The operator's rights over gateways' readiness: their RoleBindings, and binding the
-    one role that may read EndpointSlices (a ClusterRole, or a Role per namespace)."""
+    """The operator's rights over gateways' readiness and wakes: their Roles and
+    RoleBindings, and binding the one role that may read EndpointSlices (a ClusterRole,
+    or a Role per namespace)."""
     return [
-        {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["rolebindings"],
-         "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"]},
+        *GATEWAY_BINDING_RULES,
         {"apiGroups": ["rbac.authorization.k8s.io"], "resources": [kind],
          "resourceNames": ["mp-modelport-gateway-readiness"], "verbs": ["bind"]},
     ]  # fmt: skip
@@ -128,7 +137,8 @@ def test_readiness_and_the_guard_model_reach_the_operator() -> None:
     assert "MODELPORT_GATEWAY_READINESS_ROLE" not in operator_env(off)
     assert "mp-modelport-gateway-readiness" not in by_name(off, "ClusterRole")
     role = by_name(off, "ClusterRole")["mp-modelport"]
-    assert not [r for r in role["rules"] if "rolebindings" in r["resources"]]
+    rbac = [r for r in role["rules"] if "rbac.authorization.k8s.io" in r["apiGroups"]]
+    assert rbac == GATEWAY_BINDING_RULES + TOKENREVIEW_RULES  # wakes still need theirs
     env = operator_env(
         template("guardModel.endpoint=guards/llama-guard", "guardModel.failOpen=true")
     )
@@ -169,6 +179,28 @@ def test_watching_namespaces_without_token_review_needs_no_cluster_wide_rights()
         for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
     }
     assert env["MODELPORT_NAMESPACES"] == "team-a,team-b"
+
+
+def test_the_operator_owns_replicas_and_no_hpa_is_made() -> None:
+    import json
+
+    docs = template("autoscaling.intervalSeconds=2", "autoscaling.scaleToZeroIdleSeconds=60")
+    role = by_name(docs, "ClusterRole")["mp-modelport"]
+    apps = [r for r in role["rules"] if r["apiGroups"] == ["apps"]]
+    assert {"apiGroups": ["apps"], "resources": ["deployments/scale"],
+            "verbs": ["get", "patch", "update"]} in apps  # fmt: skip
+    # An older operator's HPAs are pruned; none is created.
+    (hpa,) = [r for r in role["rules"] if r["apiGroups"] == ["autoscaling"]]
+    assert hpa["verbs"] == ["get", "list", "watch", "delete"]
+    value = json.loads(operator_env(docs)["MODELPORT_AUTOSCALING"])
+    assert value["intervalSeconds"] == 2 and value["scaleToZeroIdleSeconds"] == 60
+    # What the chart renders, the operator accepts.
+    from modelport.settings import from_env
+
+    settings = from_env({"MODELPORT_AUTOSCALING": operator_env(docs)["MODELPORT_AUTOSCALING"]})
+    assert settings.autoscaling.interval_seconds == 2
+    assert settings.autoscaling.scale_to_zero_idle_seconds == 60
+    assert settings.autoscaling.max_held_requests == 256
 
 
 def test_gateway_auth_reaches_the_operator() -> None:

@@ -53,17 +53,23 @@ each one; keep the two in step.
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [get, list, watch, create, patch, update, delete]
+# The autoscaler's one write: replicas (and what a gateway's wake Role grants it).
+- apiGroups: [apps]
+  resources: [deployments/scale]
+  verbs: [get, patch, update]
 - apiGroups: [""]
   resources: [services, configmaps, serviceaccounts]
   verbs: [get, list, watch, create, patch, update, delete]
+# No HPA is created any more; an older operator's are pruned.
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
+  verbs: [get, list, watch, delete]
+# A gateway's Role to wake its entities that scale to zero (the scale subresource of
+# their Deployments), and its RoleBindings (to that Role, to the readiness role).
+- apiGroups: [rbac.authorization.k8s.io]
+  resources: [roles, rolebindings]
   verbs: [get, list, watch, create, patch, update, delete]
 {{- if .Values.gateway.readiness.enabled }}
-# A gateway's RoleBinding to the readiness role (endpointslices, read-only).
-- apiGroups: [rbac.authorization.k8s.io]
-  resources: [rolebindings]
-  verbs: [get, list, watch, create, patch, update, delete]
 - apiGroups: [rbac.authorization.k8s.io]
   resources: [{{ if .Values.watchNamespaces }}roles{{ else }}clusterroles{{ end }}]
   resourceNames: [{{ include "modelport.readinessRole" . }}]

@@ -28,8 +28,8 @@ OPERATOR_FLAGS: list[tuple[str, str, str]] = [
     ("--startup-seconds", "STARTUP_SECONDS", "time an inference pod may take to load weights"),
     ("--gpu-profiles", "GPU_PROFILES", "GPU profiles: JSON, or @file holding JSON"),
     ("--default-workload-type", "DEFAULT_WORKLOAD_TYPE", "profile when workloadType is unset"),
-    ("--gateway-min-replicas", "GATEWAY_MIN_REPLICAS", "gateway HPA minimum"),
-    ("--gateway-max-replicas", "GATEWAY_MAX_REPLICAS", "gateway HPA maximum"),
+    ("--gateway-min-replicas", "GATEWAY_MIN_REPLICAS", "fewest gateway replicas"),
+    ("--gateway-max-replicas", "GATEWAY_MAX_REPLICAS", "most gateway replicas"),
     ("--gateway-node-selector", "GATEWAY_NODE_SELECTOR", "gateway pods' nodeSelector (JSON)"),
     (
         "--gateway-service-account-annotations",
@@ -60,6 +60,7 @@ OPERATOR_FLAGS: list[tuple[str, str, str]] = [
         "USAGE_DATABASE",
         "the cluster's usage database: its DSN Secret and retention (JSON)",
     ),
+    ("--autoscaling", "AUTOSCALING", "the autoscaler of gateways and entities (JSON)"),
     ("--progress-deadline-seconds", "PROGRESS_DEADLINE_SECONDS", "Deployment progress deadline"),
     ("--resync-seconds", "RESYNC_SECONDS", "period of the safety-net reconcile (0: off)"),
     ("--log-level", "LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR"),
