@@ -78,6 +78,10 @@ Example (``gateway.json``; YAML shown for readability, the file is JSON)::
     readiness:                              # fallback skips self-hosted entities with no ready pod
       namespace: team-a
       services: {llama-8b: chat-llama-8b}   # entity -> its Service (EndpointSlices watched)
+    scaleToZero:                            # entities the gateway holds requests for and wakes
+      namespace: team-a
+      deployments: {llama-8b: chat-llama-8b}   # entity -> its Deployment (scale subresource)
+      maxHeldRequests: 256
 
 The file is parsed and validated here and nowhere else; this module deliberately imports
 nothing from ``modelport.api`` so the gateway image and the operator can evolve the CRD
@@ -591,6 +595,28 @@ class Readiness(_Strict):
     ca_file: str | None = Field(default=None, alias="caFile")
 
 
+class ScaleToZero(_Strict):
+    """Self-hosted entities that scale to zero replicas when idle.
+
+    A request for one of them while it has no ready pod is held (at most
+    ``maxHeldRequests`` at a time per entity, each until the request's deadline) rather
+    than failed, and the gateway wakes the entity: it sets its Deployment from 0 to 1
+    replica through the ``scale`` subresource, with its own ServiceAccount's token (the
+    operator grants exactly that, for these Deployments). ``apiServer``, ``tokenFile``
+    and ``caFile`` default to the pod's in-cluster configuration, as for
+    :class:`ServiceAccountTokens`.
+    """
+
+    namespace: str = Field(min_length=1)
+    deployments: dict[str, str] = Field(
+        min_length=1, description="Entity name -> the name of its Deployment."
+    )
+    max_held_requests: int = Field(default=256, alias="maxHeldRequests", ge=0)
+    api_server: str | None = Field(default=None, alias="apiServer")
+    token_file: str | None = Field(default=None, alias="tokenFile")
+    ca_file: str | None = Field(default=None, alias="caFile")
+
+
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
 """Payloads larger than this are not stored in an inference table (as the reference
 service: 1 MiB), only counted and marked."""
@@ -685,6 +711,12 @@ class GatewayConfig(_Strict):
         description="Where the gateway learns which self-hosted entities have a ready pod "
         "(fallback skips those that have none); unset: every entity counts as ready.",
     )
+    scale_to_zero: ScaleToZero | None = Field(
+        default=None,
+        alias="scaleToZero",
+        description="The self-hosted entities that scale to zero: their requests are held "
+        "while they start; unset: none does.",
+    )
 
     @model_validator(mode="after")
     def _routes_are_consistent(self) -> Self:
@@ -697,6 +729,14 @@ class GatewayConfig(_Strict):
             unknown = sorted(set(self.readiness.services) - set(names))
             if unknown:
                 raise ValueError(f"readiness.services names unknown entities {unknown}")
+        if self.scale_to_zero is not None:
+            hosted = {e.name for e in self.entities if e.provider is ProviderName.SELF_HOSTED}
+            unknown = sorted(set(self.scale_to_zero.deployments) - hosted)
+            if unknown:
+                raise ValueError(
+                    f"scaleToZero.deployments names {unknown}, which are not self-hosted "
+                    "entities; only those run Deployments"
+                )
         if not self.routes:
             if len(self.entities) != 1:
                 raise ValueError("routes are required when there is more than one entity")

@@ -7,6 +7,7 @@ unchanged endpoint twice gives equal manifests and the operator writes nothing.
     rendered.children      # manifests, in apply order
     rendered.secret_refs   # Secret keys to check (never their values)
     rendered.service_account  # the gateway's ServiceAccount, when it needs TokenReview
+    rendered.scaling       # the Deployments the autoscaler owns, and their bounds
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ from modelport.render.config import (
     render_gateway_config,
     secret_refs,
     uses_guard,
+    wakes,
 )
-from modelport.render.gateway import gateway_children
-from modelport.render.inference import entity_children
+from modelport.render.gateway import gateway_children, gateway_scale_target
+from modelport.render.inference import entity_children, entity_scale_target
 from modelport.render.manifest import Manifest, OwnerRef
 from modelport.render.names import (
     endpoint_labels,
@@ -33,6 +35,7 @@ from modelport.render.names import (
     service_name,
     stable_hash,
 )
+from modelport.scaling import ScaleTarget
 from modelport.settings import Settings
 
 __all__ = [
@@ -63,6 +66,9 @@ class Rendered:
     rate_limit_warning: str | None = None
     """Why the endpoint's rate limits would multiply by the replica count (no shared
     store), for its status."""
+    scaling: tuple[ScaleTarget, ...] = ()
+    """The Deployments whose replicas the autoscaler sets: the gateway's, then each
+    self-hosted entity's."""
 
 
 def render(endpoint: ServingEndpoint, settings: Settings) -> Rendered:
@@ -82,6 +88,7 @@ def render(endpoint: ServingEndpoint, settings: Settings) -> Rendered:
         guard=settings.guard_model,
         readiness=readiness,
         database=settings.usage_database,
+        max_held_requests=settings.autoscaling.max_held_requests,
     )
     text = gc.dumps(config)
     config_hash = stable_hash(text, CONFIG_HASH_LEN)
@@ -89,6 +96,7 @@ def render(endpoint: ServingEndpoint, settings: Settings) -> Rendered:
     verifies_tokens = config.ai_gateway.auth.service_account_tokens is not None
     guard = settings.guard_model
     token_for_guard = guard is not None and guard.endpoint is not None and uses_guard(endpoint)
+    woken = tuple(sorted(wakes(endpoint).values()))
     children = gateway_children(
         meta.name,
         namespace,
@@ -97,25 +105,29 @@ def render(endpoint: ServingEndpoint, settings: Settings) -> Rendered:
         config_hash,
         refs,
         settings,
-        # Its own token for the apiserver: TokenReviews, or the EndpointSlices watch.
-        service_account=verifies_tokens or readiness,
+        # Its own token for the apiserver: TokenReviews, the EndpointSlices watch, or
+        # waking its entities that scale to zero.
+        service_account=verifies_tokens or readiness or bool(woken),
         pod_identity=any(_signs_as_pod(e) for e in config.entities),
         readiness_role=settings.gateway_readiness_role if readiness else None,
         guard_audience=guard.audience if guard is not None and token_for_guard else None,
+        wakes=woken,
     )
+    scaling = [gateway_scale_target(meta.name, settings)]
     for index, entity in enumerate(endpoint.spec.served_entities):
         if entity.is_self_hosted:
             try:
                 children += entity_children(
                     meta.name, namespace, owner, index, entity, settings, endpoint.spec.task
                 )
+                scaling.append(entity_scale_target(meta.name, index, entity, settings))
             except RenderError as exc:
                 raise exc.about(entity.name)  # noqa: B904 - the same error, said of its entity
     account = gateway_service_account_name(meta.name) if verifies_tokens else None
     warning = rate_limits_per_replica(
         endpoint, settings.rate_limiting, settings.gateway_max_replicas
     )
-    return Rendered(children, config, config_hash, refs, account, warning)
+    return Rendered(children, config, config_hash, refs, account, warning, tuple(scaling))
 
 
 def _signs_as_pod(entity: gc.EntityConfig) -> bool:

@@ -96,14 +96,17 @@ def render_gateway_config(
     guard: GuardModelSetting | None = None,
     readiness: bool = False,
     database: UsageDatabase | None = None,
+    max_held_requests: int | None = None,
 ) -> gc.GatewayConfig:
     """The `GatewayConfig` of `endpoint` (raises `RenderError` when it is not valid);
     `catalog` gives a self-hosted catalog model its task when the entity names none,
     `auth` holds the cluster's defaults for who may call (default: the built-in ones),
     `rate_limiting` how limits are enforced (default: in each gateway process), `guard`
     the cluster's guard model for safety checks, `readiness` whether the gateway may
-    watch its self-hosted entities' EndpointSlices (see `needs_readiness`), and
-    `database` the cluster's usage database (default: none)."""
+    watch its self-hosted entities' EndpointSlices (see `needs_readiness`),
+    `database` the cluster's usage database (default: none), and `max_held_requests` how
+    many requests the gateway holds per entity that scales to zero (default: the
+    gateway's)."""
     spec = endpoint.spec
     namespace = endpoint.metadata.namespace or "default"
     entities = [
@@ -147,19 +150,33 @@ def render_gateway_config(
                 guardrails=_guardrails(endpoint, guard),
             ),
             readiness=_readiness(endpoint, namespace) if readiness else None,
+            scaleToZero=_scale_to_zero(endpoint, namespace, max_held_requests),
         )
     except ValidationError as exc:
         raise RenderError(f"spec cannot be served by the gateway: {_describe(exc)}") from None
 
 
 def needs_readiness(endpoint: ServingEndpoint) -> bool:
-    """Whether fallback could skip a self-hosted entity with no ready pod: fallback is on
-    and there is a self-hosted entity and another entity to go to."""
+    """Whether the gateway needs to know which self-hosted entities have a ready pod:
+    fallback could skip one (fallback is on, and there is a self-hosted entity and another
+    entity to go to), or it holds requests for one that scales to zero until a pod is
+    ready."""
     spec = endpoint.spec
     ai = spec.ai_gateway
     fallback = bool(ai and ai.fallback_config and ai.fallback_config.enabled)
     entities = spec.served_entities
-    return fallback and len(entities) > 1 and any(e.is_self_hosted for e in entities)
+    skips = fallback and len(entities) > 1 and any(e.is_self_hosted for e in entities)
+    return skips or bool(wakes(endpoint))
+
+
+def wakes(endpoint: ServingEndpoint) -> dict[str, str]:
+    """The entities that scale to zero (which the gateway wakes), and their Deployments."""
+    name = endpoint.metadata.name
+    return {
+        e.name: entity_name(name, e.name)
+        for e in endpoint.spec.served_entities
+        if e.is_self_hosted and e.scale_to_zero_enabled
+    }
 
 
 def uses_guard(endpoint: ServingEndpoint) -> bool:
@@ -208,6 +225,17 @@ def _readiness(endpoint: ServingEndpoint, namespace: str) -> gc.Readiness:
         e.name: entity_name(name, e.name) for e in endpoint.spec.served_entities if e.is_self_hosted
     }
     return gc.Readiness(namespace=namespace, services=services)
+
+
+def _scale_to_zero(
+    endpoint: ServingEndpoint, namespace: str, max_held: int | None
+) -> gc.ScaleToZero | None:
+    deployments = wakes(endpoint)
+    if not deployments:
+        return None
+    if max_held is None:
+        return gc.ScaleToZero(namespace=namespace, deployments=deployments)
+    return gc.ScaleToZero(namespace=namespace, deployments=deployments, maxHeldRequests=max_held)
 
 
 def _rate_limiting(

@@ -1,5 +1,5 @@
-"""The gateway's children: ConfigMap, ServiceAccount, Service, Deployment and HPA of
-one endpoint.
+"""The gateway's children: ConfigMap, ServiceAccount (and its RoleBindings), Service and
+Deployment of one endpoint, and the bounds of its replicas.
 
 The gateway pod reads `gateway.json` from the ConfigMap and each credential (provider
 keys, callers' API keys) from a file of one projected volume (`<secretName>/<key>`,
@@ -18,6 +18,12 @@ gives gateway ServiceAccounts annotations (MODELPORT_GATEWAY_SERVICE_ACCOUNT_ANN
 e.g. IRSA's `eks.amazonaws.com/role-arn`; `{namespace}` and `{endpoint}` in a value
 become the endpoint's). Otherwise the pod runs as the namespace's `default`
 ServiceAccount with no token.
+
+The gateway's replicas are the operator's autoscaler's (`modelport.scaling`): no HPA,
+the Deployment leaves `replicas` out, and `gateway_scale_target` gives the bounds. A
+gateway whose endpoint has entities that scale to zero wakes them itself when a request
+comes: a Role that may get and update the `scale` subresource of exactly those
+Deployments, bound to its ServiceAccount (whose token is then mounted).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from __future__ import annotations
 from itertools import groupby
 
 from modelport import gatewayconfig as gc
+from modelport.objects import parse_quantity
 from modelport.render.config import GUARD_TOKEN_PATH, SecretRef
 from modelport.render.manifest import Manifest, OwnerRef, metadata
 from modelport.render.names import (
@@ -33,10 +40,12 @@ from modelport.render.names import (
     GATEWAY,
     endpoint_labels,
     gateway_name,
+    gateway_scale_role_name,
     gateway_selector,
     gateway_service_account_name,
     service_name,
 )
+from modelport.scaling import ScaleTarget
 from modelport.settings import Settings
 
 GATEWAY_PORT = 8080
@@ -47,7 +56,6 @@ SECRETS_DIR = "/var/run/modelport/secrets"
 # (the kubelet adds the group read bit for fsGroup-owned volumes).
 RUN_AS = 65532
 SECRET_FILE_MODE = 0o400
-CPU_TARGET_PERCENT = 70
 
 
 def gateway_children(
@@ -63,15 +71,18 @@ def gateway_children(
     pod_identity: bool = False,
     readiness_role: str | None = None,
     guard_audience: str | None = None,
+    wakes: tuple[str, ...] = (),
 ) -> list[Manifest]:
-    """ConfigMap, ServiceAccount, RoleBinding (with `readiness_role`), Service,
-    Deployment and HPA of the gateway, in apply order: the ServiceAccount exists before
-    pods name it. `service_account`: the gateway talks to the apiserver with its own
-    token (it verifies ServiceAccount tokens, or watches EndpointSlices), which is
-    mounted; `pod_identity`: it signs with its pod's cloud identity (see the module
-    docstring); `readiness_role`: ``ClusterRole/<name>`` or ``Role/<name>``, the role
-    that may watch EndpointSlices, bound in this namespace only; `guard_audience`:
-    project a token of that audience for calls to a guard ServingEndpoint."""
+    """ConfigMap, ServiceAccount, RoleBindings (with `readiness_role`, with `wakes`),
+    Service and Deployment of the gateway, in apply order: the ServiceAccount exists
+    before pods name it. `service_account`: the gateway talks to the apiserver with its
+    own token (it verifies ServiceAccount tokens, watches EndpointSlices or wakes
+    entities), which is mounted; `pod_identity`: it signs with its pod's cloud identity
+    (see the module docstring); `readiness_role`: ``ClusterRole/<name>`` or
+    ``Role/<name>``, the role that may watch EndpointSlices, bound in this namespace
+    only; `guard_audience`: project a token of that audience for calls to a guard
+    ServingEndpoint; `wakes`: the Deployments of entities that scale to zero, whose
+    scale subresource the gateway may get and update (a Role of its own)."""
     labels = {**endpoint_labels(endpoint), COMPONENT_LABEL: GATEWAY}
     name = gateway_name(endpoint)
     annotations = {
@@ -116,6 +127,8 @@ def gateway_children(
                 "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}],
             }
         )
+    if account is not None and wakes:
+        children += _wake_role(endpoint, namespace, labels, owner, account, wakes)
     return [
         *children,
         {
@@ -142,28 +155,64 @@ def gateway_children(
             mount_token=service_account,
             guard_audience=guard_audience,
         ),
-        {
-            "apiVersion": "autoscaling/v2",
-            "kind": "HorizontalPodAutoscaler",
-            "metadata": metadata(name, namespace, labels, owner),
-            "spec": {
-                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
-                "minReplicas": settings.gateway_min_replicas,
-                "maxReplicas": settings.gateway_max_replicas,
-                "metrics": [_cpu_metric(CPU_TARGET_PERCENT)],
-            },
-        },
     ]
 
 
-def _cpu_metric(percent: int) -> Manifest:
-    return {
-        "type": "Resource",
-        "resource": {
-            "name": "cpu",
-            "target": {"type": "Utilization", "averageUtilization": percent},
+def gateway_scale_target(endpoint: str, settings: Settings) -> ScaleTarget:
+    """The bounds the autoscaler keeps the gateway's replicas within: the cluster's
+    minimum and maximum, a replica per `gatewayTargetInFlight` requests in flight, and
+    its CPU request's `gatewayTargetCpuPercent` as the second bound (none without a CPU
+    request, or with the percentage at 0)."""
+    scaling = settings.autoscaling
+    cpu = parse_quantity(settings.gateway_resources.get("requests", {}).get("cpu", ""))
+    bounded = cpu is not None and cpu > 0 and scaling.gateway_target_cpu_percent > 0
+    return ScaleTarget(
+        deployment=gateway_name(endpoint),
+        entity=None,
+        min_replicas=settings.gateway_min_replicas,
+        max_replicas=settings.gateway_max_replicas,
+        target_in_flight=scaling.gateway_target_in_flight,
+        cpu_request=float(cpu) if bounded and cpu is not None else None,
+        target_cpu=scaling.gateway_target_cpu_percent / 100 if bounded else None,
+    )
+
+
+def _wake_role(
+    endpoint: str,
+    namespace: str,
+    labels: dict[str, str],
+    owner: OwnerRef,
+    account: str,
+    deployments: tuple[str, ...],
+) -> list[Manifest]:
+    """The Role that lets the gateway wake its entities (get and update the scale
+    subresource of exactly their Deployments), and its RoleBinding. No `patch`: the
+    gateway's one write is an update carrying the resourceVersion it read (a 0 becomes 1
+    only if nobody changed it meanwhile). RBAC cannot bound the number written; the
+    autoscaler brings a count above the entity's maximum back at its next tick."""
+    name = gateway_scale_role_name(endpoint)
+    return [
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": metadata(name, namespace, labels, owner),
+            "rules": [
+                {
+                    "apiGroups": ["apps"],
+                    "resources": ["deployments/scale"],
+                    "resourceNames": sorted(deployments),
+                    "verbs": ["get", "update"],
+                }
+            ],
         },
-    }
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": metadata(name, namespace, labels, owner),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}],
+        },
+    ]
 
 
 def _deployment(
@@ -236,7 +285,8 @@ def _deployment(
         "kind": "Deployment",
         "metadata": metadata(name, namespace, labels, owner),
         "spec": {
-            # replicas is left to the HPA: setting it here would fight the autoscaler.
+            # replicas is left out: the operator's autoscaler sets it (scale subresource);
+            # an apply that named it would fight the autoscaler.
             "selector": {"matchLabels": selector},
             "progressDeadlineSeconds": settings.progress_deadline_seconds,
             "revisionHistoryLimit": 3,

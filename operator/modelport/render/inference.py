@@ -1,4 +1,5 @@
-"""The children of a self-hosted entity: Deployment, Service and HPA of inference pods.
+"""The children of a self-hosted entity: the Deployment and Service of inference pods,
+and the bounds within which the operator's autoscaler sets its replicas.
 
 The entity's `entityName` is resolved through the model catalog (or taken as a
 `hf://`, `pvc://` or `s3://` source), its `workloadType` through the GPU profiles,
@@ -6,11 +7,13 @@ and the runtime module (`modelport.runtimes`) renders the container around that
 `ModelPlan`. Here: which runtime, which profile, whether the model fits it, the
 resources and placement, and how many replicas.
 
-Scale to zero: a HorizontalPodAutoscaler cannot go below one replica without the
-alpha HPAScaleToZero feature gate, so `scaleToZeroEnabled` (with
-`minProvisionedConcurrency: 0`) keeps one warm replica; the entity's maximum still
-follows its concurrency. Real scale to zero needs a request-driven scaler in front
-of the Service and is not done by this version.
+Replicas: no HorizontalPodAutoscaler. The Deployment leaves `replicas` out, and the
+operator's autoscaler (`modelport.scaling`) sets it from the requests in flight that the
+gateways count, one replica per `CONCURRENCY_PER_REPLICA` of them, within the bounds of
+`replica_bounds` (an HPA on CPU says little about a model server whose work is on a GPU,
+and could never reach zero without an alpha feature gate). With `scaleToZeroEnabled`
+the minimum is 0: idle, the entity has no pod at all, and the gateway holds the next
+requests while it starts one.
 """
 
 from __future__ import annotations
@@ -33,12 +36,12 @@ from modelport.render.profiles import UnknownProfileError, resolve, smallest_fit
 from modelport.runtimes import RUNTIMES, InferenceRuntime
 from modelport.runtimes.base import MODELS_DIR, ModelPlan, UnsupportedModelError, pod_parts
 from modelport.runtimes.catalog import CatalogEntry, CatalogError
+from modelport.scaling import ScaleTarget
 from modelport.settings import Settings
 
 # Concurrent requests one replica is sized for; workloadSize Small (4) is one replica.
 CONCURRENCY_PER_REPLICA = 4
 WORKLOAD_SIZE_CONCURRENCY = {"Small": 4, "Medium": 16, "Large": 64}
-CPU_TARGET_PERCENT = 80
 # Allowance for pulling an inference image (often 10+ GB) before the startup probe runs.
 IMAGE_PULL_SECONDS = 600
 
@@ -52,12 +55,11 @@ def entity_children(
     settings: Settings,
     endpoint_task: str | None = None,
 ) -> list[Manifest]:
-    """Service, Deployment and HPA of one self-hosted entity, in apply order."""
+    """Service and Deployment of one self-hosted entity, in apply order."""
     name = entity_name(endpoint, entity.name)
     labels = {**entity_labels(endpoint, entity.name), COMPONENT_LABEL: INFERENCE}
     where = f"spec.servedEntities[{index}]"
     entry = catalog_entry(index, entity, settings)
-    min_replicas, max_replicas = replica_bounds(entity, entry, where)
     return [
         {
             "apiVersion": "v1",
@@ -79,29 +81,28 @@ def entity_children(
         _deployment(
             name, namespace, owner, labels, where, endpoint, entity, entry, settings, endpoint_task
         ),
-        {
-            "apiVersion": "autoscaling/v2",
-            "kind": "HorizontalPodAutoscaler",
-            "metadata": metadata(name, namespace, labels, owner),
-            "spec": {
-                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
-                "minReplicas": min_replicas,
-                "maxReplicas": max_replicas,
-                "metrics": [
-                    {
-                        "type": "Resource",
-                        "resource": {
-                            "name": "cpu",
-                            "target": {
-                                "type": "Utilization",
-                                "averageUtilization": CPU_TARGET_PERCENT,
-                            },
-                        },
-                    }
-                ],
-            },
-        },
     ]
+
+
+def entity_scale_target(
+    endpoint: str, index: int, entity: ServedEntity, settings: Settings
+) -> ScaleTarget:
+    """The bounds the autoscaler keeps the entity's replicas within (see the module)."""
+    where = f"spec.servedEntities[{index}]"
+    low, high = replica_bounds(entity, catalog_entry(index, entity, settings), where)
+    idle = None
+    if entity.scale_to_zero_enabled:
+        idle = float(
+            entity.scale_to_zero_idle_seconds or settings.autoscaling.scale_to_zero_idle_seconds
+        )
+    return ScaleTarget(
+        deployment=entity_name(endpoint, entity.name),
+        entity=entity.name,
+        min_replicas=low,
+        max_replicas=high,
+        target_in_flight=CONCURRENCY_PER_REPLICA,
+        idle_seconds=idle,
+    )
 
 
 def catalog_entry(index: int, entity: ServedEntity, settings: Settings) -> CatalogEntry | None:
@@ -118,14 +119,16 @@ def replica_bounds(
     """(min, max) replicas: from the concurrency band (workloadSize, or provisioned
     concurrency at CONCURRENCY_PER_REPLICA each), and from provisioned throughput
     (tokens/s over the catalog's tokensPerSecondPerReplica); the larger of each bound
-    wins when both are given. The minimum is at least 1 (see the module's note on
-    scale to zero)."""
+    wins when both are given. The minimum is 1, or 0 with scaleToZeroEnabled (a minimum
+    throughput still keeps its replicas); the maximum at least 1."""
+    floor = 0 if entity.scale_to_zero_enabled else 1
     if entity.workload_size is not None or entity.max_provisioned_concurrency is None:
         top = WORKLOAD_SIZE_CONCURRENCY[entity.workload_size or "Small"]
-        low, high = 1, max(1, math.ceil(top / CONCURRENCY_PER_REPLICA))
+        low, high = floor, max(1, math.ceil(top / CONCURRENCY_PER_REPLICA))
     else:
-        low = max(1, math.ceil((entity.min_provisioned_concurrency or 0) / CONCURRENCY_PER_REPLICA))
-        high = math.ceil(entity.max_provisioned_concurrency / CONCURRENCY_PER_REPLICA)
+        least = math.ceil((entity.min_provisioned_concurrency or 0) / CONCURRENCY_PER_REPLICA)
+        low = max(floor, least)
+        high = max(1, math.ceil(entity.max_provisioned_concurrency / CONCURRENCY_PER_REPLICA))
     tmin, tmax = entity.min_provisioned_throughput, entity.max_provisioned_throughput
     if tmin is not None or tmax is not None:
         if entry is None:
@@ -138,7 +141,7 @@ def replica_bounds(
         per = entry.tokens_per_second_per_replica
         low = max(low, math.ceil((tmin or 0) / per))
         high = max(high, math.ceil((tmax if tmax is not None else tmin or 0) / per))
-    return low, max(low, high)
+    return low, max(low, high, 1)
 
 
 def _quantity(value: int | str) -> str:
@@ -348,7 +351,8 @@ def _deployment(
         "kind": "Deployment",
         "metadata": metadata(name, namespace, labels, owner),
         "spec": {
-            # replicas is left to the HPA.
+            # replicas is left out: the autoscaler sets it (scale subresource), and an
+            # apply that named it would take it back at every change of the spec.
             "selector": {"matchLabels": selector},
             # Pulling a multi-GB image and loading weights legitimately take long.
             "progressDeadlineSeconds": max(

@@ -62,6 +62,12 @@ def gateway_service_account_name(endpoint: str) -> str:
     return gateway_name(endpoint)
 
 
+def gateway_scale_role_name(endpoint: str) -> str:
+    """The Role (and its RoleBinding) that lets the gateway wake its entities that scale
+    to zero: the scale subresource of their Deployments, nothing else."""
+    return child_name(endpoint, GATEWAY, "scale")
+
+
 def service_name(endpoint: str) -> str:
     """The Service in front of the gateway: the endpoint's URL host."""
     return child_name(endpoint)

@@ -23,16 +23,16 @@ def _by_key(children: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, A
 
 
 @pytest.mark.parametrize(
-    ("sample_name", "entities"),
+    ("sample_name", "entities", "wakes"),
     [
-        ("openai", []),
-        ("anthropic", []),
-        ("embeddings", ["bge-large"]),
-        ("mixed-traffic-fallback", ["llama-8b"]),
-        ("self-hosted-gpu", ["llama-8b"]),
+        ("openai", [], False),
+        ("anthropic", [], False),
+        ("embeddings", ["bge-large"], False),
+        ("mixed-traffic-fallback", ["llama-8b"], False),
+        ("self-hosted-gpu", ["llama-8b"], True),
     ],
 )
-def test_children_of_samples(sample_name: str, entities: list[str]) -> None:
+def test_children_of_samples(sample_name: str, entities: list[str], wakes: bool) -> None:
     ep = sample(sample_name)
     name = ep.metadata.name
     keys = [(c["kind"], c["metadata"]["name"]) for c in render(ep, SETTINGS).children]
@@ -41,16 +41,17 @@ def test_children_of_samples(sample_name: str, entities: list[str]) -> None:
         # Callers authenticate by default, with ServiceAccount tokens: the gateway needs
         # an identity of its own for TokenReview, created before the pods name it.
         ("ServiceAccount", f"{name}-gateway"),
+    ]
+    if wakes:
+        # scaleToZeroEnabled: the gateway may wake the entity (its scale subresource).
+        expected += [("Role", f"{name}-gateway-scale"), ("RoleBinding", f"{name}-gateway-scale")]
+    expected += [
         ("Service", name),
         ("Deployment", f"{name}-gateway"),
-        ("HorizontalPodAutoscaler", f"{name}-gateway"),
     ]
     for entity in entities:
-        expected += [
-            ("Service", f"{name}-{entity}"),
-            ("Deployment", f"{name}-{entity}"),
-            ("HorizontalPodAutoscaler", f"{name}-{entity}"),
-        ]
+        expected += [("Service", f"{name}-{entity}"), ("Deployment", f"{name}-{entity}")]
+    # No HPA: the operator's autoscaler owns every Deployment's replicas.
     assert keys == expected
 
 
@@ -151,9 +152,7 @@ def test_gateway_deployment() -> None:
         {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}
     ]
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
-    hpa = children[("HorizontalPodAutoscaler", "chat-gateway")]
-    assert hpa["spec"]["scaleTargetRef"]["name"] == "chat-gateway"
-    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 5)
+    assert "replicas" not in deployment["spec"]  # the autoscaler's, never applied
 
 
 def test_config_change_changes_the_pod_template_hash() -> None:
@@ -270,8 +269,10 @@ def test_admin_profiles_replace_the_defaults() -> None:
                 "maxProvisionedConcurrency": 16,
                 "scaleToZeroEnabled": True,
             },
-            (1, 4),
+            (0, 4),
         ),
+        ({"scaleToZeroEnabled": True}, (0, 1)),
+        ({"scaleToZeroEnabled": False, "workloadSize": "Medium"}, (1, 4)),
     ],
 )
 def test_replica_bounds(extra: dict[str, Any], bounds: tuple[int, int]) -> None:

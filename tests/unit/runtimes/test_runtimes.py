@@ -463,7 +463,7 @@ def test_admin_profile_fields() -> None:
                 "minProvisionedConcurrency": 0,
                 "maxProvisionedConcurrency": 8,
             },
-            (1, 2),
+            (0, 2),
         ),
     ],
 )
@@ -474,12 +474,11 @@ def test_replicas_from_concurrency_and_throughput(
     ep = endpoint(body)
     entry = SETTINGS.catalog.resolve("system.ai.meta_llama_v3_1_8b_instruct")
     assert replica_bounds(ep.spec.served_entities[0], entry) == bounds
-    hpa = next(
-        c
-        for c in render(ep, SETTINGS).children
-        if c["kind"] == "HorizontalPodAutoscaler" and c["metadata"]["name"] == "chat-m"
-    )
-    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == bounds
+    # The autoscaler's bounds, and no HPA: it alone sets the replicas.
+    rendered = render(ep, SETTINGS)
+    target = next(t for t in rendered.scaling if t.deployment == "chat-m")
+    assert (target.min_replicas, target.max_replicas) == bounds
+    assert not [c for c in rendered.children if c["kind"] == "HorizontalPodAutoscaler"]
 
 
 def test_throughput_without_a_catalog_model_is_refused() -> None:
