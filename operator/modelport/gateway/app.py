@@ -2,8 +2,9 @@
 
 A proxied request passes the stages of :mod:`modelport.gateway.pipeline`: authenticate
 (headers only) → content type → body (bounded) → JSON → task check → validation → admit
-→ plan (traffic split, fallback order) → attempt(s): provider translation + upstream I/O
-→ relay through the taps → finish (metrics, sinks), which runs whatever happened. Each
+→ plan (traffic split, fallback order) → (a hold, for an entity starting from zero
+replicas: :mod:`modelport.gateway.coldstart`) → attempt(s): provider translation +
+upstream I/O → relay through the taps → finish (metrics, sinks), which runs whatever happened. Each
 step fails with a :class:`GatewayError`, which becomes an OpenAI-shaped JSON error;
 nothing else reaches the client, so a bug shows up as a 500 with an incident id in the
 log, never as a traceback. Every step records into the request's
@@ -28,6 +29,7 @@ from typing import Any
 import orjson
 
 from modelport.gateway.auth.base import Fingerprinter
+from modelport.gateway.coldstart import MAX_PAUSE_SECONDS, ColdStarts, Waker
 from modelport.gateway.context import Attempt, RequestContext, TokenUsage
 from modelport.gateway.errors import (
     BAD_REQUEST,
@@ -38,6 +40,7 @@ from modelport.gateway.errors import (
     RESOURCE_DOES_NOT_EXIST,
     TEMPORARILY_UNAVAILABLE,
     GatewayError,
+    UnreachableError,
 )
 from modelport.gateway.fallback import Breakers, moves_on, retry_after_header, retry_delay
 from modelport.gateway.metrics import Metrics
@@ -191,6 +194,7 @@ class GatewayApp:
         keepalive_seconds: float = KEEPALIVE_SECONDS,
         breakers: Breakers | None = None,
         readiness: Readiness | None = None,
+        waker: Waker | None = None,
     ) -> None:
         check_providers(config)
         self.config = config
@@ -215,9 +219,14 @@ class GatewayApp:
             [e.name for e in config.entities], on_change=self.metrics.breaker_changed
         )
         fallback = config.ai_gateway.fallback_enabled
-        if readiness is None and config.readiness is not None and fallback:
+        scales = config.scale_to_zero
+        if readiness is None and config.readiness is not None and (fallback or scales):
             readiness = EndpointSliceReadiness(config.readiness)
         self.readiness = readiness
+        # Entities that scale to zero: their requests are held while they start.
+        self.cold_starts = (
+            ColdStarts(scales, readiness, self.metrics, waker=waker) if scales else None
+        )
         self._started = False
         ep = config.endpoint_name
         proxied: dict[str, Task | None] = {}
@@ -263,6 +272,8 @@ class GatewayApp:
                 await asyncio.gather(
                     *(stage.aclose() for stage in self._stages() if hasattr(stage, "aclose"))
                 )
+                if self.cold_starts is not None:
+                    await self.cold_starts.aclose()
                 if self.readiness is not None:
                     await self.readiness.aclose()
                 await self.upstream.aclose()
@@ -439,21 +450,36 @@ class GatewayApp:
         """Try the planned entities in order within one deadline (see
         :mod:`modelport.gateway.fallback`): the first answer is relayed; an error before
         the response started that another entity may not share (429, 5xx) moves on, once
-        after a short ``Retry-After`` on the same entity; the last error is the answer."""
+        after a short ``Retry-After`` on the same entity; the last error is the answer.
+
+        An entity that scales to zero and has no ready pod is woken, and its request held
+        until one is (:mod:`modelport.gateway.coldstart`), unless fallback has another
+        entity to spill it to; a connection it refuses is held and tried again."""
         deadline = ctx.started + self.config.request_timeout_seconds
         fallback = self.config.ai_gateway.fallback_enabled
+        cold = self.cold_starts
         error: GatewayError | None = None
         answered_by = plan[0]  # the entity whose error stands
         skipped: list[str] = []
         for i, entity in enumerate(plan):
-            if fallback and (reason := self._skip(entity)) is not None:
-                now = time.monotonic()
-                ctx.attempts.append(
-                    Attempt(entity.name, now, now, 503, TEMPORARILY_UNAVAILABLE, reason)
-                )
-                skipped.append(entity.name)
+            # Fallback moves on from this entity: there is another one after it.
+            spills = fallback and i < len(plan) - 1
+            if cold is not None and cold.cold(entity.name):
+                if spills:
+                    cold.spilled(entity.name)
+                    self._skipped(ctx, entity, "starting", skipped)
+                    continue
+                try:
+                    await cold.hold(entity.name, deadline)
+                except GatewayError as exc:
+                    error, answered_by = exc, entity
+                    self._skipped(ctx, entity, "starting", skipped, exc)
+                    continue
+            elif fallback and (reason := self._skip(entity)) is not None:
+                self._skipped(ctx, entity, reason, skipped)
                 continue
             retried = False
+            refused = 0
             while True:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 and error is not None:
@@ -464,10 +490,28 @@ class GatewayApp:
                 error = await self._attempt(ctx, call, entity, send, exchange, share, deadline)
                 answered_by = entity
                 if error is None:
+                    if cold is not None and cold.scales(entity.name):
+                        cold.answered(entity.name)
                     return
                 if exchange.started or not moves_on(error):
                     await self._fail(send, ctx, exchange, error, entity)
                     return
+                if (
+                    cold is not None
+                    and isinstance(error, UnreachableError)
+                    and cold.scales(entity.name)
+                    and not spills
+                ):
+                    # Nothing was sent: it is starting, or just stopped. Hold, try again.
+                    cold.refused(entity.name)
+                    pause = min(MAX_PAUSE_SECONDS, 0.1 * 2**refused)
+                    refused += 1
+                    try:
+                        await cold.hold(entity.name, deadline, pause=pause)
+                    except GatewayError as exc:
+                        error = exc
+                        break
+                    continue
                 if not fallback or retried:
                     break
                 delay = retry_delay(error, deadline - time.monotonic())
@@ -482,6 +526,21 @@ class GatewayApp:
         if error is None:
             error = self._all_skipped(skipped)
         await self._fail(send, ctx, exchange, error, answered_by)
+
+    @staticmethod
+    def _skipped(
+        ctx: RequestContext,
+        entity: EntityConfig,
+        reason: str,
+        skipped: list[str],
+        error: GatewayError | None = None,
+    ) -> None:
+        """Record an entity passed by without a request (``reason``: not_ready,
+        breaker_open, starting)."""
+        now = time.monotonic()
+        status, code = (error.status, error.code) if error else (503, TEMPORARILY_UNAVAILABLE)
+        ctx.attempts.append(Attempt(entity.name, now, now, status, code, reason))
+        skipped.append(entity.name)
 
     def _skip(self, entity: EntityConfig) -> str | None:
         """Why fallback passes ``entity`` by without a request, or None to try it."""
@@ -519,6 +578,9 @@ class GatewayApp:
         provider = REGISTRY[entity.provider]
         hooks = self.pipeline.attempt_hooks
         error: GatewayError | None = None
+        # The entity's load, which the autoscaler reads: an int up, and down in `finally`.
+        series = self.metrics.entity(entity.name)
+        series.in_flight += 1
         try:
             for hook in hooks:
                 await hook.before(ctx, call, attempt)
@@ -552,6 +614,8 @@ class GatewayApp:
             incident = uuid.uuid4().hex[:12]
             log.exception("unexpected error (incident %s)", incident)
             error = GatewayError(500, INTERNAL_ERROR, f"internal error (incident {incident})")
+        finally:
+            series.in_flight -= 1
         exchange.extend = None
         attempt.ended = time.monotonic()
         attempt.status = 200 if error is None else error.status

@@ -88,6 +88,12 @@ class GatewayError(Exception):
         return orjson.dumps(self.payload())
 
 
+class UnreachableError(GatewayError):
+    """A 503: no connection to the upstream could be made (refused, no route, DNS), so
+    nothing was sent. For an entity that scales to zero this means it is starting (or
+    just stopped): the request is held and tried again rather than failed."""
+
+
 def invalid(param: str, message: str) -> GatewayError:
     """A 400 INVALID_PARAMETER_VALUE naming the parameter."""
     return GatewayError(400, INVALID_PARAMETER_VALUE, message, param=param)

@@ -28,11 +28,27 @@ Series (the names are an interface: dashboards, alerts and tests use them):
   (a restarted worker starts a fresh count). Per-caller totals beyond that bound belong
   in the usage rows, not in Prometheus.
 - ``modelport_gateway_in_flight_requests`` (gauge): requests being served now.
+- ``modelport_gateway_entity_in_flight_requests{entity}`` (gauge): attempts waiting for
+  an entity's answer now (what the operator's autoscaler sizes the entity by), and
+  ``modelport_gateway_held_requests{entity}`` (gauge): requests held for an entity that
+  scales to zero while it has no ready pod (demand too: it starts a replica).
+- ``modelport_gateway_holds_total{entity,outcome}``: held requests by how the hold ended
+  (``forwarded``: a pod became ready; ``spilled``: fallback went to another entity;
+  ``timeout``: the deadline passed; ``refused``: the entity already held
+  ``maxHeldRequests``; ``disconnected``: the client left);
+  ``modelport_gateway_hold_seconds{entity}`` (histogram): how long each waited;
+  ``modelport_gateway_cold_start_seconds{entity}`` (histogram): from the first request
+  that found the entity without a ready pod to its first ready pod; and
+  ``modelport_gateway_wakes_total{entity,result}``: the gateway's scale-ups from zero
+  (``woken``, ``already``: it was not at zero any more, ``failed``).
+- ``modelport_gateway_cpu_seconds_total``: CPU seconds of the gateway's worker
+  processes (the autoscaler's second bound for the gateway's replicas).
 - ``modelport_gateway_guardrail_decisions_total{direction,check,kind,action}``: each
   guardrail that acted (``action`` ``mask``, ``block``, ``fail_open``, ``fail_closed``),
   one per ``kind`` found (``EMAIL``, a safety category; empty for keywords and topics).
 - ``modelport_gateway_fallbacks_total{entity,reason}``: an entity passed over for the
-  next: ``reason`` is the status of its error, ``not_ready`` or ``breaker_open``.
+  next: ``reason`` is the status of its error, ``not_ready``, ``breaker_open`` or
+  ``starting`` (scaling from zero: the request spilled over instead of waiting).
 - ``modelport_gateway_breaker_transitions_total{entity,state}`` and
   ``modelport_gateway_breaker_open{entity}`` (gauge, 1 while open or probing; the
   highest of the workers): each entity's circuit breaker, per worker process.
@@ -117,6 +133,8 @@ CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4.encode()
 body is the same as the 1.0.0 format's."""
 
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+# A cold start: seconds for a llama.cpp model on CPU, minutes for a GPU node and an image.
+COLD_START_BUCKETS = (1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0)
 # A first token comes in tens of milliseconds from a warm GPU, seconds from a busy provider.
 FIRST_TOKEN_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -273,6 +291,57 @@ class Metrics:
             multiprocess_mode="livemax",
         )
         self._rare_cells: dict[tuple[object, ...], _Cell] = {}
+        self._rare_histograms: dict[tuple[object, ...], _PendingHistogram] = {}
+        # Per entity, what the autoscaler reads: attempts in flight and requests held.
+        self._entity_in_flight = Gauge(
+            "modelport_gateway_entity_in_flight_requests",
+            "Attempts waiting for a served entity's answer now.",
+            ("entity",),
+            registry=family_registry,
+            multiprocess_mode="livesum",
+        )
+        self._held = Gauge(
+            "modelport_gateway_held_requests",
+            "Requests held now for an entity that scales to zero, while it has no ready pod.",
+            ("entity",),
+            registry=family_registry,
+            multiprocess_mode="livesum",
+        )
+        self._holds = Counter(
+            "modelport_gateway_holds",
+            "Held requests by how the hold ended (forwarded, spilled, timeout, refused, "
+            "disconnected).",
+            ("entity", "outcome"),
+            registry=family_registry,
+        )
+        self._hold_seconds = Histogram(
+            "modelport_gateway_hold_seconds",
+            "Seconds a request was held for an entity that was starting.",
+            ("entity",),
+            buckets=COLD_START_BUCKETS,
+            registry=family_registry,
+        )
+        self._cold_start = Histogram(
+            "modelport_gateway_cold_start_seconds",
+            "Seconds from the first request that found an entity without a ready pod to its "
+            "first ready pod.",
+            ("entity",),
+            buckets=COLD_START_BUCKETS,
+            registry=family_registry,
+        )
+        self._wakes = Counter(
+            "modelport_gateway_wakes",
+            "Scale-ups of an entity from zero by this gateway (woken, already, failed).",
+            ("entity", "result"),
+            registry=family_registry,
+        )
+        self._cpu_seconds = Counter(
+            "modelport_gateway_cpu_seconds",
+            "CPU seconds used by the gateway's worker processes.",
+            registry=family_registry,
+        )
+        self._cpu_add = _adder(self._cpu_seconds)
+        self._cpu_flushed = time.process_time()
         self._rate_limit_decisions = Counter(
             "modelport_gateway_rate_limit_decisions",
             "Rate-limit decisions by the limit's key kind and decision (admitted, limited, "
@@ -305,7 +374,7 @@ class Metrics:
         self._histograms: list[_PendingHistogram] = []
         self._request_cells: dict[tuple[str, str, int], _Cell] = {}
         self._routes: set[str] = set()
-        self._entities: dict[str, _EntitySeries] = {}
+        self._entities: dict[str, EntitySeries] = {}
         self._principals: dict[str, Pair] = {}
         self._fixed_principals: dict[str, Pair] = {}
         self._flushed_at = time.monotonic()
@@ -357,6 +426,26 @@ class Metrics:
             self._count_decisions(ctx)
         if self._dir is not None and ended - self._flushed_at >= FLUSH_SECONDS:
             self.flush()
+
+    def entity(self, entity: str) -> EntitySeries:
+        """An entity's series (made on first use): ``in_flight`` and ``held`` are plain
+        counts its callers add to, flushed into the gauges like every other cell."""
+        return self._entities.get(entity) or self._entity(entity)
+
+    def hold_ended(self, entity: str, outcome: str, seconds: float) -> None:
+        """A held request stopped waiting: forwarded, spilled, timeout, refused or
+        disconnected (its wait is observed, but for refused: it never waited)."""
+        self._rare(self._holds, (entity, outcome)).value += 1
+        if outcome not in ("refused", "spilled"):
+            self._histogram_of(self._hold_seconds, entity).observe(seconds)
+
+    def cold_start(self, entity: str, seconds: float) -> None:
+        """An entity that had no ready pod has one, `seconds` after a request found it so."""
+        self._histogram_of(self._cold_start, entity).observe(seconds)
+
+    def wake(self, entity: str, result: str) -> None:
+        """The gateway tried to wake an entity: woken, already (not at zero) or failed."""
+        self._rare(self._wakes, (entity, result)).value += 1
 
     def table(self, table: str) -> TableCounters:
         """The row counters of one usage or inference table (its writer adds to them)."""
@@ -428,6 +517,12 @@ class Metrics:
         if self._in_flight_now != self._in_flight_flushed:
             self._in_flight_flushed = self._in_flight_now
             self._in_flight.set(self._in_flight_now)
+        for series in self._entities.values():
+            series.flush_gauges()
+        cpu = time.process_time()
+        if cpu > self._cpu_flushed:
+            self._cpu_add(cpu - self._cpu_flushed)
+            self._cpu_flushed = cpu
         if self._store_up is not None and self._store_up_now is not None:
             self._store_up.set(1 if self._store_up_now() else 0)
 
@@ -462,6 +557,14 @@ class Metrics:
             reason = attempt.skipped or str(attempt.status)
             self._rare(self._fallbacks, (attempt.entity, reason)).value += 1
 
+    def _histogram_of(self, family: Histogram, entity: str) -> _PendingHistogram:
+        """The pending histogram of a rarely observed per-entity family."""
+        key = (id(family), entity)
+        pending = self._rare_histograms.get(key)
+        if pending is None:
+            pending = self._rare_histograms[key] = self._histogram(family.labels(entity))
+        return pending
+
     def _rare(self, family: Counter, labels: tuple[str, ...]) -> _Cell:
         """The cell of a series of a rarely counted family, made on first use. Label values
         come from the config (entities, categories) and fixed words, so they are bounded."""
@@ -488,15 +591,18 @@ class Metrics:
             self._cell(family.labels(first_label, "completion")),
         )
 
-    def _entity(self, entity: str) -> _EntitySeries:
+    def _entity(self, entity: str) -> EntitySeries:
         series = self._entities.get(entity)
         if series is None:
-            series = self._entities[entity] = _EntitySeries(
-                entity, self._histogram(self._duration.labels(entity))
+            series = self._entities[entity] = EntitySeries(
+                entity,
+                self._histogram(self._duration.labels(entity)),
+                self._entity_in_flight,
+                self._held,
             )
         return series
 
-    def _request_cell(self, series: _EntitySeries, route: str, status: int) -> _Cell:
+    def _request_cell(self, series: EntitySeries, route: str, status: int) -> _Cell:
         """The requests cell of (entity, route, status), made on first use."""
         key = (series.entity, route, status)
         if route not in self._routes and len(self._routes) >= MAX_ROUTES:
@@ -517,7 +623,7 @@ class Metrics:
 
     def _count_tokens(
         self,
-        series: _EntitySeries,
+        series: EntitySeries,
         principal: Principal | None,
         prompt: int,
         completion: int,
@@ -704,18 +810,54 @@ class _PendingHistogram:
         self._add_sum(total)
 
 
-class _EntitySeries:
+class EntitySeries:
     """One entity's pending series; those only some requests need are made on first use
-    (a refused request's ``entity=""`` never gets token series)."""
+    (a refused request's ``entity=""`` never gets token series).
 
-    __slots__ = ("duration", "entity", "estimated", "first_token", "tokens")
+    ``in_flight`` and ``held`` are counts the request path adds to and takes from (an
+    int each: what per-entity counting costs); a flush sets their gauges when they
+    changed, and a gauge is made only once its count was ever other than 0."""
 
-    def __init__(self, entity: str, duration: _PendingHistogram) -> None:
+    __slots__ = (
+        "_families",
+        "_flushed",
+        "_gauges",
+        "duration",
+        "entity",
+        "estimated",
+        "first_token",
+        "held",
+        "in_flight",
+        "tokens",
+    )
+
+    def __init__(
+        self, entity: str, duration: _PendingHistogram, in_flight: Gauge, held: Gauge
+    ) -> None:
         self.entity = entity
         self.duration = duration
         self.first_token: _PendingHistogram | None = None
         self.tokens: Pair | None = None
         self.estimated: Pair | None = None
+        self.in_flight = 0
+        self.held = 0
+        self._families = (in_flight, held)
+        self._gauges: tuple[Gauge, Gauge] | None = None
+        self._flushed = (0, 0)
+
+    def flush_gauges(self) -> None:
+        """Set the in-flight and held gauges, when either count changed."""
+        now = (self.in_flight, self.held)
+        if now == self._flushed:
+            return
+        if self._gauges is None:
+            self._gauges = (
+                self._families[0].labels(self.entity),
+                self._families[1].labels(self.entity),
+            )
+        self._flushed = now
+        self._gauges[0].set(now[0])
+        self._gauges[1].set(now[1])
 
 
 # prometheus_client's public ``inc`` re-checks on every call what the callers here

@@ -10,6 +10,10 @@ RoleBinding in that one namespace (see the chart's README). A watch event reache
 gateway within milliseconds of the pod's readiness changing, where a file the operator
 rendered would take the kubelet's sync period (a minute or more) to arrive.
 
+The gateway also holds requests for an entity that scales to zero until it has a ready
+pod (:mod:`modelport.gateway.coldstart`): :meth:`EndpointSliceReadiness.until_ready`
+returns the moment the watch shows one.
+
 An entity counts as ready whenever the gateway does not know better: before the first
 list, for an entity whose Service it does not watch, and when the watch has been broken
 for more than :data:`STALE_SECONDS` (a stale "not ready" must not keep an entity out for
@@ -22,10 +26,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import ssl
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -33,7 +35,7 @@ import aiohttp
 import orjson
 
 from modelport import gatewayconfig as gc
-from modelport.gateway.auth.tokenreview import DEFAULT_CA_FILE, DEFAULT_TOKEN_FILE, api_server_url
+from modelport.gateway.apiserver import ApiServer
 
 log = logging.getLogger("modelport.gateway.readiness")
 
@@ -50,6 +52,10 @@ class Readiness(Protocol):
 
     def ready(self, entity: str) -> bool:
         """False only when the entity is known to have no ready pod."""
+        ...
+
+    async def until_ready(self, entity: str, timeout: float) -> bool:
+        """Wait until :meth:`ready` says True (at most ``timeout`` seconds); whether it did."""
         ...
 
     async def start(self) -> None:
@@ -81,25 +87,20 @@ class EndpointSliceReadiness:
         self._service_of = dict(config.services)
         services = sorted(set(config.services.values()))
         selector = quote(f"{SERVICE_LABEL} in ({','.join(services)})", safe="")
-        try:
-            base = api_server_url(config.api_server)
-        except ValueError:
-            raise ValueError(
-                "readiness.apiServer is not set and KUBERNETES_SERVICE_HOST is not in the "
-                "environment: set apiServer when the gateway runs outside a pod"
-            ) from None
+        self._api = ApiServer(
+            config.api_server, config.token_file, config.ca_file, section="readiness"
+        )
         self._url = (
-            f"{base.rstrip('/')}/apis/discovery.k8s.io/v1/namespaces/"
+            f"{self._api.url}/apis/discovery.k8s.io/v1/namespaces/"
             f"{quote(config.namespace)}/endpointslices?labelSelector={selector}"
         )
-        self._token_file = Path(config.token_file or DEFAULT_TOKEN_FILE)
-        self._ca_file = config.ca_file or DEFAULT_CA_FILE
         # slice name -> (its Service, its ready endpoints); None until the first list.
         self._slices: dict[str, tuple[str, int]] | None = None
         self._ready: dict[str, bool] = {}
         self._broken_since: float | None = None
         self._task: asyncio.Task[None] | None = None
-        self._session: aiohttp.ClientSession | None = None
+        self._changed = asyncio.Event()
+        """Set (and replaced) at every change of readiness: wakes `until_ready`'s waiters."""
         self.synced = asyncio.Event()
         """Set once the first list has been taken (tests wait on it)."""
         self._warned: set[str] = set()
@@ -115,6 +116,20 @@ class EndpointSliceReadiness:
         broken = self._broken_since
         return broken is not None and self._clock() - broken > STALE_SECONDS
 
+    async def until_ready(self, entity: str, timeout: float) -> bool:
+        """Wait until ``entity`` may have a ready pod, at most ``timeout`` seconds; whether
+        it may. Woken by the watch's changes, and every second besides (a watch broken for
+        long enough makes every entity count as ready without any change to wake on)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self.ready(entity):
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), min(left, 1.0))
+        return True
+
     async def start(self) -> None:
         """Start watching (at start-up, on the serving loop)."""
         if self._task is None:
@@ -127,9 +142,7 @@ class EndpointSliceReadiness:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
+        await self._api.aclose()
 
     async def _run(self) -> None:
         backoff = 1.0
@@ -157,7 +170,7 @@ class EndpointSliceReadiness:
                 backoff = min(MAX_BACKOFF_SECONDS, backoff * 2)
 
     async def _list(self) -> str:
-        async with self._open().get(self._url, headers=self._headers()) as resp:
+        async with self._api.session().get(self._url, headers=self._api.headers()) as resp:
             self._check(resp)
             document = orjson.loads(await resp.read())
         slices: dict[str, tuple[str, int]] = {}
@@ -181,7 +194,9 @@ class EndpointSliceReadiness:
             f"&timeoutSeconds={WATCH_SECONDS}"
         )
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=WATCH_SECONDS + 30)
-        async with self._open().get(url, headers=self._headers(), timeout=timeout) as resp:
+        async with self._api.session().get(
+            url, headers=self._api.headers(), timeout=timeout
+        ) as resp:
             self._check(resp)
             buffer = b""
             async for data in resp.content.iter_any():
@@ -217,15 +232,16 @@ class EndpointSliceReadiness:
         for service, count in (self._slices or {}).values():
             if count > 0:
                 ready[service] = True
+        changed = False
         for service, now in ready.items():
             if self._ready.get(service) is not now:
+                changed = True
                 state = "ready" if now else "has no ready pod"
                 log.info("readiness: Service %s %s", service, state)
         self._ready = ready
-
-    def _headers(self) -> dict[str, str]:
-        token = self._token_file.read_text(encoding="utf-8").strip()  # rotated by the kubelet
-        return {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        if changed:
+            self._changed.set()
+            self._changed = asyncio.Event()
 
     def _check(self, resp: aiohttp.ClientResponse) -> None:
         if resp.status == 410:
@@ -238,17 +254,6 @@ class EndpointSliceReadiness:
             )
         if resp.status != 200:
             raise ValueError(f"the apiserver answered HTTP {resp.status}")
-
-    def _open(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            tls: ssl.SSLContext | bool = True
-            if self._url.startswith("https://"):
-                tls = ssl.create_default_context(cafile=self._ca_file)
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=tls, limit=2),
-                timeout=aiohttp.ClientTimeout(total=30, sock_connect=5),
-            )
-        return self._session
 
     def _warn_once(self, cause: str, message: str, *args: object) -> None:
         if cause not in self._warned:

@@ -55,6 +55,7 @@ from modelport.gateway.errors import (
     PERMISSION_DENIED,
     TEMPORARILY_UNAVAILABLE,
     GatewayError,
+    UnreachableError,
     from_upstream_status,
 )
 from modelport.gateway.fetch import ImageFetcher
@@ -451,9 +452,9 @@ def _deadline(provider: Provider, request: UpstreamRequest) -> GatewayError:
 
 def _unreachable(
     call: Call, provider: Provider, request: UpstreamRequest, exc: Exception
-) -> GatewayError:
+) -> UnreachableError:
     host = urlsplit(request.url).netloc
-    return GatewayError(
+    return UnreachableError(
         503,
         TEMPORARILY_UNAVAILABLE,
         f"cannot reach {provider.name} at {host} for served entity "
