@@ -4,6 +4,12 @@
 
 - each entity's `state.deployment` is the worse of its own Deployment (self-hosted)
   and the gateway's, plus its Secret keys; its message says what to do;
+- replicas are the autoscaler's business, not a rollout's: once a generation has
+  rolled out, replicas that are wanted and not ready yet say "scaling up" (READY, as
+  long as one serves), and an entity with `scaleToZeroEnabled` at zero replicas, or
+  starting its first one, is READY too (the gateway holds its requests meanwhile), as
+  on the reference service; each self-hosted entity's `scale` and the endpoint's
+  `replicaSummary` say where its replicas are;
 - `state.ready` is READY when the gateway serves and every entity with traffic does;
 - `state.configUpdate` is UPDATE_FAILED when something failed, IN_PROGRESS while the
   current generation is not rolled out everywhere, NOT_UPDATING otherwise;
@@ -33,6 +39,7 @@ from datetime import datetime
 from typing import Literal
 
 from modelport.api import ServingEndpoint, ServingEndpointStatus
+from modelport.api.entities import ServedEntity
 from modelport.api.meta import Condition, ConditionStatus
 from modelport.api.v1alpha1 import (
     ConfigUpdateState,
@@ -40,8 +47,10 @@ from modelport.api.v1alpha1 import (
     EndpointConfig,
     EndpointState,
     EntityDeploymentState,
+    EntityScale,
     ReadyState,
     Route,
+    ScaleState,
     ServedEntityStatus,
     TrafficConfig,
 )
@@ -172,6 +181,55 @@ def deployment_view(obs: DeploymentObservation | None, what: str) -> _EntityView
     )
 
 
+def scaled_view(
+    obs: DeploymentObservation | None, what: str, *, live: bool, zero: bool = False
+) -> _EntityView:
+    """`deployment_view`, unless the only gap is replicas: once the generation is `live`
+    (rolled out before), replicas wanted and not ready are a scale-up, not a rollout, and
+    READY while one serves; with `zero` (scaleToZeroEnabled) also while the first one
+    starts, and at zero replicas (whatever the generation: at zero nothing is left to
+    roll)."""
+    view = deployment_view(obs, what)
+    if obs is None or view.state == FAILED or view.state == READY:
+        return view
+    if obs.replicas == 0:
+        # Nothing runs an older template at zero: a new one is rolled out as soon as the
+        # Deployment has seen it (its first pod starts with the next request).
+        if not zero or obs.observed_generation < obs.generation:
+            return view
+        message = f"{what}: scaled to zero while idle; the next request starts a replica"
+        return _EntityView(READY, message, True, True)
+    if not live or obs.available_replicas >= obs.replicas or not (obs.serving or zero):
+        return view
+    starting = "scaling up" if obs.serving else "scaling up from zero"
+    progress = "".join(f"; {p}" for p in obs.pod_progress)
+    message = (
+        f"{what} (Deployment {obs.name}): {starting}, "
+        f"{obs.available_replicas}/{obs.replicas} ready{progress}"
+    )
+    return _EntityView(READY, message, True, True)
+
+
+def entity_scale(obs: DeploymentObservation) -> EntityScale:
+    """Where a Deployment's replicas are: at zero, scaling up, or all ready."""
+    if obs.replicas == 0:
+        state: ScaleState = "ScaledToZero"
+    elif obs.available_replicas < obs.replicas:
+        state = "ScalingUp"
+    else:
+        state = "Running"
+    return EntityScale(
+        state=state, replicas=obs.replicas, ready_replicas=min(obs.available_replicas, obs.replicas)
+    )
+
+
+def replica_summary(scales: Sequence[tuple[str, EntityScale]]) -> str | None:
+    """One line for `kubectl get`: ready/wanted per self-hosted entity."""
+    words = {"ScaledToZero": " (scaled to zero)", "ScalingUp": " (scaling up)", "Running": ""}
+    parts = [f"{n} {s.ready_replicas}/{s.replicas}{words[s.state]}" for n, s in scales]
+    return ", ".join(parts) or None
+
+
 def _worse(a: _EntityView, b: _EntityView) -> _EntityView:
     state = a.state if _SEVERITY[a.state] >= _SEVERITY[b.state] else b.state
     message = "; ".join(m for m in (a.message, b.message) if m)
@@ -187,9 +245,12 @@ def compute_status(
     """The endpoint's status from `observed`; `previous` keeps transition times."""
     spec = endpoint.spec
     generation = endpoint.metadata.generation or 0
-    gateway = deployment_view(observed.gateway, "gateway")
+    previous_config = previous.config if previous else None
+    already_live = previous_config is not None and previous_config.config_version == generation
+    gateway = scaled_view(observed.gateway, "gateway", live=already_live)
 
     views: dict[str, _EntityView] = {}
+    scales: list[tuple[str, EntityScale]] = []
     for entity in spec.served_entities:
         view = gateway
         if observed.spec_error and observed.spec_error_entity == entity.name:
@@ -197,7 +258,7 @@ def compute_status(
             views[entity.name] = _EntityView(FAILED, observed.spec_error, False, False)
             continue
         if entity.is_self_hosted:
-            own = deployment_view(observed.entities.get(entity.name), f"entity {entity.name}")
+            own = _entity_view(entity, observed.entities.get(entity.name), already_live, scales)
             view = _worse(own, gateway)
         problems = [p for p in observed.secret_problems if p.entity == entity.name]
         if problems:
@@ -227,8 +288,6 @@ def compute_status(
         failures.insert(0, observed.spec_error)
     rolled_out = observed.spec_error is None and all(v.rolled_out for v in views.values())
 
-    previous_config = previous.config if previous else None
-    already_live = previous_config is not None and previous_config.config_version == generation
     update: ConfigUpdateState
     if failures:
         update = "UPDATE_FAILED"
@@ -283,12 +342,27 @@ def compute_status(
                 state=EntityDeploymentState(
                     deployment=view.state, deployment_state_message=view.message[:4096]
                 ),
+                scale=dict(scales).get(name),
             )
             for name, view in views.items()
         ],
         traffic=traffic,
+        replica_summary=replica_summary(scales),
         conditions=conditions,
     )
+
+
+def _entity_view(
+    entity: ServedEntity,
+    obs: DeploymentObservation | None,
+    live: bool,
+    scales: list[tuple[str, EntityScale]],
+) -> _EntityView:
+    """A self-hosted entity's own view; its scale is added to `scales`."""
+    if obs is not None:
+        scales.append((entity.name, entity_scale(obs)))
+    zero = bool(entity.scale_to_zero_enabled)
+    return scaled_view(obs, f"entity {entity.name}", live=live, zero=zero)
 
 
 def _config_of(

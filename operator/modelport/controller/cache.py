@@ -13,8 +13,10 @@ The records hold what a reconcile needs and nothing more:
   reconcile runs, and the names of the Secrets it refers to;
 - a child: its identity, its owner, a digest of the fields our field manager owns
   (`modelport.kube.compare.owned_digest`, enough to tell whether it needs an apply)
-  and, for a Deployment, its rollout state;
-- a pod: where it is in its start-up and what keeps it from running;
+  and, for a Deployment, its rollout state and replicas (and its resourceVersion, for
+  the autoscaler's conditional writes);
+- a pod: where it is in its start-up and what keeps it from running, and (for the
+  autoscaler, which reads the gateway pods' metrics) its IP and whether it is ready;
 - a Secret: the names of its keys. Kopf's watch receives whole Secrets (Kopf cannot
   ask for metadata only, and key names are not metadata), so the values pass through
   Kopf's event processing, but the index keeps key names only, and nothing here
@@ -77,6 +79,8 @@ class CachedChild:
     """Digest of the fields our field manager owns; None when it owns none."""
     deployment: DeploymentObservation | None = None
     """A Deployment's rollout state (without its pods)."""
+    version: str = field(default="", compare=False)
+    """Its resourceVersion: which write this is (not what it holds: not compared)."""
 
     @property
     def key(self) -> ChildKey:
@@ -92,6 +96,10 @@ class CachedPod:
     labels: frozenset[tuple[str, str]]
     """The labels its Deployment's selector matches on (component, entity)."""
     observation: PodObservation
+    ip: str = field(default="", compare=False)
+    ready: bool = field(default=False, compare=False)
+    """Where to reach it and whether it serves: the autoscaler's, not status's (not
+    compared, so a pod's IP or readiness alone never queues a reconcile)."""
 
     def matches(self, selector: Mapping[str, str]) -> bool:
         """Whether `selector` (a Deployment's pod selector) selects this pod."""
@@ -152,6 +160,7 @@ def cached_child(kind: str, body: Mapping[str, Any]) -> CachedChild | None:
         owner_uid=owner[1],
         owned=owned_digest(live),
         deployment=observe_deployment(live, []) if kind == "Deployment" else None,
+        version=str(meta.get("resourceVersion") or ""),
     )
 
 
@@ -159,12 +168,19 @@ def cached_pod(body: Mapping[str, Any]) -> CachedPod:
     """The record of a pod of an endpoint's Deployment."""
     live = dict(body)
     labels = (live.get("metadata") or {}).get("labels") or {}
+    status = live.get("status") or {}
     return CachedPod(
         uid=str((live.get("metadata") or {}).get("uid") or ""),
         labels=frozenset(
             (k, str(v)) for k, v in labels.items() if k in (COMPONENT_LABEL, ENTITY_LABEL)
         ),
         observation=observe_pod(live),
+        ip=str(status.get("podIP") or ""),
+        ready=not (live.get("metadata") or {}).get("deletionTimestamp")
+        and any(
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for c in status.get("conditions") or []
+        ),
     )
 
 

@@ -14,7 +14,9 @@ in-cluster ServiceAccount, else the kubeconfig (client certificates, tokens).
 
 Settings come from Kopf's memo (`modelport operator` puts them there) or, for
 `kopf run -m modelport.controller`, from the MODELPORT_* environment; the manager,
-reconciler and API client are built at start-up and kept in the memo.
+reconciler, autoscaler and API client are built at start-up and kept in the memo (an
+embedding program may put a `gateway_metrics` reader there: where the autoscaler reads
+gateways' load, when not from their pods).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 import kopf
 
 from modelport.api import GROUP, PLURAL, VERSION
+from modelport.controller.autoscaler import Autoscaler
 from modelport.controller.cache import (
     Cache,
     cached_child,
@@ -53,6 +56,7 @@ _RESOURCES = {
     "Deployment": ("apps/v1", "deployments"),
     "HorizontalPodAutoscaler": ("autoscaling/v2", "horizontalpodautoscalers"),
     "RoleBinding": ("rbac.authorization.k8s.io/v1", "rolebindings"),
+    "Role": ("rbac.authorization.k8s.io/v1", "roles"),
 }
 assert set(_RESOURCES) == set(CHILD_KINDS), "every child kind is watched"
 
@@ -122,19 +126,32 @@ async def start(
         resync_seconds=config.resync_seconds,
     )
     manager.start()
+    autoscaler = Autoscaler(
+        cache,
+        kube,
+        manager.reconciler.scale_targets,
+        config.autoscaling,
+        metrics=memo.get("gateway_metrics"),
+    )
+    autoscaler.start()
     memo["settings"] = config
     memo["kube"] = kube
     memo["manager"] = manager
+    memo["autoscaler"] = autoscaler
     logger.info(
-        "modelport operator: %d reconcile workers, resync every %gs",
+        "modelport operator: %d reconcile workers, resync every %gs, autoscaling every %gs",
         config.reconcile_workers,
         config.resync_seconds,
+        config.autoscaling.interval_seconds,
     )
 
 
 @kopf.on.cleanup(registry=registry)
 async def stop(memo: kopf.Memo, **_: Any) -> None:
-    """Stop the workers, close the connections."""
+    """Stop the workers and the autoscaler, close the connections."""
+    autoscaler: Autoscaler | None = memo.get("autoscaler")
+    if autoscaler is not None:
+        await autoscaler.stop()
     manager: Manager | None = memo.get("manager")
     if manager is not None:
         await manager.stop()

@@ -57,6 +57,7 @@ from modelport.render.names import (
     gateway_selector,
     gateway_service_account_name,
 )
+from modelport.scaling import ScaleTarget
 from modelport.settings import Settings
 from modelport.status import (
     DeploymentObservation,
@@ -71,6 +72,9 @@ log = logging.getLogger("modelport.reconcile")
 PROGRESS_WRITE_SECONDS = 5.0
 POD_OWNERS = frozenset({"Deployment"})
 """Kinds whose pods need the other children to exist first."""
+REFERRED = frozenset({"Role"})
+"""Kinds another child refers to when it is created: a RoleBinding to a Role the operator
+may not `bind` is checked against the Role's rules, so the Role must exist first."""
 
 
 class Writer(Protocol):
@@ -161,6 +165,7 @@ class Reconciler:
         self._clock = clock
         self._now = now
         self._status_at: dict[EndpointKey, float] = {}
+        self._scaling: dict[EndpointKey, tuple[ScaleTarget, ...]] = {}
         # Binding changes not committed yet: whose they are, and whether an add.
         self._binding_changes: dict[Subject, tuple[EndpointKey, bool]] = {}
         self.requeue: Callable[[EndpointKey], None] = lambda key: None
@@ -171,6 +176,13 @@ class Reconciler:
         """Drop what is kept about an endpoint that is gone."""
         self.expectations.forget(key)
         self._status_at.pop(key, None)
+        self._scaling.pop(key, None)
+
+    def scale_targets(self, key: EndpointKey) -> tuple[ScaleTarget, ...]:
+        """The Deployments of the endpoint whose replicas the autoscaler sets, as its last
+        reconcile rendered them (none before its first; a spec that no longer renders
+        keeps the last ones, as it keeps the children)."""
+        return self._scaling.get(key, ())
 
     async def reconcile(self, namespace: str, name: str) -> Reconciled:
         """Reconcile one endpoint (see the module docstring)."""
@@ -203,6 +215,7 @@ class Reconciler:
             spec_error, spec_error_entity = str(exc), exc.entity
         else:
             rate_limits = rendered.rate_limit_warning
+            self._scaling[key] = rendered.scaling
             try:
                 await self._apply(key, endpoint, rendered.children, children, outcome)
             except NamespaceGoneError as exc:
@@ -302,8 +315,9 @@ class Reconciler:
         undesired ones. `children` is updated to what it is after the writes.
 
         Children are independent but for what a pod needs when it is created (its
-        ConfigMap, ServiceAccount, Secrets' mounts), so every other kind is applied at
-        once, then the Deployments at once: two round trips, not one per child."""
+        ConfigMap, ServiceAccount, Secrets' mounts) and a RoleBinding's Role, so every
+        other kind is applied at once, then the Deployments at once: two round trips, not
+        one per child (three when a Role changes)."""
         wanted = {(m["kind"], m["metadata"]["name"]) for m in desired}
         stale = [
             m
@@ -312,9 +326,12 @@ class Reconciler:
             or live.owned != desired_digest(with_applied_hash(m))
         ]
         for phase in (
-            [m for m in stale if m["kind"] not in POD_OWNERS],
+            [m for m in stale if m["kind"] in REFERRED],
+            [m for m in stale if m["kind"] not in POD_OWNERS | REFERRED],
             [m for m in stale if m["kind"] in POD_OWNERS],
         ):
+            if not phase:
+                continue
             answers = await asyncio.gather(
                 *(self.kube.apply(m) for m in phase), return_exceptions=True
             )

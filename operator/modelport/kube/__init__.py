@@ -14,6 +14,9 @@ here are the writes, and the one object no watch covers (the binding):
   and hashes what our field manager owns on the result);
 - `Kube.delete` deletes a child no longer desired, only if it is still the object we
   saw (uid precondition);
+- `Kube.scale` sets a Deployment's replicas through its `scale` subresource (the
+  autoscaler's one write), only if it is still the version we saw (resourceVersion
+  precondition), under a field manager of its own;
 - `Kube.apply_status` writes the endpoint's status (apply to the status subresource);
 - `Kube.event` records an event on the endpoint;
 - `Kube.get_cluster_role_binding` / `Kube.replace_cluster_role_binding` read and
@@ -79,10 +82,14 @@ CHILD_KINDS: dict[str, _Kind] = {
         _Kind("v1", "Service", "services"),
         _Kind("apps/v1", "Deployment", "deployments"),
         _Kind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"),
-        # The gateway's right to watch its entities' EndpointSlices (fallback's readiness).
+        # The gateway's right to watch its entities' EndpointSlices (fallback's readiness),
+        # and to wake its entities that scale to zero (a Role of its own).
         _Kind("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings"),
+        _Kind("rbac.authorization.k8s.io/v1", "Role", "roles"),
     )
 }
+SCALER_FIELD_MANAGER = "modelport-autoscaler"
+"""The field manager of `replicas`: apart from `modelport`, whose applies never name it."""
 _ENDPOINTS = _Kind(f"{GROUP}/{VERSION}", "ServingEndpoint", PLURAL)
 _CLUSTER_ROLE_BINDINGS = "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings"
 
@@ -165,6 +172,21 @@ class Kube:
         except KubeError as exc:
             if exc.status not in (404, 409):  # gone already, or replaced meanwhile
                 raise
+
+    async def scale(self, namespace: str, name: str, replicas: int, version: str) -> None:
+        """Set Deployment `name`'s replicas, if its resourceVersion is still `version`
+        (KubeError 409 when it changed: the caller decides again from fresher state)."""
+        path = f"{CHILD_KINDS['Deployment'].collection(namespace)}/{quote(name)}/scale"
+        body: dict[str, Any] = {"spec": {"replicas": replicas}}
+        if version:
+            body["metadata"] = {"resourceVersion": version}
+        await self._call(
+            "PATCH",
+            path,
+            query={"fieldManager": SCALER_FIELD_MANAGER},
+            body=body,
+            content_type="application/merge-patch+json",
+        )
 
     # --- endpoints -------------------------------------------------------------
 

@@ -47,11 +47,12 @@ def test_a_burst_of_status_changes_on_children_makes_at_most_a_few_reconciles() 
         await _settle(manager)
         assert kube.endpoint["status"]["state"]["ready"] == "READY"
         before = manager.stats["reconciles"]
-        # 50 status writes no reconcile reads: the HPA controller's and a Deployment's
-        # conditions being touched.
+        # 50 status writes no reconcile reads: a Service's load balancer and a
+        # Deployment's conditions being touched.
         for i in range(25):
-            hpa = _status_changes(kube, "HorizontalPodAutoscaler", {"currentReplicas": i})
-            manager.child_event("MODIFIED", "HorizontalPodAutoscaler", hpa)
+            ingress = {"loadBalancer": {"ingress": [{"ip": f"10.0.0.{i}"}]}}
+            service = _status_changes(kube, "Service", ingress)
+            manager.child_event("MODIFIED", "Service", service)
             deployment = _status_changes(
                 kube, "Deployment", {"conditions": [{"type": "Available", "reason": str(i)}]}
             )

@@ -54,7 +54,7 @@ def test_converges_then_writes_nothing() -> None:
     kube = FakeKube(sample_body("mixed-traffic-fallback"), {"llm-keys": {"openai": "x"}})
     reconciler = make_reconciler(kube)
     first = reconcile(reconciler, NS, "chat")
-    assert first is not None and len(first.created) == 8 and first.status_written
+    assert first is not None and len(first.created) == 6 and first.status_written
     assert "ServiceAccount chat-gateway" in first.created
     assert kube.subjects() == [f"{NS}/chat-gateway"]
     assert kube.endpoint["status"]["state"] == {"ready": "READY", "configUpdate": "NOT_UPDATING"}
@@ -76,7 +76,6 @@ def test_removed_entity_is_pruned_and_reported() -> None:
     assert outcome is not None
     assert sorted(outcome.pruned) == [
         "Deployment chat-llama-8b",
-        "HorizontalPodAutoscaler chat-llama-8b",
         "Service chat-llama-8b",
     ]
     assert ("Normal", "Updated") in [(t, r) for t, r, _ in kube.events]
