@@ -131,8 +131,9 @@ Handler = Callable[[Seen], Reply]
 class FakeProvider:
     """A loopback HTTP server with per-route handlers and a log of what it received."""
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
-        """`host`: the address to listen on (loopback; pods need the host's address)."""
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        """`host`: the address to listen on (loopback; pods need the host's address);
+        `port`: 0 for any free one."""
         self.routes: dict[tuple[str, str], Handler] = {}
         self.seen: list[Seen] = []
         self.disconnects: list[float] = []
@@ -241,7 +242,7 @@ class FakeProvider:
                             return True
                 return False
 
-        self._server = _CountingServer((host, 0), _Handler)
+        self._server = _CountingServer((host, port), _Handler)
         self.port = self._server.server_address[1]
         self.url = f"http://{host}:{self.port}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)

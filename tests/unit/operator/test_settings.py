@@ -237,3 +237,30 @@ def test_rate_limiting_errors_name_the_setting_and_the_fix(value: str, needle: s
         from_env({"MODELPORT_RATE_LIMITING": value})
     assert needle in str(caught.value)
     assert "pw@" not in str(caught.value)
+
+
+def test_autoscaling_defaults_and_values() -> None:
+    default = from_env({}).autoscaling
+    assert (default.interval_seconds, default.scale_down_stabilization_seconds) == (10, 300)
+    assert default.scale_to_zero_idle_seconds == 1800 and default.max_held_requests == 256
+    assert (default.gateway_target_in_flight, default.gateway_target_cpu_percent) == (100, 70)
+    raw = '{"intervalSeconds": 0.5, "scaleToZeroIdleSeconds": 20, "gatewayTargetCpuPercent": 0}'
+    tuned = from_env({"MODELPORT_AUTOSCALING": raw}).autoscaling
+    assert (tuned.interval_seconds, tuned.scale_to_zero_idle_seconds) == (0.5, 20)
+    assert tuned.gateway_target_cpu_percent == 0
+
+
+@pytest.mark.parametrize(
+    ("value", "needle"),
+    [
+        ('{"intervalSeconds": 0}', "MODELPORT_AUTOSCALING.intervalSeconds=0: give a number"),
+        ('{"maxHeldRequests": 1.5}', "maxHeldRequests=1.5: give a whole number from 0"),
+        ('{"scaleToZeroIdleSeconds": "30m"}', "scaleToZeroIdleSeconds='30m'"),
+        ('{"idle": 30}', "unknown field(s) ['idle']"),
+        ("[1]", "give a JSON object such as"),
+    ],
+)
+def test_autoscaling_errors_name_the_field_and_the_fix(value: str, needle: str) -> None:
+    with pytest.raises(SettingsError) as err:
+        from_env({"MODELPORT_AUTOSCALING": value})
+    assert needle in str(err.value)

@@ -326,3 +326,86 @@ def test_a_gateway_without_token_review_is_degraded_without_failing_the_update()
 def test_degraded_names_its_first_cause(observed: Observed, reason: str) -> None:
     status = compute_status(endpoint(external("gpt")), observed, None, T0)
     assert _conditions(status)["Degraded"][:2] == ("True", reason)
+
+
+# --- replicas: the autoscaler's, not a rollout's --------------------------------------
+
+ZERO_EP = endpoint(self_hosted("llama", scaleToZeroEnabled=True))
+LLAMA_UP = _dep("chat-llama")
+
+
+def _scale(status: ServingEndpointStatus, name: str = "llama") -> tuple[str, str, str]:
+    entity = next(e for e in status.served_entities or [] if e.name == name)
+    assert entity.scale is not None
+    return entity.state.deployment, entity.scale.state, entity.state.deployment_state_message
+
+
+def test_scaled_to_zero_is_ready_and_says_so() -> None:
+    live = compute_status(ZERO_EP, _observed(entities={"llama": LLAMA_UP}), None, T0)
+    assert live.replica_summary == "llama 1/1"
+    zero = _dep("chat-llama", generation=2, observed=2, replicas=0, updated=0, available=0)
+    status = compute_status(ZERO_EP, _observed(entities={"llama": zero}), live, T1)
+    assert status.state is not None
+    assert (status.state.ready, status.state.config_update) == ("READY", "NOT_UPDATING")
+    state, scale, message = _scale(status)
+    assert (state, scale) == ("DEPLOYMENT_READY", "ScaledToZero")
+    assert "scaled to zero" in message and "the next request starts a replica" in message
+    assert status.replica_summary == "llama 0/0 (scaled to zero)"
+    ready = next(c for c in status.conditions or [] if c.type == "Ready")
+    assert ready.status == "True"
+
+
+@pytest.mark.parametrize("available", [0, 1])
+def test_scaling_up_keeps_the_endpoint_ready(available: int) -> None:
+    live = compute_status(ZERO_EP, _observed(entities={"llama": LLAMA_UP}), None, T0)
+    starting = _dep(
+        "chat-llama", generation=3, observed=3, replicas=2, updated=2, available=available
+    )
+    observed = Observed(
+        namespace="team-a",
+        url=URL,
+        gateway=READY_GW,
+        entities={"llama": with_progress(starting, ("1 pod loading weights",))},
+    )
+    status = compute_status(ZERO_EP, observed, live, T1)
+    assert status.state is not None and status.state.ready == "READY"
+    assert status.state.config_update == "NOT_UPDATING"
+    state, scale, message = _scale(status)
+    assert (state, scale) == ("DEPLOYMENT_READY", "ScalingUp")
+    words = "scaling up from zero" if available == 0 else "scaling up"
+    assert f"{words}, {available}/2 ready; 1 pod loading weights" in message
+    assert status.replica_summary == f"llama {available}/2 (scaling up)"
+
+
+def test_without_scale_to_zero_no_ready_replica_is_not_ready() -> None:
+    ep = endpoint(self_hosted("llama"))
+    live = compute_status(ep, _observed(entities={"llama": LLAMA_UP}), None, T0)
+    down = _dep("chat-llama", generation=2, observed=2, replicas=1, available=0)
+    status = compute_status(ep, _observed(entities={"llama": down}), live, T1)
+    assert status.state is not None and status.state.ready == "NOT_READY"
+
+
+def test_a_new_template_at_zero_is_rolled_out_at_once() -> None:
+    """Nothing runs the old template at zero replicas: the update is done once the
+    Deployment has seen it; its first pod comes with the next request."""
+    zero = _dep("chat-llama", generation=5, observed=5, replicas=0, updated=0, available=0)
+    v2 = endpoint(self_hosted("llama", scaleToZeroEnabled=True), generation=2)
+    status = compute_status(v2, _observed(entities={"llama": zero}), None, T0)
+    assert status.state is not None
+    assert (status.state.ready, status.state.config_update) == ("READY", "NOT_UPDATING")
+    unseen = _dep("chat-llama", generation=6, observed=5, replicas=0, updated=0, available=0)
+    pending = compute_status(v2, _observed(entities={"llama": unseen}), None, T0)
+    assert pending.state is not None and pending.state.config_update == "IN_PROGRESS"
+
+
+def test_a_failing_pod_while_scaling_up_from_zero_is_a_failure() -> None:
+    live = compute_status(ZERO_EP, _observed(entities={"llama": LLAMA_UP}), None, T0)
+    crash = _dep("chat-llama", replicas=1, available=0, problems=("container vllm: crash looping",))
+    status = compute_status(ZERO_EP, _observed(entities={"llama": crash}), live, T1)
+    assert _scale(status)[0] == "DEPLOYMENT_FAILED"
+
+
+def with_progress(obs: DeploymentObservation, progress: tuple[str, ...]) -> DeploymentObservation:
+    import dataclasses
+
+    return dataclasses.replace(obs, pod_progress=progress)
