@@ -96,13 +96,19 @@ def test_chart_rbac_is_sufficient_and_least_privilege(
         ("watch", "servingendpoints.serving.modelport.io"),
         ("patch", "servingendpoints.serving.modelport.io", "--subresource=status"),
         ("create", "deployments.apps"),
+        # The autoscaler's one write: replicas.
+        ("update", "deployments.apps", "--subresource=scale"),
+        ("patch", "deployments.apps", "--subresource=scale"),
+        # An older operator's HPAs are pruned.
         ("delete", "horizontalpodautoscalers.autoscaling"),
         ("get", "secrets"),
         ("create", "events"),
         ("create", "serviceaccounts"),
         ("delete", "serviceaccounts"),
-        # The gateways' RoleBindings to the readiness role (fallback's EndpointSlices).
+        # The gateways' RoleBindings to the readiness role (fallback's EndpointSlices),
+        # and their Roles to wake their entities that scale to zero.
         ("create", "rolebindings.rbac.authorization.k8s.io"),
+        ("create", "roles.rbac.authorization.k8s.io"),
         ("bind", f"roles.rbac.authorization.k8s.io/{release}-modelport-gateway-readiness"),
     ]:
         assert can_i(as_operator, verb, resource, *extra, "-n", namespace), (verb, resource)
@@ -124,7 +130,8 @@ def test_chart_rbac_is_sufficient_and_least_privilege(
         # It writes an endpoint's status only, never the endpoint (no Kopf annotations).
         ("patch", "servingendpoints.serving.modelport.io", namespace),
         ("create", "servingendpoints.serving.modelport.io", namespace),
-        ("create", "roles.rbac.authorization.k8s.io", namespace),
+        ("create", "roles.rbac.authorization.k8s.io", "default"),
+        ("create", "horizontalpodautoscalers.autoscaling", namespace),
         ("create", "pods", namespace),
         ("create", "deployments.apps", "default"),
         ("list", "nodes", ""),
@@ -160,6 +167,17 @@ def test_chart_rbac_is_sufficient_and_least_privilege(
         "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": namespace}],
     }
     refused = as_operator.kubectl("create", "-f", "-", input=json.dumps(escalate), check=False)
+    assert refused.returncode != 0 and "forbidden" in refused.stderr, refused.stderr
+    # Nor can a Role it creates grant more than it holds (the apiserver's escalation check).
+    secrets_writer = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": "escalate", "namespace": namespace},
+        "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]}],
+    }
+    refused = as_operator.kubectl(
+        "create", "-f", "-", input=json.dumps(secrets_writer), check=False
+    )
     assert refused.returncode != 0 and "forbidden" in refused.stderr, refused.stderr
     # It creates the gateways' ServiceAccounts, never tokens for them.
     assert not can_i(
@@ -206,6 +224,18 @@ def test_chart_rbac_is_sufficient_and_least_privilege(
         endpointslices = "endpointslices.discovery.k8s.io"
         assert can_i(cluster, "watch", endpointslices, "-n", namespace, chat_gateway)
         assert not can_i(cluster, "watch", endpointslices, "-n", "default", chat_gateway)
+        # The scale-to-zero sample's gateway may wake its own entity, and scale nothing else.
+        llama_gateway = f"--as=system:serviceaccount:{namespace}:llama-8b-gateway"
+        own = "deployments.apps/llama-8b-llama-8b"
+        scale = "--subresource=scale"
+        assert can_i(cluster, "update", own, scale, "-n", namespace, llama_gateway)
+        for args in [
+            ("update", "deployments.apps/chat-llama-8b", scale, "-n", namespace),
+            ("update", own, "-n", namespace),
+            ("update", own, scale, "-n", "default"),
+        ]:
+            assert not can_i(cluster, *args, llama_gateway), args
+        assert not can_i(cluster, "update", own, scale, "-n", namespace, chat_gateway)
         for endpoint_status in json.loads(
             cluster.kubectl("-n", namespace, "get", "servingendpoints", "-o", "json").stdout
         )["items"]:

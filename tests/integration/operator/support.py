@@ -21,7 +21,7 @@ from tests.conftest import ROOT, Cluster
 SAMPLES = ROOT / "manifests" / "samples"
 CHILD_KINDS = (
     "configmaps,serviceaccounts,services,deployments.apps,horizontalpodautoscalers.autoscaling,"
-    "rolebindings.rbac.authorization.k8s.io"
+    "rolebindings.rbac.authorization.k8s.io,roles.rbac.authorization.k8s.io"
 )
 MANAGED = "app.kubernetes.io/managed-by=modelport"
 KIND_ALIASES = {

@@ -34,9 +34,9 @@ pytestmark = pytest.mark.cluster
 
 # Enough endpoints that the operator is still busy when the first child appears.
 COUNT = 12
-# ConfigMap, ServiceAccount, Service, Deployment, HPA of the gateway; Deployment,
-# Service, HPA of the model.
-CHILDREN = 8
+# ConfigMap, ServiceAccount, Service, Deployment of the gateway; Deployment and
+# Service of the model.
+CHILDREN = 6
 
 
 def _body(name: str) -> dict[str, Any]:

@@ -193,16 +193,13 @@ def test_edits_converge(crd: Cluster, keys: str, operator: Operator) -> None:
         ("ConfigMap", "edits-gateway"),
         ("ServiceAccount", "edits-gateway"),
         ("Deployment", "edits-gateway"),
-        ("HorizontalPodAutoscaler", "edits-gateway"),
         ("Service", "edits"),
     }
     assert [e["name"] for e in live["status"]["servedEntities"]] == ["gpt-4o", "claude"]
     _converges(crd, ns, name, _endpoint(name, weights=(30, 70), org="org-test"))
-    assert {
-        ("Deployment", "edits-llama"),
-        ("Service", "edits-llama"),
-        ("HorizontalPodAutoscaler", "edits-llama"),
-    } <= set(children(crd, ns, name))
+    assert {("Deployment", "edits-llama"), ("Service", "edits-llama")} <= set(
+        children(crd, ns, name)
+    )
 
     # What a user sees in `kubectl describe`.
     events = kubectl_json(
@@ -245,11 +242,38 @@ def test_hand_edits_and_deletions_are_repaired(crd: Cluster, keys: str, operator
     )
 
     crd.kubectl("-n", ns, "delete", "service", "repair")
-    crd.kubectl("-n", ns, "delete", "hpa", "repair-gateway")
+    # An HPA an older operator made (the autoscaler owns replicas now): pruned.
+    uid = kubectl_json(crd, "-n", ns, "get", "servingendpoint", name)["metadata"]["uid"]
+    hpa = {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {
+            "name": "repair-gateway",
+            "labels": {
+                "app.kubernetes.io/managed-by": "modelport",
+                "serving.modelport.io/endpoint": name,
+            },
+            "ownerReferences": [
+                {
+                    "apiVersion": "serving.modelport.io/v1alpha1",
+                    "kind": "ServingEndpoint",
+                    "name": name,
+                    "uid": uid,
+                    "controller": True,
+                }
+            ],
+        },
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "x"},
+            "minReplicas": 1,
+            "maxReplicas": 2,
+        },
+    }
+    apply(crd, ns, hpa)
     eventually(
         lambda: (
-            {("Service", "repair"), ("HorizontalPodAutoscaler", "repair-gateway")}
-            <= set(children(crd, ns, name))
+            ("Service", "repair") in (now := set(children(crd, ns, name)))
+            and ("HorizontalPodAutoscaler", "repair-gateway") not in now
         ),
         timeout=30,
     )

@@ -78,11 +78,11 @@ def test_a_burst_of_status_changes_on_children_makes_at_most_a_few_reconciles(
     offset = len(operator.log())
 
     api = crd.api_client()
-    autoscaling, apps = client.AutoscalingV2Api(api), client.AppsV1Api(api)
+    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
     for i in range(25):
-        # What the HPA controller and the Deployment controller write all day long.
-        autoscaling.patch_namespaced_horizontal_pod_autoscaler_status(
-            f"{name}-gateway", ns, {"status": {"currentReplicas": 1 + i % 2, "desiredReplicas": 1}}
+        # What a load balancer controller and the Deployment controller write all day long.
+        core.patch_namespaced_service_status(
+            name, ns, {"status": {"loadBalancer": {"ingress": [{"ip": f"10.0.0.{i}"}]}}}
         )
         apps.patch_namespaced_deployment_status(
             f"{name}-gateway", ns, {"status": {"collisionCount": i + 1}}

@@ -36,6 +36,7 @@ from tests.support import eventually
 pytestmark = pytest.mark.cluster
 
 SAMPLE_NAMES = sorted(p.stem for p in SAMPLES.glob("*.yaml"))
+WAKES = {"self-hosted-gpu"}
 SELF_HOSTED = {
     "embeddings": ["bge-large"],
     "mixed-traffic-fallback": ["llama-8b"],
@@ -83,14 +84,13 @@ def _expected(ep: str, sample_name: str) -> set[tuple[str, str]]:
         ("ConfigMap", f"{ep}-gateway"),
         ("ServiceAccount", f"{ep}-gateway"),  # callers authenticate by default
         ("Deployment", f"{ep}-gateway"),
-        ("HorizontalPodAutoscaler", f"{ep}-gateway"),
         ("Service", ep),
     }
     for entity in SELF_HOSTED.get(sample_name, []):
-        want |= {
-            (kind, f"{ep}-{entity}")
-            for kind in ("Deployment", "Service", "HorizontalPodAutoscaler")
-        }
+        want |= {(kind, f"{ep}-{entity}") for kind in ("Deployment", "Service")}
+    if sample_name in WAKES:
+        # scaleToZeroEnabled: the gateway may wake the entity (no HPA anywhere).
+        want |= {("Role", f"{ep}-gateway-scale"), ("RoleBinding", f"{ep}-gateway-scale")}
     return want
 
 
@@ -116,7 +116,7 @@ def test_sample_reaches_ready_with_exact_children(
         labels = child["metadata"]["labels"]
         assert labels["app.kubernetes.io/managed-by"] == "modelport", (kind, name)
         assert labels["serving.modelport.io/endpoint"] == ep, (kind, name)
-        if name.startswith(f"{ep}-") and name != f"{ep}-gateway":
+        if name.startswith(f"{ep}-") and not name.startswith(f"{ep}-gateway"):
             assert labels["serving.modelport.io/entity"] == name.removeprefix(f"{ep}-")
         owners = child["metadata"]["ownerReferences"]
         assert owners == [
