@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import threading
 import uuid
@@ -23,6 +24,7 @@ import yaml
 from tests.conftest import HACK, ROOT, Cluster
 from tests.integration.gateway.fakes import FakeProvider, Seen
 from tests.integration.gateway.openai_fake import serve_openai
+from tests.integration.operator.support import apply
 from tests.integration.test_real_node import hack_cluster, state_dir
 
 CHART = str(ROOT / "charts" / "modelport")
@@ -40,6 +42,9 @@ UPSTREAM_MODEL = "in-house-chat"
 AUDIENCE = "modelport"
 """The audience of callers' ServiceAccount tokens (the chart's default)."""
 GATEWAY_PODS = f"serving.modelport.io/endpoint={ENDPOINT},serving.modelport.io/component=gateway"
+LLAMA_SAMPLE = "local-llamacpp"
+LLAMA_ENDPOINT = "local-chat"
+"""The llama.cpp sample hack/up serves: a small chat model on CPU (SmolLM2)."""
 
 
 @pytest.fixture(scope="session")
@@ -175,3 +180,85 @@ def secret(cluster: Cluster, namespace: str, value: str) -> None:
         "stringData": {SECRET_KEY: value},
     }
     cluster.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps(body))
+
+
+# --- a self-hosted llama.cpp model on CPU, the sample hack/up serves -------------------
+
+# Outside /root: the model pod's non-root user must be able to reach the file.
+MODELS_ROOT = Path("/var/lib/modelport-models/e2e")
+
+
+@pytest.fixture(scope="module")
+def llamacpp_image(cluster: Cluster, real_node: str) -> str:
+    """llama.cpp's server image (hack/docker llamacpp-image), loaded into the real node."""
+    built = subprocess.run(
+        [str(HACK / "docker"), "llamacpp-image"], capture_output=True, text=True, timeout=1200
+    )
+    assert built.returncode == 0, built.stderr[-4000:]
+    name = built.stdout.strip().splitlines()[-1]
+    loaded = hack_cluster(state_dir(cluster), "load-image", name)
+    assert loaded.returncode == 0, loaded.stderr
+    return name
+
+
+@pytest.fixture
+def model_claim(cluster: Cluster, namespace: str, real_node: str) -> Iterator[str]:
+    """The PVC `model-cache` holding the SmolLM2 GGUF: a hostPath PV on the real node."""
+    from tests.integration.runtimes.llamacpp_env import prepare
+
+    gguf = prepare(log=False).gguf
+    folder = MODELS_ROOT / namespace
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in (MODELS_ROOT.parent, MODELS_ROOT, folder):
+        path.chmod(0o755)
+    shutil.copyfile(gguf, folder / gguf.name)
+    (folder / gguf.name).chmod(0o644)
+    pv = f"{namespace}-model-cache"
+    manifests = [
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": pv},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": "",
+                "persistentVolumeReclaimPolicy": "Retain",
+                "hostPath": {"path": str(folder), "type": "Directory"},
+                "claimRef": {"namespace": namespace, "name": "model-cache"},
+                "nodeAffinity": {
+                    "required": {
+                        "nodeSelectorTerms": [
+                            {
+                                "matchExpressions": [
+                                    {
+                                        "key": "kubernetes.io/hostname",
+                                        "operator": "In",
+                                        "values": [real_node],
+                                    }
+                                ]
+                            }
+                        ]
+                    }
+                },
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "model-cache", "namespace": namespace},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": "",
+                "volumeName": pv,
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        },
+    ]
+    for manifest in manifests:
+        apply(cluster, namespace, manifest)
+    try:
+        yield gguf.name
+    finally:
+        cluster.kubectl("delete", "pv", pv, "--wait=false", check=False)
+        shutil.rmtree(folder, ignore_errors=True)

@@ -16,8 +16,6 @@ asks for one, in which case it fails.
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -28,11 +26,13 @@ import openai
 import pytest
 import requests
 
-from tests.conftest import HACK, Cluster
+from tests.conftest import Cluster
 from tests.e2e.realnode import (
     AUDIENCE,
     ENDPOINT,
     GATEWAY_PODS,
+    LLAMA_ENDPOINT,
+    LLAMA_SAMPLE,
     ON_REAL_NODE,
     Upstream,
     installed,
@@ -42,7 +42,7 @@ from tests.e2e.realnode import (
 )
 from tests.integration.gateway.kubeauth import mint
 from tests.integration.operator.support import apply, sample, wait_ready
-from tests.integration.test_real_node import hack_cluster, host_processes_of, state_dir
+from tests.integration.test_real_node import host_processes_of
 from tests.support import eventually
 
 pytestmark = pytest.mark.cluster
@@ -161,87 +161,6 @@ def http_ok(base: str, chat: dict[str, Any], headers: dict[str, str]) -> bool:
 
 
 # --- a self-hosted llama.cpp model on CPU, the sample hack/up serves -------------------
-
-LLAMA_SAMPLE = "local-llamacpp"
-LLAMA_ENDPOINT = "local-chat"
-# Outside /root: the model pod's non-root user must be able to reach the file.
-MODELS_ROOT = Path("/var/lib/modelport-models/e2e")
-
-
-@pytest.fixture(scope="module")
-def llamacpp_image(cluster: Cluster, real_node: str) -> str:
-    """llama.cpp's server image (hack/docker llamacpp-image), loaded into the real node."""
-    built = subprocess.run(
-        [str(HACK / "docker"), "llamacpp-image"], capture_output=True, text=True, timeout=1200
-    )
-    assert built.returncode == 0, built.stderr[-4000:]
-    name = built.stdout.strip().splitlines()[-1]
-    loaded = hack_cluster(state_dir(cluster), "load-image", name)
-    assert loaded.returncode == 0, loaded.stderr
-    return name
-
-
-@pytest.fixture
-def model_claim(cluster: Cluster, namespace: str, real_node: str) -> Iterator[str]:
-    """The PVC `model-cache` holding the SmolLM2 GGUF: a hostPath PV on the real node."""
-    from tests.integration.runtimes.llamacpp_env import prepare
-
-    gguf = prepare(log=False).gguf
-    folder = MODELS_ROOT / namespace
-    folder.mkdir(parents=True, exist_ok=True)
-    for path in (MODELS_ROOT.parent, MODELS_ROOT, folder):
-        path.chmod(0o755)
-    shutil.copyfile(gguf, folder / gguf.name)
-    (folder / gguf.name).chmod(0o644)
-    pv = f"{namespace}-model-cache"
-    manifests = [
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {"name": pv},
-            "spec": {
-                "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadWriteOnce"],
-                "storageClassName": "",
-                "persistentVolumeReclaimPolicy": "Retain",
-                "hostPath": {"path": str(folder), "type": "Directory"},
-                "claimRef": {"namespace": namespace, "name": "model-cache"},
-                "nodeAffinity": {
-                    "required": {
-                        "nodeSelectorTerms": [
-                            {
-                                "matchExpressions": [
-                                    {
-                                        "key": "kubernetes.io/hostname",
-                                        "operator": "In",
-                                        "values": [real_node],
-                                    }
-                                ]
-                            }
-                        ]
-                    }
-                },
-            },
-        },
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": "model-cache", "namespace": namespace},
-            "spec": {
-                "accessModes": ["ReadWriteOnce"],
-                "storageClassName": "",
-                "volumeName": pv,
-                "resources": {"requests": {"storage": "1Gi"}},
-            },
-        },
-    ]
-    for manifest in manifests:
-        apply(cluster, namespace, manifest)
-    try:
-        yield gguf.name
-    finally:
-        cluster.kubectl("delete", "pv", pv, "--wait=false", check=False)
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_llamacpp_endpoint_serves_a_small_model_on_the_real_node(

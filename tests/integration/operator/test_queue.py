@@ -80,10 +80,8 @@ def test_a_burst_of_status_changes_on_children_makes_at_most_a_few_reconciles(
     api = crd.api_client()
     core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
     for i in range(25):
-        # What a load balancer controller and the Deployment controller write all day long.
-        core.patch_namespaced_service_status(
-            name, ns, {"status": {"loadBalancer": {"ingress": [{"ip": f"10.0.0.{i}"}]}}}
-        )
+        # What a Service's controllers and the Deployment controller write all day long.
+        core.patch_namespaced_service_status(name, ns, {"status": {"conditions": [_condition(i)]}})
         apps.patch_namespaced_deployment_status(
             f"{name}-gateway", ns, {"status": {"collisionCount": i + 1}}
         )
@@ -131,3 +129,14 @@ def test_a_refused_reconcile_backs_off_and_recovers_when_the_cause_is_fixed(
     # No event says the quota is gone: the next retry (at most 16 s away) finds out.
     wait_ready(crd, ns, name, timeout=60)
     operator.assert_alive()
+
+
+def _condition(i: int) -> dict[str, str]:
+    """A Service status condition that changes every time (any Service type may have one)."""
+    return {
+        "type": "example.com/Probed",
+        "status": "True" if i % 2 else "False",
+        "reason": f"Probe{i}",
+        "message": "",
+        "lastTransitionTime": f"2026-01-01T00:00:{i:02d}Z",
+    }
