@@ -63,8 +63,11 @@ async def test_replicas_migrate_once_and_write_side_by_side(database: str) -> No
     await asyncio.gather(*(t.write([usage(f"r{i}")]) for i, t in enumerate(targets)))
     for t in targets:
         await t.close()
-    assert await fetch(database, "SELECT table_name, version FROM modelport_schema_migrations") == [
-        {"table_name": "modelport_usage", "version": 1}
+    assert await fetch(
+        database, "SELECT table_name, version FROM modelport_schema_migrations ORDER BY version"
+    ) == [
+        {"table_name": "modelport_usage", "version": 1},
+        {"table_name": "modelport_usage", "version": 2},
     ]
     assert len(await fetch(database, "SELECT 1 FROM modelport_usage")) == 4
 
