@@ -1,5 +1,5 @@
 # One image for every Modelport command: `modelport operator`, `gateway`, `api`, `console`.
-# It has the `tracing` extra (the OpenTelemetry SDK and OTLP exporter, about 9 MB with
+# It has the `tracing` extra (the OpenTelemetry SDK and OTLP exporter, about 8 MB with
 # protobuf), which the gateway imports only when a collector is configured.
 #
 #   docker build -t modelport/modelport:0.1.0 .

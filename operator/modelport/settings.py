@@ -30,11 +30,14 @@ Each line: environment variable, `modelport operator` flag, default.
 - MODELPORT_RATE_LIMITING, --rate-limiting (JSON): no shared store (each gateway process
   counts on its own); fail closed; 512 completion tokens reserved without max_tokens
 - MODELPORT_USAGE_DATABASE, --usage-database (JSON): none (usage is only counted)
+- MODELPORT_TRACING, --tracing (JSON): none (gateways export no spans)
+- MODELPORT_GATEWAY_ACCESS_LOG, --gateway-access-log (true/false): false
 - MODELPORT_PROGRESS_DEADLINE_SECONDS, --progress-deadline-seconds: 600
 - MODELPORT_RESYNC_SECONDS, --resync-seconds: 300
 - MODELPORT_LOG_LEVEL, --log-level: INFO
 - MODELPORT_LOG_FORMAT, --log-format (json or plain): json
 - MODELPORT_LIVENESS, --liveness (URL, or "off"): http://0.0.0.0:8081/healthz
+- MODELPORT_METRICS_PORT, --metrics-port: 0 (no metrics server; the chart sets 8082)
 
 `MODELPORT_NAMESPACES` is a comma-separated list; empty means every namespace.
 `MODELPORT_GPU_PROFILES` is a JSON object ``{"GPU_MEDIUM": {"gpus": 1, "cpu": "8",
@@ -100,6 +103,11 @@ endpoint's namespace* (a pod mounts only Secrets of its own namespace); the gate
 it as a file. `failOpen: true` admits requests while the store cannot be reached
 (default: refuse them with 503). `reserveCompletionTokens` is what a request without
 `max_tokens` reserves of a token limit until its usage is known.
+`MODELPORT_TRACING` is where every gateway sends its request spans (the Helm value
+``tracing``): ``{"endpoint": "http://otel-collector.monitoring:4318", "sampleRatio":
+1.0}`` (OTLP over HTTP; ``serviceName`` too). Empty, or no endpoint: no spans, and
+nothing on the request path. `MODELPORT_GATEWAY_ACCESS_LOG` (``true``) makes every
+gateway log one line per finished request, with its request and trace ids.
 `MODELPORT_USAGE_DATABASE` names the cluster's usage database, the Helm value
 `usageDatabase`: ``{"secretName": "modelport-usage-db", "secretKey": "dsn",
 "retentionDays": 90}``. The Secret key holds a PostgreSQL connection string; gateways
@@ -274,11 +282,15 @@ class Settings:
     guard_model: GuardModelSetting | None = None
     rate_limiting: RateLimitingDefaults = field(default_factory=RateLimitingDefaults)
     usage_database: UsageDatabase | None = None
+    tracing: gc.Tracing | None = None
+    gateway_access_log: bool = False
     progress_deadline_seconds: int = 600
     resync_seconds: float = 300.0
     log_level: str = "INFO"
     log_format: str = "json"
     liveness: str = DEFAULT_LIVENESS
+    metrics_port: int = 0
+    """Port of the operator's Prometheus metrics (``modelport.operatormetrics``); 0: off."""
 
     @property
     def clusterwide(self) -> bool:
@@ -345,11 +357,14 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         guard_model=parse_guard_model(get("GUARD_MODEL", "")),
         rate_limiting=_parse_rate_limiting(get("RATE_LIMITING", "")),
         usage_database=_parse_usage_database(get("USAGE_DATABASE", "")),
+        tracing=_parse_tracing(get("TRACING", "")),
+        gateway_access_log=_parse_flag("GATEWAY_ACCESS_LOG", get("GATEWAY_ACCESS_LOG", "false")),
         progress_deadline_seconds=integer("PROGRESS_DEADLINE_SECONDS", 600, 10),
         resync_seconds=float(integer("RESYNC_SECONDS", 300, 0)),
         log_level=get("LOG_LEVEL", "INFO").upper(),
         log_format=log_format,
         liveness=get("LIVENESS", DEFAULT_LIVENESS),
+        metrics_port=integer("METRICS_PORT", 0, 0),
     )
     if settings.gateway_max_replicas < settings.gateway_min_replicas:
         raise SettingsError(
@@ -685,6 +700,28 @@ def _parse_usage_database(raw: str) -> UsageDatabase | None:
     return UsageDatabase(secret_name=name, secret_key=key, retention_days=days)
 
 
+def _parse_tracing(raw: str) -> gc.Tracing | None:
+    """Parse MODELPORT_TRACING (the Helm value ``tracing`` as JSON); no endpoint: none."""
+    if not raw:
+        return None
+    shape = '{"endpoint": "http://otel-collector.monitoring:4318", "sampleRatio": 1.0}'
+    data = _json_object("TRACING", raw, f"a JSON object such as {shape}")
+    if not data.get("endpoint"):
+        return None
+    try:
+        return gc.Tracing.model_validate(data)
+    except ValidationError as exc:
+        raise SettingsError(f"{ENV_PREFIX}TRACING: {_problems(exc, 'tracing')}") from None
+
+
+def _parse_flag(name: str, raw: str) -> bool:
+    """A true/false setting."""
+    value = raw.strip().lower()
+    if value not in ("true", "false", "1", "0", "yes", "no"):
+        raise SettingsError(f"{ENV_PREFIX}{name}={raw!r}: give true or false")
+    return value in ("true", "1", "yes")
+
+
 def _known(where: str, data: Mapping[str, Any], fields: set[str]) -> None:
     if unknown := sorted(set(data) - fields):
         raise SettingsError(f"{where}: unknown field(s) {unknown}; use {sorted(fields)}")
@@ -787,11 +824,18 @@ _OPERATOR_FLAGS: list[tuple[str, str, str]] = [
         "USAGE_DATABASE",
         "the cluster's usage database: its DSN Secret and retention (JSON)",
     ),
+    ("--tracing", "TRACING", "the OTLP collector gateways send their spans to (JSON)"),
+    (
+        "--gateway-access-log",
+        "GATEWAY_ACCESS_LOG",
+        "gateways log one line per request (true/false)",
+    ),
     ("--progress-deadline-seconds", "PROGRESS_DEADLINE_SECONDS", "Deployment progress deadline"),
     ("--resync-seconds", "RESYNC_SECONDS", "period of the safety-net reconcile (0: off)"),
     ("--log-level", "LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR"),
     ("--log-format", "LOG_FORMAT", "json (default) or plain"),
     ("--liveness", "LIVENESS", f"liveness endpoint URL, or 'off' (default {DEFAULT_LIVENESS})"),
+    ("--metrics-port", "METRICS_PORT", "port of the Prometheus metrics (default 0: off)"),
 ]
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import kopf
 
+from modelport import operatormetrics
 from modelport.api import GROUP, KIND, PLURAL, VERSION
 from modelport.controller.reconcile import Reconciler
 from modelport.kube import KubeError, connect
@@ -48,6 +49,8 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = 300
     logging.getLogger().setLevel(SETTINGS.log_level)
     _reconciler = Reconciler(connect(), SETTINGS)
+    if SETTINGS.metrics_port:
+        operatormetrics.serve(SETTINGS.metrics_port)
     if SETTINGS.resync_seconds > 0:
         threading.Thread(target=_resync_loop, name="modelport-resync", daemon=True).start()
 

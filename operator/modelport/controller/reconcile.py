@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
+from modelport import operatormetrics as metrics
 from modelport.api import ServingEndpoint, ServingEndpointStatus, format_errors
 from modelport.api.meta import Condition
 from modelport.api.v1alpha1 import EndpointState
@@ -96,7 +98,15 @@ class Reconciler:
             if not acquired:
                 return None
             before = self.kube.writes
-            outcome = self._reconcile(namespace, name)
+            started = time.monotonic()
+            try:
+                outcome = self._reconcile(namespace, name)
+            except Exception:
+                metrics.RECONCILES.labels("error").inc()
+                raise
+            finally:
+                metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
+            metrics.RECONCILES.labels("ok").inc()
             if outcome is not None:
                 outcome.writes = self.kube.writes - before
                 log.info(
@@ -119,10 +129,14 @@ class Reconciler:
                 yield False
                 return
             slot.waiting += 1
-        with slot.lock:
-            with self._slots_lock:
-                slot.waiting -= 1
-            yield True
+        metrics.QUEUE_DEPTH.inc()
+        try:
+            with slot.lock:
+                with self._slots_lock:
+                    slot.waiting -= 1
+                yield True
+        finally:
+            metrics.QUEUE_DEPTH.dec()
 
     def _reconcile(self, namespace: str, name: str) -> Outcome | None:
         raw = self.kube.get_endpoint(namespace, name)
@@ -132,6 +146,7 @@ class Reconciler:
             # to remove (the deletion of the children brings us here).
             with self._slots_lock:
                 self._secrets.pop((namespace, name), None)
+            metrics.endpoint_gone(namespace, name)
             self._bind(namespace, name, None)
             return None
         try:
@@ -172,6 +187,9 @@ class Reconciler:
         observed = dataclasses.replace(observed, rate_limit_problem=rate_limits)
         now = datetime.now(UTC).replace(microsecond=0)
         status = compute_status(endpoint, observed, endpoint.status, now)
+        metrics.endpoint_ready(
+            namespace, name, bool(status.state and status.state.ready == "READY")
+        )
         if _body(status) != _body(endpoint.status):
             self.kube.apply_status(namespace, name, _body(status))
             outcome.status_written = True

@@ -33,6 +33,7 @@ from kubernetes.client.exceptions import ApiException
 
 from modelport.api import GROUP, PLURAL, VERSION
 from modelport.kube.compare import APPLIED_HASH_ANNOTATION, needs_apply, with_applied_hash
+from modelport.operatormetrics import API_REQUESTS
 from modelport.render import Manifest
 from modelport.render.names import ENDPOINT_LABEL, MANAGED_BY, MANAGER, label_value
 
@@ -271,6 +272,7 @@ class Kube:
         header_params = {"Accept": "application/json", **(headers or {})}
         if body is not None and "Content-Type" not in header_params:
             header_params["Content-Type"] = "application/json"
+        code = 0
         try:
             response = self._api.call_api(
                 path,
@@ -283,8 +285,12 @@ class Kube:
                 _preload_content=False,
                 _request_timeout=30,
             )
+            code = int(getattr(response, "status", 0) or 200)
         except ApiException as exc:
+            code = int(exc.status or 0)
             raise _error(method, path, exc) from None
+        finally:
+            API_REQUESTS.labels(method, str(code)).inc()
         data = response.data
         if not data:
             return None
