@@ -11,6 +11,7 @@ test compares them):
   turn or running now.
 - ``modelport_operator_api_requests_total{method,code}``: requests to the apiserver by
   HTTP method and status code (``0``: no answer).
+- ``process_*``: the operator process's memory, CPU and open files.
 - ``modelport_operator_endpoint_ready{namespace,endpoint}`` (gauge): 1 while an
   endpoint's status says READY, 0 otherwise; its series goes with the endpoint. The
   alert "endpoint not ready for N minutes" is ``== 0`` for N minutes.
@@ -24,11 +25,19 @@ from __future__ import annotations
 import contextlib
 import logging
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    start_http_server,
+)
 
 log = logging.getLogger("modelport.metrics")
 
 REGISTRY = CollectorRegistry()
+ProcessCollector(registry=REGISTRY)  # process_resident_memory_bytes, _cpu_seconds_total …
 RECONCILES = Counter(
     "modelport_operator_reconciles",
     "Finished reconciles by result (ok, error).",
