@@ -154,9 +154,11 @@ def panels(snapshots: Sequence[Snapshot]) -> list[Panel]:
 
 
 def top(by_name: dict[str, list[Point]], count: int = TOP_PRINCIPALS) -> list[Series]:
-    """The ``count`` series with the largest totals, largest first."""
-    ranked = sorted(by_name.items(), key=lambda item: -sum(v for _, v in item[1]))
-    return [Series(name, pts) for name, pts in ranked[:count]]
+    """The ``count`` series with the largest totals, largest first (none that stayed 0:
+    a caller with no tokens in the window is not on the chart)."""
+    totals = {name: sum(v for _, v in pts) for name, pts in by_name.items()}
+    ranked = sorted((n for n in by_name if totals[n] > 0), key=lambda n: -totals[n])
+    return [Series(name, by_name[name]) for name in ranked[:count]]
 
 
 def quantile(q: float, buckets: dict[float, float]) -> float | None:

@@ -54,13 +54,14 @@ def chart(panel: Panel) -> str:
         legend.append(
             f'<span class="key"><i style="background:{color}"></i>{html.escape(series.name)}</span>'
         )
-    minutes = round((t1 - t0) / 60)
+    seconds = t1 - t0
+    since = f"-{round(seconds / 60)} min" if seconds >= 120 else f"-{round(seconds)} s"
     axis = (
         f'<line x1="{LEFT}" y1="{TOP + plot_h}" x2="{WIDTH - RIGHT}" y2="{TOP + plot_h}" '
         'stroke="#9ca3af"/>'
         f'<text x="{LEFT - 4}" y="{TOP + 8}" text-anchor="end">{_number(top)}</text>'
         f'<text x="{LEFT - 4}" y="{TOP + plot_h}" text-anchor="end">0</text>'
-        f'<text x="{LEFT}" y="{HEIGHT - 6}">-{minutes} min</text>'
+        f'<text x="{LEFT}" y="{HEIGHT - 6}">{since}</text>'
         f'<text x="{WIDTH - RIGHT}" y="{HEIGHT - 6}" text-anchor="end">now</text>'
     )
     return (
