@@ -74,7 +74,7 @@ def console_rbac(cluster: Cluster, namespaces: list[str]) -> tuple[str, list[dic
     args = [
         str(cluster.tools / "helm"), "template", release, str(CHART),
         "--namespace", namespaces[0], "--set", "console.enabled=true",
-        "--set", "api.enabled=true", "--set", f"watchNamespaces={{{','.join(namespaces)}}}",
+        "--set", f"watchNamespaces={{{','.join(namespaces)}}}",
     ]  # fmt: skip
     out = subprocess.run(args, capture_output=True, text=True, check=True, env=cluster.env)
     kinds = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
