@@ -7,8 +7,8 @@ test compares them):
 - ``modelport_operator_reconciles_total{result}``: finished reconciles, ``ok`` or
   ``error`` (an apiserver failure; Kopf retries it).
 - ``modelport_operator_reconcile_duration_seconds`` (histogram).
-- ``modelport_operator_queue_depth`` (gauge): reconciles waiting for their endpoint's
-  turn or running now.
+- ``modelport_operator_queue_depth`` (gauge): endpoints waiting in the work queue
+  (due or debouncing; one in a worker's hands is not counted).
 - ``modelport_operator_api_requests_total{method,code}``: requests to the apiserver by
   HTTP method and status code (``0``: no answer).
 - ``process_*``: the operator process's memory, CPU and open files.
@@ -52,7 +52,7 @@ RECONCILE_SECONDS = Histogram(
 )
 QUEUE_DEPTH = Gauge(
     "modelport_operator_queue_depth",
-    "Reconciles waiting for their endpoint's turn or running now.",
+    "Endpoints waiting in the work queue.",
     registry=REGISTRY,
 )
 API_REQUESTS = Counter(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-DSN_ENV = "MODELPORT_USAGE_DSN"
+from modelport.gateway.tables.queries import DSN_ENV
 
 
 def add_parser(sub: Any) -> None:

@@ -6,6 +6,10 @@ the table's size.
 
 from __future__ import annotations
 
+DSN_ENV = "MODELPORT_USAGE_DSN"
+"""Where `modelport usage` reads the usage database's connection string when no
+--dsn-file is given."""
+
 PRINCIPALS_OF_ENDPOINT = """
 SELECT coalesce(requester, '(anonymous)') AS requester,
        coalesce(requester_type, '') AS requester_type,

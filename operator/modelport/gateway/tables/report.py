@@ -19,8 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from modelport.gateway.tables.command import DSN_ENV
-from modelport.gateway.tables.queries import PRINCIPALS_OF_ENDPOINT
+from modelport.gateway.tables.queries import DSN_ENV, PRINCIPALS_OF_ENDPOINT
 
 
 class UsageError(Exception):

@@ -1,10 +1,17 @@
 """Raw Deployments and Pods, as the API returns them, reduced to status's types.
 
-This is the parse boundary for children: after it, nothing reads raw dicts.
+This is the parse boundary for children: after it, nothing reads raw dicts. Pure,
+beside `modelport.status` (which decides what the observations mean). The watch
+cache keeps these observations, not the objects: a Deployment's rollout state
+(`observe_deployment(d, [])`) and each pod's stage and problems (`observe_pod`);
+a Deployment that does not serve is explained by its pods (`with_pods`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from modelport.status import DeploymentObservation
@@ -17,6 +24,18 @@ _STUCK = {
     "CrashLoopBackOff": "crash looping",
     "CreateContainerConfigError": "cannot create the container",
 }
+
+
+@dataclass(frozen=True)
+class PodObservation:
+    """What one pod shows about a rollout: where it is, and what keeps it from running."""
+
+    name: str
+    deleting: bool = False
+    stage: str | None = None
+    """Where a pod that is not ready is (see `pod_progress`); None when ready."""
+    problems: tuple[str, ...] = ()
+    """Why it does not run, in words (see `pod_problems`)."""
 
 
 def observe_deployment(
@@ -35,7 +54,7 @@ def observe_deployment(
             "ProgressDeadlineExceeded",
         ):
             deadline = condition.get("message") or "ProgressDeadlineExceeded"
-    return DeploymentObservation(
+    observation = DeploymentObservation(
         name=meta.get("name", ""),
         generation=int(meta.get("generation") or 0),
         observed_generation=int(status.get("observedGeneration") or 0),
@@ -44,35 +63,31 @@ def observe_deployment(
         updated_replicas=int(status.get("updatedReplicas") or 0),
         available_replicas=int(status.get("availableReplicas") or 0),
         progress_deadline_exceeded=deadline,
-        pod_problems=pod_problems(pods),
-        pod_progress=pod_progress(pods),
+    )
+    return with_pods(observation, [observe_pod(p) for p in pods]) if pods else observation
+
+
+def observe_pod(pod: dict[str, Any]) -> PodObservation:
+    """One pod, reduced to what `pod_problems` and `pod_progress` say of it."""
+    meta = pod.get("metadata", {})
+    if meta.get("deletionTimestamp"):
+        return PodObservation(meta.get("name", ""), deleting=True)
+    return PodObservation(meta.get("name", ""), False, _stage(pod), _problems(pod))
+
+
+def with_pods(
+    observation: DeploymentObservation, pods: Iterable[PodObservation]
+) -> DeploymentObservation:
+    """`observation` with what its pods say (problems, progress) added."""
+    pods = list(pods)
+    return dataclasses.replace(
+        observation, pod_problems=problems_of(pods), pod_progress=progress_of(pods)
     )
 
 
 def pod_problems(pods: list[dict[str, Any]]) -> tuple[str, ...]:
     """Distinct reasons why pods do not run, in words (scheduler's own message)."""
-    found: list[str] = []
-    for pod in sorted(pods, key=lambda p: p.get("metadata", {}).get("name", "")):
-        if pod.get("metadata", {}).get("deletionTimestamp"):
-            continue
-        status = pod.get("status", {})
-        for condition in status.get("conditions") or []:
-            if (
-                condition.get("type") == "PodScheduled"
-                and condition.get("status") == "False"
-                and condition.get("reason") == "Unschedulable"
-            ):
-                node = "GPU node" if _wants_gpu(pod) else "node"
-                found.append(
-                    f"pods unschedulable, waiting for a {node}: {condition.get('message', '')}"
-                )
-        for container in status.get("containerStatuses") or []:
-            waiting = (container.get("state") or {}).get("waiting") or {}
-            reason = waiting.get("reason")
-            if reason in _STUCK:
-                detail = waiting.get("message") or reason
-                found.append(f"container {container.get('name')}: {_STUCK[reason]} ({detail})")
-    return tuple(dict.fromkeys(found))
+    return problems_of(observe_pod(p) for p in pods)
 
 
 def pod_progress(pods: list[dict[str, Any]]) -> tuple[str, ...]:
@@ -80,16 +95,49 @@ def pod_progress(pods: list[dict[str, Any]]) -> tuple[str, ...]:
     waiting for a node, pulling the image, loading the weights (started, not ready).
 
     Each stage is counted, so that an unchanged world gives an unchanged text."""
+    return progress_of(observe_pod(p) for p in pods)
+
+
+def problems_of(pods: Iterable[PodObservation]) -> tuple[str, ...]:
+    """`pod_problems` of observed pods."""
+    found: list[str] = []
+    for pod in sorted(pods, key=lambda p: p.name):
+        if not pod.deleting:
+            found += pod.problems
+    return tuple(dict.fromkeys(found))
+
+
+def progress_of(pods: Iterable[PodObservation]) -> tuple[str, ...]:
+    """`pod_progress` of observed pods."""
     stages: dict[str, int] = {}
     for pod in pods:
-        if pod.get("metadata", {}).get("deletionTimestamp"):
-            continue
-        stage = _stage(pod)
-        if stage is not None:
-            stages[stage] = stages.get(stage, 0) + 1
+        if not pod.deleting and pod.stage is not None:
+            stages[pod.stage] = stages.get(pod.stage, 0) + 1
     order = [WAITING_FOR_NODE, PULLING, LOADING]
     ranked = sorted(stages, key=lambda stage: (order.index(stage.split(":")[0]), stage))
     return tuple(f"{stages[s]} pod{'s' if stages[s] > 1 else ''} {s}" for s in ranked)
+
+
+def _problems(pod: dict[str, Any]) -> tuple[str, ...]:
+    found: list[str] = []
+    status = pod.get("status", {})
+    for condition in status.get("conditions") or []:
+        if (
+            condition.get("type") == "PodScheduled"
+            and condition.get("status") == "False"
+            and condition.get("reason") == "Unschedulable"
+        ):
+            node = "GPU node" if _wants_gpu(pod) else "node"
+            found.append(
+                f"pods unschedulable, waiting for a {node}: {condition.get('message', '')}"
+            )
+    for container in status.get("containerStatuses") or []:
+        waiting = (container.get("state") or {}).get("waiting") or {}
+        reason = waiting.get("reason")
+        if reason in _STUCK:
+            detail = waiting.get("message") or reason
+            found.append(f"container {container.get('name')}: {_STUCK[reason]} ({detail})")
+    return tuple(found)
 
 
 WAITING_FOR_NODE = "waiting for a node"
