@@ -39,12 +39,14 @@ from tests.integration.operator.support import (
     wait_ready,
 )
 from tests.integration.restapi.support import CHART, bind
+from tests.postgres import free_port
 from tests.support import eventually
 
 AUDIENCE = "modelport"
 QUERIED = "chat"
 HIDDEN = "secret-plans"
 UPSTREAM_MODEL = "gpt-4o"
+OPERATOR_METRICS_PORT = free_port()
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 
@@ -133,7 +135,16 @@ def endpoints(
     binding = f"{namespaces.release}-gateways"
     install_tokenreview_binding(crd, binding)
     log = Path(tmp_path_factory.mktemp("operator")) / "operator.log"
-    op = Operator(crd, [namespaces.mine, namespaces.theirs], log, binding=binding).start()
+    op = Operator(
+        crd,
+        [namespaces.mine, namespaces.theirs],
+        log,
+        "--liveness",
+        "off",
+        "--metrics-port",
+        str(OPERATOR_METRICS_PORT),
+        binding=binding,
+    ).start()
     for ns, name in ((namespaces.mine, QUERIED), (namespaces.theirs, HIDDEN)):
         body = sample("openai")
         body["metadata"] = {"name": name, "namespace": ns}

@@ -19,7 +19,13 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.integration.console.conftest import HIDDEN, QUERIED, Namespaces, RunningConsole
+from tests.integration.console.conftest import (
+    HIDDEN,
+    OPERATOR_METRICS_PORT,
+    QUERIED,
+    Namespaces,
+    RunningConsole,
+)
 from tests.integration.gateway.fakes import FakeProvider
 
 pytestmark = pytest.mark.cluster
@@ -163,3 +169,16 @@ def test_sign_in_refuses_bad_tokens_and_forged_requests(
     )
     assert proxied.status_code == 200 and QUERIED in proxied.text
     assert proxied.headers["content-security-policy"].startswith("default-src 'self'")
+
+
+def test_the_operator_exports_what_the_dashboards_and_alerts_read(
+    console: RunningConsole, namespaces: Namespaces
+) -> None:
+    text = httpx.get(f"http://127.0.0.1:{OPERATOR_METRICS_PORT}/metrics", timeout=10).text
+    for ns, name in ((namespaces.mine, QUERIED), (namespaces.theirs, HIDDEN)):
+        line = f'modelport_operator_endpoint_ready{{endpoint="{name}",namespace="{ns}"}} 1.0'
+        assert line in text
+    assert 'modelport_operator_reconciles_total{result="ok"}' in text
+    assert "modelport_operator_queue_depth" in text
+    assert 'modelport_operator_api_requests_total{code="201",method="POST"}' in text
+    assert "process_resident_memory_bytes" in text
