@@ -24,7 +24,6 @@ from urllib.parse import urlsplit
 
 import orjson
 from aiohttp import web
-from pydantic import ValidationError
 
 from modelport.api.v1alpha1 import ServingEndpoint
 from modelport.console import pages
@@ -37,6 +36,7 @@ from modelport.restapi.auth import Callers
 from modelport.restapi.errors import ApiError
 from modelport.restapi.invocations import Invocations
 from modelport.restapi.kube import Kube, KubeApiError
+from modelport.restapi.views import parse_or_none
 
 log = logging.getLogger("modelport.console")
 
@@ -212,7 +212,7 @@ class Console:
             raw = await self._kube(self.kube.list_all_endpoints())
         by_namespace: dict[str, list[EndpointView]] = {}
         for item in raw:
-            endpoint = _parse_or_none(item)
+            endpoint = parse_or_none(item)
             if endpoint is not None:
                 view = endpoint_view(endpoint)
                 by_namespace.setdefault(view.namespace, []).append(view)
@@ -249,7 +249,7 @@ class Console:
 
     async def _endpoint(self, namespace: str, name: str) -> ServingEndpoint:
         raw = await self._kube(self.kube.get_endpoint(namespace, name))
-        endpoint = _parse_or_none(raw) if raw is not None else None
+        endpoint = parse_or_none(raw) if raw is not None else None
         if endpoint is None:
             raise ApiError(
                 404, "RESOURCE_DOES_NOT_EXIST", f"no endpoint {name} in namespace {namespace}"
@@ -270,14 +270,6 @@ class Console:
         await self.metrics.aclose()
         await self.callers.aclose()
         await self.kube.aclose()
-
-
-def _parse_or_none(raw: dict[str, Any]) -> ServingEndpoint | None:
-    try:
-        return ServingEndpoint.parse(raw)
-    except ValidationError:
-        log.warning("skipping endpoint %s: it does not parse", raw.get("metadata", {}).get("name"))
-        return None
 
 
 def _name(viewer: Viewer) -> str:

@@ -5,10 +5,8 @@ chart's ServiceAccount, and Debian's Chromium driven by selenium."""
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import subprocess
-import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,16 +15,14 @@ from typing import Any
 
 import pytest
 import yaml
-from aiohttp import web
 
-from modelport.console.app import Console
 from modelport.console.server import Settings, build
 from modelport.console.sources import GatewayScrapes
 from modelport.restapi import server as api_server
 from tests.conftest import Cluster
-from tests.integration.gateway.fakes import FakeProvider, RunningGateway, endpoint, start_gateway
+from tests.integration.gateway.fakes import FakeProvider, RunningGateway
 from tests.integration.gateway.kubeauth import api_server as apiserver_url
-from tests.integration.gateway.kubeauth import grant_tokenreview, mint
+from tests.integration.gateway.kubeauth import mint
 from tests.integration.gateway.openai_fake import serve_openai
 from tests.integration.operator.conftest import make_namespace
 from tests.integration.operator.support import (
@@ -38,14 +34,19 @@ from tests.integration.operator.support import (
     sample,
     wait_ready,
 )
-from tests.integration.restapi.support import CHART, bind
+from tests.integration.restapi.support import (
+    CHART,
+    UPSTREAM_MODEL,
+    RunningApi,
+    bind,
+    tokenreview_gateway,
+)
 from tests.postgres import free_port
 from tests.support import eventually
 
 AUDIENCE = "modelport"
 QUERIED = "chat"
 HIDDEN = "secret-plans"
-UPSTREAM_MODEL = "gpt-4o"
 OPERATOR_METRICS_PORT = free_port()
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -173,70 +174,17 @@ def gateway(
     upstream: FakeProvider,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[RunningGateway]:
-    """What the operator runs for ``chat``, on loopback: it verifies callers' tokens with
-    TokenReviews and allows the ServiceAccounts of ``mine`` (its default)."""
+    """What the operator runs for ``chat``, on loopback (TokenReview auth, the
+    ServiceAccounts of ``mine`` allowed: its default)."""
     root = tmp_path_factory.mktemp("gateway")
-    ns = namespaces.mine
-    crd.kubectl("-n", ns, "create", "serviceaccount", "gateway")
-    revoke = grant_tokenreview(crd, ns, "gateway")
-    url, ca_file = apiserver_url(crd, root)
-    token_file = root / "gateway.token"
-    token_file.write_text(mint(crd, ns, "gateway"))
-    entity = {
-        "name": "gpt-4o",
-        "task": "llm/v1/chat",
-        "provider": "openai",
-        "modelName": UPSTREAM_MODEL,
-        "baseUrl": upstream.url + "/v1",
-        "credentials": {"apiKey": "keys/openai"},
-    }
-    auth = {
-        "serviceAccountTokens": {
-            "audiences": [AUDIENCE], "apiServer": url, "caFile": str(ca_file),
-            "tokenFile": str(token_file),
-        },
-        "allow": {"serviceAccounts": [f"{ns}/*"]},
-    }  # fmt: skip
-    doc = endpoint(entity, name=QUERIED, aiGateway={"auth": auth})
-    gw = start_gateway(root, doc, {"keys/openai": "test-key-not-real-api"})
+    gw, revoke = tokenreview_gateway(crd, namespaces.mine, upstream.url, QUERIED, "gpt-4o", root)
     yield gw
     gw.stop()
     revoke()
 
 
-class RunningConsole:
-    """A :class:`Console` served on a loopback port from a thread of its own."""
-
-    def __init__(self, console: Console) -> None:
-        self.console = console
-        self.loop = asyncio.new_event_loop()
-        self._runner: web.AppRunner | None = None
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.port = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> RunningConsole:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(timeout=10)
-        return self
-
-    def stop(self) -> None:
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self.loop).result(timeout=10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(timeout=10)
-
-    async def _start(self) -> None:
-        self._runner = web.AppRunner(self.console.application(), access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+RunningConsole = RunningApi
+"""The console served on a loopback port, as the REST API's tests serve theirs."""
 
 
 @pytest.fixture(scope="module")
@@ -266,7 +214,7 @@ def console(
     app = build(settings)
     # Every chart refresh scrapes (the default waits 10 s between scrapes).
     app.metrics = GatewayScrapes(app.kube, pod_url_template=gateway.url + "/metrics", interval=0)
-    running = RunningConsole(app).start()
+    running = RunningApi(app).start()
     yield running
     running.stop()
 
