@@ -8,32 +8,23 @@ import argparse
 import os
 from typing import Any
 
+from modelport.restapi.command import API_FLAGS
+
+_SHARED = {
+    "--host", "--port", "--audiences", "--oidc", "--oidc-username-prefix",
+    "--oidc-groups-prefix", "--api-server", "--token-file", "--ca-file",
+    "--gateway-url-template", "--log-level",
+}  # fmt: skip
+"""The API server's flags that mean the same here (who may sign in, where things are)."""
+
 _FLAGS = (
-    ("--host", "address to listen on (default 0.0.0.0)"),
-    ("--port", "port to listen on (default 8080)"),
+    *(flag for flag in API_FLAGS if flag[0] in _SHARED),
     ("--workspaces", "namespaces shown, comma-separated (default: every namespace)"),
-    (
-        "--audiences",
-        "audiences of the ServiceAccount tokens accepted at sign-in, comma-separated "
-        "(default: modelport, the gateways' default)",
-    ),
-    ("--oidc", "an OIDC issuer whose tokens are accepted, as JSON: {issuer, audiences, ...}"),
-    ("--oidc-username-prefix", "prefix of OIDC user names, as the apiserver's (default none)"),
-    ("--oidc-groups-prefix", "prefix of OIDC group names, as the apiserver's (default none)"),
-    ("--api-server", "the Kubernetes API server's URL (default: the pod's in-cluster one)"),
-    ("--token-file", "the console's ServiceAccount token (default: the pod's)"),
-    ("--ca-file", "the apiserver's CA certificate (default: the pod's)"),
-    (
-        "--gateway-url-template",
-        "base URL of an endpoint's gateway, with {service}, {namespace} and {endpoint} "
-        "(default http://{service}.{namespace}.svc.cluster.local)",
-    ),
     ("--prometheus-url", "Prometheus for the charts (default: scrape the gateway pods)"),
     (
         "--pod-metrics-url-template",
         "a gateway pod's metrics URL, with {ip} (default http://{ip}:8080/metrics)",
     ),
-    ("--log-level", "debug, info (default), warning or error"),
 )
 
 
