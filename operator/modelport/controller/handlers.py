@@ -26,6 +26,7 @@ from typing import Any
 
 import kopf
 
+from modelport import operatormetrics
 from modelport.api import GROUP, PLURAL, VERSION
 from modelport.controller.autoscaler import Autoscaler
 from modelport.controller.cache import (
@@ -134,6 +135,9 @@ async def start(
         metrics=memo.get("gateway_metrics"),
     )
     autoscaler.start()
+    if config.metrics_port and not memo.get("metrics_served"):
+        operatormetrics.serve(config.metrics_port)  # a thread; lives as long as the process
+        memo["metrics_served"] = True
     memo["settings"] = config
     memo["kube"] = kube
     memo["manager"] = manager

@@ -89,6 +89,8 @@ def render(endpoint: ServingEndpoint, settings: Settings) -> Rendered:
         readiness=readiness,
         database=settings.usage_database,
         max_held_requests=settings.autoscaling.max_held_requests,
+        tracing=settings.tracing,
+        access_log=settings.gateway_access_log,
     )
     text = gc.dumps(config)
     config_hash = stable_hash(text, CONFIG_HASH_LEN)

@@ -97,6 +97,8 @@ def render_gateway_config(
     readiness: bool = False,
     database: UsageDatabase | None = None,
     max_held_requests: int | None = None,
+    tracing: gc.Tracing | None = None,
+    access_log: bool = False,
 ) -> gc.GatewayConfig:
     """The `GatewayConfig` of `endpoint` (raises `RenderError` when it is not valid);
     `catalog` gives a self-hosted catalog model its task when the entity names none,
@@ -104,9 +106,10 @@ def render_gateway_config(
     `rate_limiting` how limits are enforced (default: in each gateway process), `guard`
     the cluster's guard model for safety checks, `readiness` whether the gateway may
     watch its self-hosted entities' EndpointSlices (see `needs_readiness`),
-    `database` the cluster's usage database (default: none), and `max_held_requests` how
+    `database` the cluster's usage database (default: none), `max_held_requests` how
     many requests the gateway holds per entity that scales to zero (default: the
-    gateway's)."""
+    gateway's), `tracing` the collector the gateway sends its spans to, and `access_log`
+    whether it logs each request."""
     spec = endpoint.spec
     namespace = endpoint.metadata.namespace or "default"
     entities = [
@@ -151,6 +154,8 @@ def render_gateway_config(
             ),
             readiness=_readiness(endpoint, namespace) if readiness else None,
             scaleToZero=_scale_to_zero(endpoint, namespace, max_held_requests),
+            tracing=tracing,
+            accessLog=access_log,
         )
     except ValidationError as exc:
         raise RenderError(f"spec cannot be served by the gateway: {_describe(exc)}") from None
