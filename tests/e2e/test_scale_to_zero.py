@@ -158,7 +158,7 @@ def test_llamacpp_sample_scales_to_zero_and_answers_every_request_held_while_it_
         header, row = listed.strip().splitlines()
         assert "REPLICAS" in header and f"{name} 0/0 (scaled to zero)" in row, listed
         described = cluster.kubectl("-n", namespace, "describe", "sep", LLAMA_ENDPOINT).stdout
-        assert "Scaled To Zero" in described or "ScaledToZero" in described, described
+        assert "ScaledToZero" in described, described
         assert f"entity {name}: 1 -> 0 replicas: no request for" in described, described
 
         # Several requests at once, against no pod at all: each is held, the entity is

@@ -28,7 +28,7 @@ import pytest
 
 from modelport.controller import handlers
 from modelport.controller.cache import CachedPod
-from modelport.scaling import PodFigures, parse_metrics
+from modelport.scaling import EntityFigures, PodFigures, parse_metrics
 from modelport.settings import from_env
 from tests.conftest import Cluster
 from tests.integration.gateway.fakes import (
@@ -59,8 +59,12 @@ class LocalGateway:
 
     def __init__(self, url: str) -> None:
         self.url = url
+        self.simulated: dict[str, PodFigures] = {}
+        """Endpoint -> the figures its gateway pods report instead (simulated load)."""
 
     async def read(self, namespace: str, endpoint: str, pod: CachedPod) -> PodFigures:
+        if endpoint in self.simulated:
+            return self.simulated[endpoint]
         async with httpx.AsyncClient() as client:
             return parse_metrics((await client.get(self.url + "/metrics", timeout=2)).text)
 
@@ -99,8 +103,13 @@ def gateway(model: SlowModel, tmp_path: Path) -> Iterator[RunningGateway]:
 
 
 @pytest.fixture
+def figures(gateway: RunningGateway) -> LocalGateway:
+    return LocalGateway(gateway.url)
+
+
+@pytest.fixture
 def operator(
-    crd: Cluster, op_namespace: str, gateway: RunningGateway, monkeypatch: pytest.MonkeyPatch
+    crd: Cluster, op_namespace: str, figures: LocalGateway, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[None]:
     """The operator in a thread of this process, its autoscaler reading `gateway`."""
     monkeypatch.setenv("KUBECONFIG", str(crd.kubeconfig))
@@ -118,7 +127,7 @@ def operator(
             ),
         }
     )
-    memo = kopf.Memo(settings=settings, gateway_metrics=LocalGateway(gateway.url))
+    memo = kopf.Memo(settings=settings, gateway_metrics=figures)
     stop, ready = threading.Event(), threading.Event()
 
     def run() -> None:
@@ -137,23 +146,25 @@ def operator(
     thread.join(30)
 
 
-def _replicas(cluster: Cluster, namespace: str) -> int:
-    deployment = kubectl_json(cluster, "-n", namespace, "get", "deployment", DEPLOYMENT)
+def _replicas(cluster: Cluster, namespace: str, name: str = DEPLOYMENT) -> int:
+    deployment = kubectl_json(cluster, "-n", namespace, "get", "deployment", name)
     return int(deployment["spec"]["replicas"])
 
 
 class Watcher:
     """Samples the entity's replicas in the background: the most and the fewest seen."""
 
-    def __init__(self, cluster: Cluster, namespace: str) -> None:
+    def __init__(self, cluster: Cluster, namespace: str, name: str = DEPLOYMENT) -> None:
         self.seen: list[int] = []
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(cluster, namespace), daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, args=(cluster, namespace, name), daemon=True
+        )
         self._thread.start()
 
-    def _run(self, cluster: Cluster, namespace: str) -> None:
+    def _run(self, cluster: Cluster, namespace: str, name: str) -> None:
         while not self._stop.wait(0.5):
-            self.seen.append(_replicas(cluster, namespace))
+            self.seen.append(_replicas(cluster, namespace, name))
 
     def stop(self) -> list[int]:
         self._stop.set()
@@ -240,3 +251,83 @@ def test_load_raises_replicas_within_the_window_and_idle_lowers_them_to_min(
     ups = [m for r, m in messages if r == "ScaledUp"]
     assert ups and all("requests in flight (a replica is sized for 4)" in m for m in ups), ups
     assert any(m.startswith(f"entity {ENTITY}: 4 -> 1 replicas") for r, m in messages), messages
+
+
+SLEEPY = "sleepy"
+IDLE = 10
+"""The entity's scaleToZeroIdleSeconds (the API's minimum)."""
+
+
+def _summary(cluster: Cluster, namespace: str) -> str | None:
+    status = kubectl_json(cluster, "-n", namespace, "get", "servingendpoint", SLEEPY)["status"]
+    summary: str | None = status.get("replicaSummary")
+    return summary if status["state"]["ready"] == "READY" else None
+
+
+def test_idle_takes_an_entity_to_zero_and_held_requests_bring_it_back(
+    crd: Cluster, op_namespace: str, operator: None, figures: LocalGateway
+) -> None:
+    """On kwok GPU nodes, with the gateway's figures simulated: idle for its
+    scaleToZeroIdleSeconds, the entity goes to zero pods and the endpoint stays READY,
+    saying so in `kubectl get` and `describe`; requests held for it bring it back to one
+    replica, and while any is held it is not taken to zero again, however long."""
+    ns, deployment = op_namespace, f"{SLEEPY}-{ENTITY}"
+    entity = {
+        "name": ENTITY,
+        "entityName": "system.ai.meta_llama_v3_1_8b_instruct",
+        "workloadSize": "Small",
+        "scaleToZeroEnabled": True,
+        "scaleToZeroIdleSeconds": IDLE,
+    }
+    body: dict[str, Any] = {
+        "apiVersion": "serving.modelport.io/v1alpha1",
+        "kind": "ServingEndpoint",
+        "metadata": {"name": SLEEPY},
+        "spec": {"servedEntities": [entity], "aiGateway": {"auth": {"enabled": False}}},
+    }
+    figures.simulated[SLEEPY] = PodFigures()  # no request at all
+    apply(crd, ns, body)
+    wait_ready(crd, ns, SLEEPY, timeout=120)
+    began = time.monotonic()
+    eventually(lambda: _replicas(crd, ns, deployment) == 0, timeout=IDLE + WITHIN + 30)
+    print(f"idle: zero replicas after {time.monotonic() - began:.1f}s (idle period {IDLE}s)")
+    eventually(
+        lambda: not kubectl_json(
+            crd, "-n", ns, "get", "pods", "-l", f"serving.modelport.io/endpoint={SLEEPY},"
+            f"serving.modelport.io/entity={ENTITY}",
+        )["items"],
+        timeout=60,
+    )  # fmt: skip
+    eventually(lambda: _summary(crd, ns) == f"{ENTITY} 0/0 (scaled to zero)", timeout=30)
+
+    # What a user sees: READY, and why no pod runs.
+    listed = crd.kubectl("-n", ns, "get", "sep", SLEEPY).stdout
+    header, row = listed.strip().splitlines()
+    print(f"\n{listed}")
+    assert header.split()[:4] == ["NAME", "READY", "CONFIG", "UPDATE"], listed
+    assert "REPLICAS" in header and f"{ENTITY} 0/0 (scaled to zero)" in row, listed
+    assert row.split()[1] == "READY", listed
+    described = crd.kubectl("-n", ns, "describe", "sep", SLEEPY).stdout
+    for words in (
+        "ScaledToZero",  # the entity's scale.state, and the event's reason
+        "scaled to zero while idle; the next request starts a replica",
+        f"entity {ENTITY}: 1 -> 0 replicas: no request for",  # the event
+    ):
+        assert words in described, (words, described)
+
+    # Two requests held at the gateway for it: back to one replica within an interval.
+    figures.simulated[SLEEPY] = PodFigures(entities={ENTITY: EntityFigures(held=2)})
+    began = time.monotonic()
+    eventually(lambda: _replicas(crd, ns, deployment) == 1, timeout=WITHIN)
+    print(f"2 held: 1 replica after {time.monotonic() - began:.1f}s")
+    eventually(lambda: _summary(crd, ns) == f"{ENTITY} 1/1", timeout=60)
+    # Held for longer than the idle period: never taken away from them.
+    watcher = Watcher(crd, ns, deployment)
+    time.sleep(IDLE + 3 * INTERVAL)
+    assert min(watcher.stop()) == 1
+    events = kubectl_json(
+        crd, "-n", ns, "get", "events", "--field-selector", f"involvedObject.name={SLEEPY}"
+    )["items"]
+    ups = [e["message"] for e in events if e["reason"] == "ScaledUp"]
+    assert f"entity {ENTITY}: 0 -> 1 replicas: 0 requests in flight and 2 waiting for a replica" \
+        " (a replica is sized for 4)" in ups, ups  # fmt: skip
