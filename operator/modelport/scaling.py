@@ -28,7 +28,8 @@ The policy, per Deployment (`ScaleTarget`):
 - **Within bounds**: never above `max_replicas` (a higher count, set by hand, is brought
   down at once), never below `min_replicas`.
 - **To zero** (`idle_seconds`, entities with `scaleToZeroEnabled`): after that long
-  without any request in flight or held, and with every gateway pod answering, the
+  without any request in flight or held and with every replica ready (the idle period
+  runs from when the entity is up), and with every gateway pod answering, the
   entity goes to 0 at once (the idle period is its stabilisation). At zero it stays
   there until demand appears: an operator that restarts wakes nothing. The gateway
   wakes an entity at zero itself (0 to 1, a compare-and-set on the Deployment's
@@ -211,12 +212,15 @@ class Scaler:
         self.last_replicas: int | None = None
         self.history: deque[tuple[float, int]] = deque()
 
-    def observe(self, current: int, now: float) -> bool:
-        """Note the replicas the Deployment has now; whether someone else took it from zero
-        (the gateway woke it: a request arrived, which counts as activity)."""
+    def observe(self, current: int, now: float, available: int | None = None) -> bool:
+        """Note the replicas the Deployment has now (`available` of them ready); whether
+        someone else took it from zero (the gateway woke it: a request arrived, which
+        counts as activity). Replicas still starting count as activity too: the idle
+        period runs from when the entity is up, so a model that takes longer to load
+        than its idle period is not taken to zero before it could answer."""
         woken = self.last_replicas == 0 and current > 0
         self.last_replicas = current
-        if woken:
+        if woken or (available is not None and available < current):
             self.last_active = now
         return woken
 

@@ -204,7 +204,8 @@ class Autoscaler:
             scaler = self._scalers.get((key, target.deployment))
             if scaler is None:
                 scaler = self._scalers[(key, target.deployment)] = Scaler(now)
-            if scaler.observe(current, now) and target.entity is not None:
+            available = child.deployment.available_replicas
+            if scaler.observe(current, now, available) and target.entity is not None:
                 await self.kube.event(
                     namespace, name, endpoint.uid, "Normal", "WokenUp",
                     f"{target.what}: 0 -> {current} replicas: a request arrived (the gateway "

@@ -60,7 +60,10 @@ class World:
         )
 
     def _child(self, name: str) -> CachedChild:
-        observation = DeploymentObservation(name=name, replicas=self.replicas[name])
+        replicas = self.replicas[name]  # all of them ready
+        observation = DeploymentObservation(
+            name=name, replicas=replicas, available_replicas=replicas
+        )
         return CachedChild(
             "Deployment", name, f"uid-{name}", UID, "digest", observation, str(self.version)
         )

@@ -43,9 +43,9 @@ class Run:
         self.scaler = Scaler(now)
         self.reasons: list[str] = []
 
-    def tick(self, load: Load, after: float = 10.0) -> int:
+    def tick(self, load: Load, after: float = 10.0, available: int | None = None) -> int:
         self.now += after
-        self.scaler.observe(self.replicas, self.now)
+        self.scaler.observe(self.replicas, self.now, available)
         decision = self.scaler.decide(self.target, load, self.replicas, self.now, WINDOW)
         if decision is not None:
             self.replicas = decision.replicas
@@ -142,6 +142,19 @@ def test_a_wake_by_the_gateway_counts_as_a_request() -> None:
     run.tick(IDLE, after=1790)
     assert run.replicas == 1
     run.tick(IDLE)
+    assert run.replicas == 0
+
+
+def test_the_idle_period_runs_from_when_the_entity_is_up() -> None:
+    """A first replica that loads its model for longer than the idle period is not taken
+    to zero before it could answer: the idle period starts once every replica is ready."""
+    run = Run(ZERO, 1, now=0.0)
+    for _ in range(30):
+        assert run.tick(IDLE, after=100, available=0) == 1  # loading for 3000 s
+    run.tick(IDLE, after=10, available=1)
+    run.tick(IDLE, after=1780, available=1)
+    assert run.replicas == 1
+    run.tick(IDLE, after=20, available=1)
     assert run.replicas == 0
 
 
