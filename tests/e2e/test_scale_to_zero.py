@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,8 @@ AUTOSCALING = {"intervalSeconds": 1, "scaleDownStabilizationSeconds": 10}
 
 
 def _deployment(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
-    return kubectl_json(cluster, "-n", namespace, "get", "deployment", name)
+    found: dict[str, Any] = kubectl_json(cluster, "-n", namespace, "get", "deployment", name)
+    return found
 
 
 def _histogram(metrics: str, family: str, entity: str) -> tuple[float, float]:
@@ -59,6 +61,22 @@ def _histogram(metrics: str, family: str, entity: str) -> tuple[float, float]:
             if line.startswith(f'{family}_{part}{{entity="{entity}"'):
                 found[part] += float(line.rsplit(" ", 1)[1])
     return found["sum"], found["count"]
+
+
+def _pod_stages(pod: dict[str, Any], sent: datetime) -> dict[str, float]:
+    """When the woken pod was created, its container started and it became Ready, in
+    seconds after `sent` (the apiserver's times have whole seconds)."""
+
+    def after(stamp: str) -> float:
+        return round((datetime.fromisoformat(stamp) - sent).total_seconds(), 1)
+
+    (container,) = pod["status"]["containerStatuses"]
+    (ready,) = [c for c in pod["status"]["conditions"] if c["type"] == "Ready"]
+    return {
+        "created": after(pod["metadata"]["creationTimestamp"]),
+        "container started": after(container["state"]["running"]["startedAt"]),
+        "ready": after(ready["lastTransitionTime"]),
+    }
 
 
 def test_llamacpp_sample_scales_to_zero_and_answers_every_request_held_while_it_wakes(
@@ -163,6 +181,7 @@ def test_llamacpp_sample_scales_to_zero_and_answers_every_request_held_while_it_
 
         # Several requests at once, against no pod at all: each is held, the entity is
         # woken, and every one is answered once its pod is Ready.
+        sent = datetime.now(UTC)
         with ThreadPoolExecutor(PARALLEL) as pool:
             answered = list(pool.map(ask, range(PARALLEL)))
         first, last = min(t for t, _ in answered), max(t for t, _ in answered)
@@ -170,6 +189,7 @@ def test_llamacpp_sample_scales_to_zero_and_answers_every_request_held_while_it_
         (pod,) = [p for p in pods(cluster, namespace, entity_pods) if running_ready(p)]
         assert pod["spec"]["nodeName"] == real_node
         assert _deployment(cluster, namespace, deployment)["spec"]["replicas"] == 1
+        stages = _pod_stages(pod, sent)
 
         metrics = requests.get(f"{base}/metrics", timeout=10).text
         cold_sum, cold_count = _histogram(metrics, "modelport_gateway_cold_start_seconds", name)
@@ -191,6 +211,7 @@ def test_llamacpp_sample_scales_to_zero_and_answers_every_request_held_while_it_
             f"({held_sum / held_count:.1f}s mean hold); idle to zero replicas after "
             f"{to_zero:.0f}s (scaleToZeroIdleSeconds {IDLE_SECONDS})"
         )
+        print(f"[cold start] the woken pod, seconds after the requests were sent: {stages}")
         events = kubectl_json(
             cluster, "-n", namespace, "get", "events",
             "--field-selector", f"involvedObject.name={LLAMA_ENDPOINT}",
