@@ -1,8 +1,9 @@
 """Modelport: model serving endpoints on any Kubernetes cluster.
 
 A `ServingEndpoint` custom resource declares self-hosted models and external
-providers; the operator renders it into Deployments, Services, HPAs and a
-ConfigMap, and the gateway serves it behind one OpenAI-compatible URL.
+providers; the operator renders it into Deployments, Services and a ConfigMap and
+sets their replicas from the requests in flight, and the gateway serves it behind one
+OpenAI-compatible URL.
 """
 
 from importlib.metadata import PackageNotFoundError, version

@@ -10,7 +10,7 @@ Whether an event matters: each reconcile leaves a `Seen` — the records it went
 as they will be once the watches show its own writes. An event whose record equals
 the one in `Seen` brings nothing new and queues nothing: the ADDED events of the
 children a reconcile just created, the MODIFIED event of the status it just wrote,
-an HPA's or a Service's status write (no field a reconcile reads), a Deployment's
+a Service's status write (no field a reconcile reads), a Deployment's
 status write that changes nothing of its rollout state, the pods of a Deployment
 that serves. What remains: a spec change, a hand edit or deletion of a child, a
 rollout making progress, a Secret key appearing.

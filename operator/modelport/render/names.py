@@ -52,7 +52,7 @@ def child_name(*parts: str) -> str:
 
 
 def gateway_name(endpoint: str) -> str:
-    """The ConfigMap, Deployment and HPA of the endpoint's gateway."""
+    """The ConfigMap and Deployment of the endpoint's gateway."""
     return child_name(endpoint, GATEWAY)
 
 
@@ -74,7 +74,7 @@ def service_name(endpoint: str) -> str:
 
 
 def entity_name(endpoint: str, entity: str) -> str:
-    """The Deployment, Service and HPA of a self-hosted entity.
+    """The Deployment and Service of a self-hosted entity.
 
     An entity literally called 'gateway' would collide with the gateway's children;
     it gets the hashed form instead.

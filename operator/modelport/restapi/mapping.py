@@ -85,7 +85,7 @@ _ENTITY_REFUSED = {
     "provisioned_model_units": "provisioned model units are not offered; size the entity "
     "with workload_size or min/max_provisioned_throughput",
 }
-_ENTITY_IGNORED = frozenset({"burst_scaling_enabled"})  # the HPA always scales up to its max
+_ENTITY_IGNORED = frozenset({"burst_scaling_enabled"})  # replicas always follow load up to the max
 _BEDROCK_REFUSED = {
     "instance_profile_arn": "the gateway has no instance profile; set aws_access_key_id and "
     "aws_secret_access_key as secret references, or neither to use the pod's AWS identity",
