@@ -113,6 +113,12 @@ class RequestContext:
     """What the client got (the status line), 0 until then; 499 if it went away first."""
     error_code: str | None = None
     usage: TokenUsage | None = None
+    tokens_apply: bool = True
+    """False for a custom model (task ``ml/v1/predict``): its input is a dataframe or a
+    tensor, not text, so ``usage`` stays None, is never estimated, and token limits and
+    token columns do not apply; ``rows`` is its measure instead."""
+    rows: int | None = None
+    """A custom model's request: the records (rows, instances) it asked to score."""
     outcome: Outcome = "ok"
 
     @property

@@ -8,7 +8,7 @@ understand them; providers that translate read only the fields modelled here.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -219,7 +219,10 @@ class EmbeddingRequest(_Body):
 Request = ChatRequest | CompletionRequest | EmbeddingRequest
 
 
-def validate(model: type[Request], body: dict[str, Any]) -> Request:
+_Validated = TypeVar("_Validated", bound=BaseModel)
+
+
+def validate(model: type[_Validated], body: dict[str, Any]) -> _Validated:
     """Validate ``body``; a failure names the first offending field and what is wrong."""
     try:
         return model.model_validate(body)

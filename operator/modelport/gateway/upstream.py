@@ -175,7 +175,7 @@ class Upstream:
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
             raise _malformed(provider, exc) from None
         if isinstance(translated, bytes):
-            return translated, _usage_of_body(translated)
+            return translated, _usage_of_body(translated) if provider.reports_usage else None
         usage = translated.get("usage") or {}
         return orjson.dumps(translated), Usage(
             int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)

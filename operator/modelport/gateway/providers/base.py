@@ -25,6 +25,7 @@ import orjson
 from modelport.gateway.context import new_request_id
 from modelport.gateway.errors import BAD_REQUEST, GatewayError
 from modelport.gateway.framing import Event
+from modelport.gateway.invocations import InvocationRequest
 from modelport.gateway.openai_format import ChunkWriter, Usage
 from modelport.gateway.protocol import ChatRequest, CompletionRequest, EmbeddingRequest
 from modelport.gatewayconfig import EntityConfig, Task
@@ -38,7 +39,7 @@ class Call:
     task: Task
     raw: dict[str, Any]
     """The validated body as the client sent it (what OpenAI-compatible upstreams get)."""
-    request: ChatRequest | CompletionRequest | EmbeddingRequest
+    request: ChatRequest | CompletionRequest | EmbeddingRequest | InvocationRequest
     stream: bool = False
     include_usage: bool = False
     # Unique, not secret: the request-id scheme (a tenth of a uuid4's cost per request).
@@ -113,6 +114,9 @@ class Provider(ABC):
     tasks: ClassVar[frozenset[Task]]
     """The tasks this provider can serve."""
     framing: ClassVar[Literal["sse", "eventstream"]] = "sse"
+    reports_usage: ClassVar[bool] = True
+    """Whether a whole answer may carry token usage (a custom model's never does: its
+    body is not parsed for it)."""
     default_base_url: ClassVar[str | None] = None
 
     def base_url(self, entity: EntityConfig) -> str:

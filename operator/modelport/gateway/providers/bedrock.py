@@ -48,7 +48,7 @@ from modelport.gateway.providers.base import (
     truncated,
     unsupported,
 )
-from modelport.gatewayconfig import EntityConfig, Task
+from modelport.gatewayconfig import LLM_TASKS, EntityConfig, Task
 
 SERVICE = "bedrock"
 FINISH_REASONS = {
@@ -71,7 +71,7 @@ class BedrockProvider(Provider):
     """Chat and completions via Converse; embeddings via InvokeModel (Titan, Cohere)."""
 
     name = "amazon-bedrock"
-    tasks = frozenset(Task)
+    tasks = LLM_TASKS
     framing = "eventstream"
 
     def base_url(self, entity: EntityConfig) -> str:

@@ -34,7 +34,7 @@ from modelport.gateway.providers.base import (
     truncated,
     unsupported,
 )
-from modelport.gatewayconfig import Task
+from modelport.gatewayconfig import LLM_TASKS, Task
 
 FINISH_REASONS = {
     "COMPLETE": "stop",
@@ -50,7 +50,7 @@ class CohereProvider(Provider):
     """Chat, completions through chat, and embeddings."""
 
     name = "cohere"
-    tasks = frozenset(Task)
+    tasks = LLM_TASKS
     default_base_url = "https://api.cohere.com"
 
     def build_request(self, call: Call, auth: Auth) -> UpstreamRequest:

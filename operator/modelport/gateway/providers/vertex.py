@@ -41,7 +41,7 @@ from modelport.gateway.providers.base import (
     parse_json_object,
     unsupported,
 )
-from modelport.gatewayconfig import EntityConfig, Task, VertexSettings
+from modelport.gatewayconfig import LLM_TASKS, EntityConfig, Task, VertexSettings
 
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 DEFAULT_TOKEN_URL = "https://oauth2.googleapis.com/token"  # noqa: S105
@@ -59,7 +59,7 @@ class VertexProvider(Provider):
     """Gemini chat (completions through chat) and text embeddings."""
 
     name = "google-cloud-vertex-ai"
-    tasks = frozenset(Task)
+    tasks = LLM_TASKS
 
     def base_url(self, entity: EntityConfig) -> str:
         """The regional API host unless overridden."""
