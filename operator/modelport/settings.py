@@ -11,6 +11,8 @@ Each line: environment variable, `modelport operator` flag, default.
 - MODELPORT_VLLM_IMAGE, --vllm-image: vllm/vllm-openai:v0.11.0
 - MODELPORT_SGLANG_IMAGE, --sglang-image: lmsysorg/sglang:v0.5.3-cu126
 - MODELPORT_LLAMACPP_IMAGE, --llamacpp-image: ghcr.io/abetlen/llama-cpp-python:v0.3.36
+- MODELPORT_MLFLOW_IMAGE, --mlflow-image: ghcr.io/mlflow/mlflow:v3.17.2
+- MODELPORT_MLFLOW_TRACKING_URI, --mlflow-tracking-uri (http(s) URL): none
 - MODELPORT_CATALOG, --catalog (YAML/JSON list of entries, or @file): none
 - MODELPORT_STARTUP_SECONDS, --startup-seconds: 1800
 - MODELPORT_GPU_PROFILES, --gpu-profiles (JSON, or @file): the built-in table
@@ -59,6 +61,11 @@ ClusterRole that may create TokenReviews) whose subjects the operator keeps equa
 the gateways that verify ServiceAccount tokens; the chart creates both. Unset, or
 when the binding does not exist, gateways cannot verify ServiceAccount tokens and
 the endpoints that use them say so in their Degraded condition.
+`MODELPORT_MLFLOW_TRACKING_URI` is the MLflow tracking server custom models are
+loaded from when their `entityName` is a registered model (`models:/…`, `runs:/…`, or
+a name with `entityVersion`); the model pods get it as `MLFLOW_TRACKING_URI` (its
+credentials, if any, come from the entity's `environmentVars`, e.g.
+`MLFLOW_TRACKING_TOKEN` from a Secret).
 `MODELPORT_RESYNC_SECONDS` is the period of the safety-net reconcile of every endpoint
 (0 turns it off); watches on children and Secrets do the real work, so it can stay
 long.
@@ -90,6 +97,9 @@ DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.11.0"
 # the build machines, so a cluster admin confirms them (or overrides them) on install.
 DEFAULT_SGLANG_IMAGE = "lmsysorg/sglang:v0.5.3-cu126"
 DEFAULT_LLAMACPP_IMAGE = "ghcr.io/abetlen/llama-cpp-python:v0.3.36"
+# MLflow's own image: its scoring server and scikit-learn; docker/mlflow.Dockerfile builds
+# one that also carries XGBoost (see modelport.runtimes.mlflow).
+DEFAULT_MLFLOW_IMAGE = "ghcr.io/mlflow/mlflow:v3.17.2"
 DEFAULT_GPU_RESOURCE = "nvidia.com/gpu"
 DEFAULT_LIVENESS = "http://0.0.0.0:8081/healthz"
 DEFAULT_GATEWAY_RESOURCES: Mapping[str, Mapping[str, str]] = {
@@ -170,6 +180,8 @@ class Settings:
     vllm_image: str = DEFAULT_VLLM_IMAGE
     sglang_image: str = DEFAULT_SGLANG_IMAGE
     llamacpp_image: str = DEFAULT_LLAMACPP_IMAGE
+    mlflow_image: str = DEFAULT_MLFLOW_IMAGE
+    mlflow_tracking_uri: str = ""
     gpu_profiles: Mapping[str, GpuProfile] = field(default_factory=dict)
     catalog: Catalog = field(default_factory=_builtin_catalog, compare=False)
     startup_seconds: int = 1800
@@ -232,6 +244,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         vllm_image=get("VLLM_IMAGE", DEFAULT_VLLM_IMAGE),
         sglang_image=get("SGLANG_IMAGE", DEFAULT_SGLANG_IMAGE),
         llamacpp_image=get("LLAMACPP_IMAGE", DEFAULT_LLAMACPP_IMAGE),
+        mlflow_image=get("MLFLOW_IMAGE", DEFAULT_MLFLOW_IMAGE),
+        mlflow_tracking_uri=_parse_tracking_uri(get("MLFLOW_TRACKING_URI", "")),
         gpu_profiles=profiles,
         catalog=catalog,
         startup_seconds=integer("STARTUP_SECONDS", 1800, 10),
@@ -442,6 +456,16 @@ def _boolean(where: str, value: Any) -> bool:
     return value
 
 
+def _parse_tracking_uri(raw: str) -> str:
+    """MODELPORT_MLFLOW_TRACKING_URI: an http(s) URL of the tracking server, or empty."""
+    if raw and not re.match(r"^https?://[^\s/]+", raw):
+        raise SettingsError(
+            f"{ENV_PREFIX}MLFLOW_TRACKING_URI={raw!r} is not an http(s) URL; give the tracking "
+            "server's address as pods reach it, e.g. http://mlflow.mlflow.svc:5000"
+        )
+    return raw.rstrip("/")
+
+
 def _parse_object_name(name: str, raw: str) -> str:
     """An optional Kubernetes object name (empty: unset)."""
     if raw and (len(raw) > 253 or not _OBJECT_NAME.match(raw)):
@@ -497,6 +521,8 @@ _OPERATOR_FLAGS: list[tuple[str, str, str]] = [
     ("--vllm-image", "VLLM_IMAGE", "default image of vLLM inference pods"),
     ("--sglang-image", "SGLANG_IMAGE", "default image of SGLang inference pods"),
     ("--llamacpp-image", "LLAMACPP_IMAGE", "default image of llama.cpp inference pods"),
+    ("--mlflow-image", "MLFLOW_IMAGE", "default image of custom (MLflow) model pods"),
+    ("--mlflow-tracking-uri", "MLFLOW_TRACKING_URI", "MLflow tracking server of custom models"),
     ("--catalog", "CATALOG", "model catalog additions: YAML/JSON, or @file"),
     ("--startup-seconds", "STARTUP_SECONDS", "time an inference pod may take to load weights"),
     ("--gpu-profiles", "GPU_PROFILES", "GPU profiles: JSON, or @file holding JSON"),

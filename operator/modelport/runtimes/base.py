@@ -1,6 +1,6 @@
 """The interface every inference runtime implements, and the parts all of them share.
 
-A runtime (`vllm`, `sglang`, `llamacpp`) knows only its own server: image, command
+A runtime (`vllm`, `sglang`, `llamacpp`, `mlflow`) knows only its own server: image, command
 line, health and metrics routes. Everything else about the pod is common and built
 here from a `ModelPlan`: probes, volumes (/dev/shm, the model cache PVC, `pvc://`
 weights, the Hugging Face token file), environment, Prometheus annotations and the
@@ -67,6 +67,8 @@ class ModelPlan:
     cache_sub_path: str | None = None
     hf_token: tuple[str, str] | None = None
     """(Secret name, key) of the Hugging Face token."""
+    tracking_uri: str | None = None
+    """mlflow: the cluster's MLflow tracking server (models:/ and runs:/ sources)."""
 
     @property
     def embeddings(self) -> bool:
@@ -82,6 +84,9 @@ class InferenceRuntime(ABC):
     health_path: ClassVar[str]
     metrics_path: ClassVar[str | None] = None
     supports_s3: ClassVar[bool] = False
+    termination_from_logs: ClassVar[bool] = False
+    """The server states why it failed only in its log: the container's termination
+    message is the log's tail (which status reports) when it writes none itself."""
 
     @abstractmethod
     def command(self, plan: ModelPlan) -> list[str]:
@@ -189,6 +194,8 @@ def pod_parts(
         },
         "volumeMounts": mounts,
     }
+    if runtime.termination_from_logs:
+        container["terminationMessagePolicy"] = "FallbackToLogsOnError"
     annotations: dict[str, str] = {}
     if runtime.metrics_path is not None:
         annotations = {
