@@ -381,6 +381,8 @@ def _deployment(
         "containers": [parts.container],
         "volumes": parts.volumes,
     }
+    if parts.init_containers:
+        pod_spec["initContainers"] = parts.init_containers
     if node_selector:
         pod_spec["nodeSelector"] = dict(sorted(node_selector.items()))
     if tolerations:

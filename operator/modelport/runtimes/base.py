@@ -101,6 +101,17 @@ class InferenceRuntime(ABC):
         del plan
         return []
 
+    def model_volumes(self, plan: ModelPlan) -> list[tuple[Manifest, Manifest]]:
+        """Runtime-specific (volume, mount) pairs, mounted in every container of the pod."""
+        del plan
+        return []
+
+    def init_containers(self, plan: ModelPlan, template: Manifest) -> list[Manifest]:
+        """Containers that run before the server (e.g. to fetch the model). `template`
+        holds what they share with the server: image, env, mounts, resources, security."""
+        del plan, template
+        return []
+
     def full_args(self, plan: ModelPlan) -> list[str]:
         """Our arguments, then the catalog's, then the user's; a flag the user sets
         replaces ours (with its value) instead of appearing twice."""
@@ -116,6 +127,7 @@ class PodParts:
     volumes: list[Manifest] = field(default_factory=list)
     annotations: dict[str, str] = field(default_factory=dict)
     pod_security: Manifest = field(default_factory=dict)
+    init_containers: list[Manifest] = field(default_factory=list)
 
 
 def pod_parts(
@@ -166,6 +178,9 @@ def pod_parts(
         )
         mounts.append({"name": "hf-token", "mountPath": HF_TOKEN_DIR, "readOnly": True})
         env.append({"name": "HF_TOKEN_PATH", "value": f"{HF_TOKEN_DIR}/{HF_TOKEN_FILE}"})
+    for volume, mount in runtime.model_volumes(plan):
+        volumes.append(volume)
+        mounts.append(mount)
     env += runtime.env(plan)
     env += plan.env
 
@@ -196,6 +211,8 @@ def pod_parts(
     }
     if runtime.termination_from_logs:
         container["terminationMessagePolicy"] = "FallbackToLogsOnError"
+    shared = {k: container[k] for k in ("image", "env", "resources", "securityContext")}
+    init_containers = runtime.init_containers(plan, {**shared, "volumeMounts": mounts})
     annotations: dict[str, str] = {}
     if runtime.metrics_path is not None:
         annotations = {
@@ -212,7 +229,7 @@ def pod_parts(
         "fsGroup": RUN_AS,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
-    return PodParts(container, volumes, annotations, pod_security)
+    return PodParts(container, volumes, annotations, pod_security, init_containers)
 
 
 def flags_of(args: Sequence[str]) -> set[str]:

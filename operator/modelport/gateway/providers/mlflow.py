@@ -21,6 +21,7 @@ from modelport.gateway.providers.base import Auth, Call, Provider, StreamTransla
 from modelport.gatewayconfig import Task
 
 JSON_HEADERS = {"content-type": "application/json", "accept": "application/json"}
+SCHEMA_REASON = "Error: "
 
 
 class MlflowProvider(Provider):
@@ -45,3 +46,15 @@ class MlflowProvider(Provider):
     def stream_translator(self, call: Call) -> StreamTranslator:
         """Custom models answer whole bodies only."""
         raise GatewayError(400, BAD_REQUEST, "a custom model's invocations do not stream")
+
+    def error_message(self, status: int, body: bytes) -> str:
+        """The scoring server's reason, without the input it echoes.
+
+        Its schema errors read "Failed to predict data '<the rows>'. Error: Failed to enforce
+        schema of data '<the rows>' with schema '…'. Error: Model is missing inputs
+        ['sepal_length']." The rows are the caller's data, which must not reach a log line
+        (or grow an error body with a large batch): the last "Error:" part names the column.
+        """
+        message = super().error_message(status, body)
+        reason = message.rsplit(SCHEMA_REASON, 1)[-1].strip()
+        return reason or message
