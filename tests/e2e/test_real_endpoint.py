@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -28,13 +27,15 @@ import openai
 import pytest
 import requests
 
-from tests.conftest import HACK, Cluster
+from tests.conftest import Cluster
 from tests.e2e.realnode import (
     AUDIENCE,
     ENDPOINT,
     GATEWAY_PODS,
     ON_REAL_NODE,
     Upstream,
+    built_image,
+    host_path_claim,
     installed,
     pods,
     running_ready,
@@ -42,7 +43,7 @@ from tests.e2e.realnode import (
 )
 from tests.integration.gateway.kubeauth import mint
 from tests.integration.operator.support import apply, sample, wait_ready
-from tests.integration.test_real_node import hack_cluster, host_processes_of, state_dir
+from tests.integration.test_real_node import host_processes_of
 from tests.support import eventually
 
 pytestmark = pytest.mark.cluster
@@ -171,14 +172,7 @@ MODELS_ROOT = Path("/var/lib/modelport-models/e2e")
 @pytest.fixture(scope="module")
 def llamacpp_image(cluster: Cluster, real_node: str) -> str:
     """llama.cpp's server image (hack/docker llamacpp-image), loaded into the real node."""
-    built = subprocess.run(
-        [str(HACK / "docker"), "llamacpp-image"], capture_output=True, text=True, timeout=1200
-    )
-    assert built.returncode == 0, built.stderr[-4000:]
-    name = built.stdout.strip().splitlines()[-1]
-    loaded = hack_cluster(state_dir(cluster), "load-image", name)
-    assert loaded.returncode == 0, loaded.stderr
-    return name
+    return built_image(cluster, "llamacpp-image")
 
 
 @pytest.fixture
@@ -193,55 +187,8 @@ def model_claim(cluster: Cluster, namespace: str, real_node: str) -> Iterator[st
         path.chmod(0o755)
     shutil.copyfile(gguf, folder / gguf.name)
     (folder / gguf.name).chmod(0o644)
-    pv = f"{namespace}-model-cache"
-    manifests = [
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {"name": pv},
-            "spec": {
-                "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadWriteOnce"],
-                "storageClassName": "",
-                "persistentVolumeReclaimPolicy": "Retain",
-                "hostPath": {"path": str(folder), "type": "Directory"},
-                "claimRef": {"namespace": namespace, "name": "model-cache"},
-                "nodeAffinity": {
-                    "required": {
-                        "nodeSelectorTerms": [
-                            {
-                                "matchExpressions": [
-                                    {
-                                        "key": "kubernetes.io/hostname",
-                                        "operator": "In",
-                                        "values": [real_node],
-                                    }
-                                ]
-                            }
-                        ]
-                    }
-                },
-            },
-        },
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": "model-cache", "namespace": namespace},
-            "spec": {
-                "accessModes": ["ReadWriteOnce"],
-                "storageClassName": "",
-                "volumeName": pv,
-                "resources": {"requests": {"storage": "1Gi"}},
-            },
-        },
-    ]
-    for manifest in manifests:
-        apply(cluster, namespace, manifest)
-    try:
+    with host_path_claim(cluster, namespace, real_node, folder, "model-cache"):
         yield gguf.name
-    finally:
-        cluster.kubectl("delete", "pv", pv, "--wait=false", check=False)
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_llamacpp_endpoint_serves_a_small_model_on_the_real_node(

@@ -15,7 +15,8 @@ import kopf
 from modelport.api import GROUP, KIND, PLURAL, VERSION
 from modelport.controller.reconcile import Reconciler
 from modelport.kube import KubeError, connect
-from modelport.render.names import MANAGED_BY, MANAGER
+from modelport.kube.observe import pod_problems
+from modelport.render.names import ENDPOINT_LABEL, MANAGED_BY, MANAGER
 from modelport.settings import Settings, from_env
 
 log = logging.getLogger("modelport.controller")
@@ -105,6 +106,20 @@ def child_changed(namespace: str | None, meta: kopf.Meta, **_: Any) -> None:
     for owner in meta.get("ownerReferences") or []:
         if owner.get("kind") == KIND and owner.get("apiVersion", "").startswith(f"{GROUP}/"):
             _run(namespace, owner.get("name"), coalesce=True)
+
+
+def _pod_in_trouble(body: kopf.Body, **_: Any) -> bool:
+    return bool(pod_problems([dict(body)]))
+
+
+@kopf.on.event("v1", "pods", labels=_CHILDREN, when=_pod_in_trouble)
+def pod_in_trouble(namespace: str | None, labels: kopf.Labels, **_: Any) -> None:
+    """A pod of an endpoint is stuck (crash looping, an image that cannot be pulled,
+    unschedulable): reconcile the endpoint so that its status says why now, not at the
+    next resync. Nothing else about pods changes a Deployment's status, which is what
+    the other watches see. Pods name their endpoint by label (an endpoint name too long
+    for a label is hashed there and left to the resync)."""
+    _run(namespace, labels.get(ENDPOINT_LABEL), coalesce=True)
 
 
 @kopf.on.event("v1", "secrets")

@@ -60,6 +60,19 @@ class MlflowEnv:
         return expected
 
 
+def formats(expected: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The rows `expected` was computed for, in each of the reference service's input
+    formats (by format name)."""
+    columns, rows = expected["columns"], expected["rows"]
+    records = [dict(zip(columns, row, strict=True)) for row in rows]
+    return {
+        "dataframe_split": {"dataframe_split": {"columns": columns, "data": rows}},
+        "dataframe_records": {"dataframe_records": records},
+        "instances": {"instances": records},
+        "inputs": {"inputs": {c: [r[i] for r in rows] for i, c in enumerate(columns)}},
+    }
+
+
 def prepare(log: bool = True) -> MlflowEnv:
     """Build or reuse the environment; idempotent and quick once done."""
     version = versions()["MLFLOW_VERSION"]

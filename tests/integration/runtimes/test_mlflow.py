@@ -34,8 +34,9 @@ from modelport.runtimes.base import MODELS_DIR
 from modelport.settings import from_env
 from tests.integration.gateway.fakes import RunningGateway, write_config
 from tests.integration.gateway.test_pipeline import Capture
-from tests.integration.runtimes.mlflow_env import MlflowEnv, prepare
+from tests.integration.runtimes.mlflow_env import MlflowEnv, formats, prepare
 from tests.integration.runtimes.test_llamacpp import free_port, wait_http
+from tests.support import stop_processes
 from tests.unit.operator.helpers import endpoint
 
 SETTINGS = from_env({})
@@ -160,26 +161,7 @@ def served(
         for gateway in gateways.values():
             gateway.gateway.stop()
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def formats(expected: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The same rows in each of the reference service's input formats."""
-    columns, rows = expected["columns"], expected["rows"]
-    records = [dict(zip(columns, row, strict=True)) for row in rows]
-    return {
-        "dataframe_split": {"dataframe_split": {"columns": columns, "data": rows}},
-        "dataframe_records": {"dataframe_records": records},
-        "instances": {"instances": records},
-        "inputs": {"inputs": {c: [r[i] for r in rows] for i, c in enumerate(columns)}},
-    }
+        stop_processes(procs)
 
 
 def test_four_formats_split_50_50_give_each_models_predictions(served: dict[str, Served]) -> None:

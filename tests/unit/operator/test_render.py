@@ -30,6 +30,7 @@ def _by_key(children: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, A
         ("embeddings", ["bge-large"]),
         ("mixed-traffic-fallback", ["llama-8b"]),
         ("self-hosted-gpu", ["llama-8b"]),
+        ("custom-model", ["sklearn", "xgboost"]),
     ],
 )
 def test_children_of_samples(sample_name: str, entities: list[str]) -> None:
