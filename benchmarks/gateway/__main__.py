@@ -37,6 +37,7 @@ from benchmarks.gateway.targets import (
     start_forwarder,
     start_litellm,
     start_modelport,
+    start_redis,
     start_upstream,
     wait_ready,
 )
@@ -77,7 +78,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--targets",
         default="direct,forwarder,modelport-1w,modelport-Nw,litellm-1w,litellm-Nw",
         help="comma-separated subset (N = the number of cores); also modelport-apikey-1w and "
-        "modelport-apikey-Nw: the gateway with API-key caller auth on",
+        "modelport-apikey-Nw: the gateway with API-key caller auth on; modelport-ratelimit-1w "
+        "and -Nw: that, plus a per-user calls limit counted in a redis-server the run starts; "
+        "modelport-pii-1w and -Nw: caller auth off, guardrails' PII MASK on input and output",
     )
     p.add_argument(
         "--points",
@@ -186,6 +189,8 @@ def versions(wrk: str, litellm_venv: Path | None) -> dict[str, str]:
         "aiohttp": dist("aiohttp"),
         "anyio": dist("anyio"),
         "orjson": dist("orjson"),
+        "redis": dist("redis"),
+        "hiredis": dist("hiredis"),
     }
     git = subprocess.run(
         ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
@@ -238,6 +243,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "forwarder": lambda: start_forwarder(procs, workdir, upstream, server_cpus, budget),
         }
         baseline = export_baseline(args.baseline, workdir) if args.baseline else None
+        store = (
+            start_redis(procs, workdir, client_cpus, budget)
+            if any(t.startswith("modelport-ratelimit") for t in wanted)
+            else None
+        )
         if baseline is not None:
             info["versions"]["baseline"] = baseline[1]
         for w in sorted({1, cores}):
@@ -248,6 +258,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             starters[f"modelport-apikey-{w}w"] = lambda w=w, cpus=cpus: start_modelport(
                 procs, workdir, upstream, w, cpus, api_key=True
             )
+            starters[f"modelport-pii-{w}w"] = lambda w=w, cpus=cpus: start_modelport(
+                procs, workdir, upstream, w, cpus, pii=True
+            )
+            if store is not None:
+                starters[f"modelport-ratelimit-{w}w"] = lambda w=w, cpus=cpus: start_modelport(
+                    procs, workdir, upstream, w, cpus, rate_limit_store=store
+                )
             if baseline is not None:
                 starters[f"baseline-{w}w"] = lambda w=w, cpus=cpus: start_modelport(
                     procs, workdir, upstream, w, cpus, code=baseline[0]

@@ -9,8 +9,10 @@ with one worker per core run unpinned and share the machine with the clients.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -25,6 +27,9 @@ CALLER_KEY = "bench-caller-key-not-secret-0000"
 MASTER_KEY = "sk-bench-master-key"
 """LiteLLM refuses to start without a master key; it is a loopback-only benchmark secret."""
 CHAT_PATH = "/v1/chat/completions"
+RATE_LIMIT_CALLS = 1_000_000_000
+"""The ``modelport-ratelimit`` targets' per-user limit: counted on every request, never
+reached (the API's largest)."""
 READY_TIMEOUT_SECONDS = 180.0
 
 
@@ -104,6 +109,41 @@ def start_forwarder(
     )
 
 
+def start_redis(procs: Processes, workdir: Path, cpus: str | None, lifetime: float) -> str:
+    """A private redis-server (Debian's) for the rate-limit targets; its URL.
+
+    Pinned with the clients and the upstream: its CPU is not the gateway's, and the
+    gateway's CPU per request is what the comparison is about."""
+    port = free_port()
+    data = workdir / "redis"
+    data.mkdir()
+    procs.start(
+        [
+            *taskset(cpus),
+            "timeout",
+            str(int(lifetime)),
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(data),
+        ],
+        log=workdir / "redis.log",
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return f"redis://127.0.0.1:{port}/0"
+        time.sleep(0.05)
+    raise RuntimeError("redis-server did not start; hack/setup installs it")
+
+
 def start_modelport(
     procs: Processes,
     workdir: Path,
@@ -113,6 +153,8 @@ def start_modelport(
     *,
     code: Path | None = None,
     api_key: bool = False,
+    rate_limit_store: str | None = None,
+    pii: bool = False,
 ) -> Target:
     """``modelport gateway`` with ``workers`` uvicorn workers, self-hosted entities.
 
@@ -120,9 +162,25 @@ def start_modelport(
     instead of the installed one, as target ``baseline-Nw``: ``PYTHONPATH`` puts it before
     the editable install, and uvicorn's worker processes inherit it. Caller auth is off
     (a gateway that knows the setting is told so), or with ``api_key`` on, as target
-    ``modelport-apikey-Nw``: one API key, which the load sends.
+    ``modelport-apikey-Nw``: one API key, which the load sends. With
+    ``rate_limit_store`` (a Redis URL), as target ``modelport-ratelimit-Nw``: the API-key
+    caller under a per-user calls limit too high to ever refuse, counted in that Redis
+    (compare it with ``modelport-apikey-Nw``: the difference is the limiter). With
+    ``pii``, as target ``modelport-pii-Nw``: caller auth off, guardrails' PII MASK on input
+    and output (every request and every answer, streamed chunk by chunk, is checked).
     """
-    kind = "baseline" if code else "modelport-apikey" if api_key else "modelport"
+    kind = (
+        "baseline"
+        if code
+        else "modelport-ratelimit"
+        if rate_limit_store
+        else "modelport-apikey"
+        if api_key
+        else "modelport-pii"
+        if pii
+        else "modelport"
+    )
+    api_key = api_key or rate_limit_store is not None
     name = f"{kind}-{workers}w"
     base = workdir / name
     (base / "config").mkdir(parents=True)
@@ -153,9 +211,20 @@ def start_modelport(
         config["aiGateway"] = {
             "auth": {"apiKeys": [{"path": "callers/bench", "principal": {"user": "bench"}}]}
         }
+        if rate_limit_store is not None:
+            config["aiGateway"].update(
+                rateLimits=[{"key": "user", "calls": RATE_LIMIT_CALLS}],
+                rateLimiting={"store": {"address": rate_limit_store}},
+            )
         headers.append(f"Authorization: Bearer {CALLER_KEY}")
     elif _knows_auth(code):
         config["aiGateway"] = {"auth": {"enabled": False}}
+    if pii:
+        mask = {"pii": "MASK"}
+        config["aiGateway"] = {
+            "auth": {"enabled": False},
+            "guardrails": {"input": mask, "output": mask},
+        }
     (base / "config/gateway.json").write_text(json.dumps(config, indent=2))
     port = free_port()
     command = [sys.executable, "-m", "modelport.cli"]

@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     from modelport import settings  # argparse only: Kopf is imported when `operator` runs
 
     settings.add_operator_subcommand(sub)
+
+    from modelport.restapi import command as restapi_command  # argparse only
+
+    restapi_command.add_parsers(sub)
     return parser
 
 

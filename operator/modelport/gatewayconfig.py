@@ -51,7 +51,12 @@ Example (``gateway.json``; YAML shown for readability, the file is JSON)::
       - {servedEntityName: llama-8b, trafficPercentage: 20}
     aiGateway:
       fallbackEnabled: false
-      rateLimits: []
+      rateLimits: [{calls: 100, key: user}]
+      rateLimiting:                         # where they are counted; see RateLimiting
+        store: {address: "redis://modelport-ratelimit.modelport-system:6379",
+                passwordFile: modelport-ratelimit/password,
+                keyPrefix: "modelport:{team-a/chat}:"}
+        failOpen: false
       auth:                                 # who may call; see AuthConfig
         enabled: true
         apiKeys:
@@ -60,6 +65,14 @@ Example (``gateway.json``; YAML shown for readability, the file is JSON)::
         serviceAccountTokens: {audiences: [modelport], cacheSeconds: 10}
         oidc: {issuer: https://login.example.com, audiences: [modelport]}
         allow: {serviceAccounts: [team-a/*], groups: [ml-platform]}
+      guardrails:                           # see modelport.gateway.guardrails
+        input: {pii: MASK, invalidKeywords: [secret project], validTopics: [billing], safety: true}
+        output: {pii: MASK}
+        guard: {url: "http://guard.ml.svc.cluster.local/v1", model: guard, failOpen: false,
+                tokenPath: modelport-guard/token}
+    readiness:                              # fallback skips self-hosted entities with no ready pod
+      namespace: team-a
+      services: {llama-8b: chat-llama-8b}   # entity -> its Service (EndpointSlices watched)
 
 The file is parsed and validated here and nowhere else; this module deliberately imports
 nothing from ``modelport.api`` so the gateway image and the operator can evolve the CRD
@@ -139,8 +152,10 @@ class Credentials(_Strict):
     cohere, ai21labs, databricks-model-serving (the API token) and custom (the bearer
     token or the api-key header's value); ``clientSecret`` for openai apiType azuread;
     ``awsAccessKeyId`` + ``awsSecretAccessKey`` (+ optional ``awsSessionToken``) for
-    amazon-bedrock; ``privateKey`` (a service-account JSON key file) for
-    google-cloud-vertex-ai. Self-hosted entities need none.
+    amazon-bedrock, or none of them to sign with the pod's own AWS identity (botocore's
+    credential chain: IRSA, EKS Pod Identity, the node's role); ``privateKey`` (a
+    service-account JSON key file) for google-cloud-vertex-ai. Self-hosted entities need
+    none.
     """
 
     api_key: RelativeSecretPath | None = Field(default=None, alias="apiKey")
@@ -282,8 +297,11 @@ def _missing_for_provider(entity: EntityConfig) -> str | None:
         case p.AMAZON_BEDROCK:
             if entity.bedrock is None:
                 return "bedrock.region is required"
-            if not (creds.aws_access_key_id and creds.aws_secret_access_key):
-                return "credentials.awsAccessKeyId and credentials.awsSecretAccessKey are required"
+            if (creds.aws_access_key_id is None) != (creds.aws_secret_access_key is None):
+                return (
+                    "credentials.awsAccessKeyId and credentials.awsSecretAccessKey go "
+                    "together; set both, or neither to sign with the pod's AWS identity"
+                )
         case p.GOOGLE_CLOUD_VERTEX_AI:
             if entity.vertex is None:
                 return "vertex.projectId and vertex.region are required"
@@ -305,14 +323,84 @@ class Route(_Strict):
     traffic_percentage: int = Field(alias="trafficPercentage", ge=0, le=100)
 
 
+RateLimitKey = Literal["user", "user_group", "service_principal", "endpoint"]
+
+
 class RateLimit(_Strict):
-    """aiGateway.rateLimits[]: parsed now, enforced by a later gateway version."""
+    """aiGateway.rateLimits[]: calls and/or tokens per minute, per key (see
+    :mod:`modelport.gateway.ratelimit` for who each limit applies to)."""
 
     calls: int | None = Field(default=None, ge=0)
     tokens: int | None = Field(default=None, ge=0)
-    key: Literal["user", "user_group", "service_principal", "endpoint"] = "endpoint"
+    key: RateLimitKey = "endpoint"
     principal: str | None = None
     renewal_period: Literal["minute"] = Field(default="minute", alias="renewalPeriod")
+
+
+class RateLimitStore(_Strict):
+    """The Redis (or Valkey) server that every replica of the gateway counts in.
+
+    ``address`` is ``redis://host:port[/db]`` (``rediss://`` for TLS) and never holds the
+    password: that is the file ``passwordFile`` (relative to --secrets), read at each
+    (re)connection, so a rotated password needs no restart. ``keyPrefix`` keeps the
+    endpoint's counters apart from other endpoints' in a shared server; the operator
+    renders ``modelport:{<namespace>/<endpoint>}:`` (the braces are a Redis Cluster hash
+    tag: all of an endpoint's keys hash to one slot).
+    """
+
+    address: str = Field(min_length=1)
+    password_file: RelativeSecretPath | None = Field(default=None, alias="passwordFile")
+    username: str | None = Field(default=None, min_length=1)
+    key_prefix: str | None = Field(default=None, alias="keyPrefix", min_length=1)
+    timeout_seconds: float = Field(default=0.25, alias="timeoutSeconds", gt=0, le=10)
+
+    @field_validator("address")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        # The password belongs in a Secret, never in a ConfigMap: refuse one in the URL
+        # (first, and without echoing the value).
+        netloc = value.split("://", 1)[-1].split("/", 1)[0]
+        if "@" in netloc:
+            raise ValueError(
+                "rate limit store address must not contain credentials; put the password "
+                "in a Secret and the user in username"
+            )
+        if not value.startswith(("redis://", "rediss://")):
+            raise ValueError(
+                f"rate limit store address {value!r} must start with redis:// or rediss://"
+            )
+        return value
+
+    @field_validator("password_file")
+    @classmethod
+    def _inside_secrets(cls, value: str | None) -> str | None:
+        if value is not None:
+            _check_relative(value)
+        return value
+
+
+DEFAULT_RESERVE_COMPLETION_TOKENS = 512
+
+
+class RateLimiting(_Strict):
+    """How ``rateLimits`` are enforced: where they are counted and what happens when
+    that cannot be done. Without a ``store`` each gateway process counts on its own,
+    which is exact only while the endpoint runs one replica with one worker."""
+
+    store: RateLimitStore | None = None
+    fail_open: bool = Field(
+        default=False,
+        alias="failOpen",
+        description="Admit requests when the store cannot be reached (default: refuse "
+        "them with 503).",
+    )
+    reserve_completion_tokens: int = Field(
+        default=DEFAULT_RESERVE_COMPLETION_TOKENS,
+        alias="reserveCompletionTokens",
+        ge=1,
+        le=1_000_000,
+        description="Completion tokens reserved for a request that sets no max_tokens.",
+    )
 
 
 class CallerPrincipal(_Strict):
@@ -429,13 +517,96 @@ class AuthConfig(_Strict):
     allow: Allow = Field(default_factory=Allow)
 
 
+class GuardrailChecks(_Strict):
+    """The checks of one direction (aiGateway.guardrails.input / .output)."""
+
+    safety: bool = False
+    pii: Literal["NONE", "BLOCK", "MASK"] = "NONE"
+    invalid_keywords: list[str] = Field(
+        default_factory=list, alias="invalidKeywords", max_length=100
+    )
+    valid_topics: list[str] = Field(default_factory=list, alias="validTopics", max_length=100)
+
+    @property
+    def active(self) -> bool:
+        """Whether any check is on."""
+        return bool(self.safety or self.pii != "NONE" or self.invalid_keywords or self.valid_topics)
+
+
+class GuardModel(_Strict):
+    """The guard model that judges safety: an OpenAI-compatible chat API (a Llama Guard
+    entity of another ServingEndpoint, or any URL), and what to do when it cannot answer."""
+
+    url: str = Field(
+        description="Base URL ending in /v1, e.g. http://guard.ns.svc.cluster.local/v1."
+    )
+    model: str = Field(min_length=1)
+    token_path: RelativeSecretPath | None = Field(
+        default=None,
+        alias="tokenPath",
+        description="A file under --secrets holding the bearer token to send (a projected "
+        "ServiceAccount token, re-read when it rotates); unset: no Authorization header.",
+    )
+    fail_open: bool = Field(default=False, alias="failOpen")
+    timeout_seconds: float = Field(default=5.0, alias="timeoutSeconds", gt=0, le=60)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"guard url {value!r} must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("token_path")
+    @classmethod
+    def _inside_secrets(cls, value: str | None) -> str | None:
+        if value is not None:
+            _check_relative(value)
+        return value
+
+
+class GuardrailsConfig(_Strict):
+    """aiGateway.guardrails, plus the cluster's guard model when ``safety`` is on."""
+
+    input: GuardrailChecks = Field(default_factory=GuardrailChecks)
+    output: GuardrailChecks = Field(default_factory=GuardrailChecks)
+    guard: GuardModel | None = None
+
+    @model_validator(mode="after")
+    def _guard_for_safety(self) -> Self:
+        if (self.input.safety or self.output.safety) and self.guard is None:
+            raise ValueError(
+                "guardrails: safety is on but no guard model is configured; set the cluster's "
+                "guard model (Helm value guardModel) or turn safety off"
+            )
+        return self
+
+
+class Readiness(_Strict):
+    """Which Services' EndpointSlices tell whether a self-hosted entity has a ready pod.
+
+    ``apiServer``, ``tokenFile`` and ``caFile`` default to the pod's in-cluster
+    configuration, as for :class:`ServiceAccountTokens`.
+    """
+
+    namespace: str = Field(min_length=1)
+    services: dict[str, str] = Field(
+        min_length=1, description="Entity name -> the name of its inference Service."
+    )
+    api_server: str | None = Field(default=None, alias="apiServer")
+    token_file: str | None = Field(default=None, alias="tokenFile")
+    ca_file: str | None = Field(default=None, alias="caFile")
+
+
 class AiGatewayConfig(_Strict):
     """The seam for the AI-gateway features; the gateway reads these through one policy hook."""
 
     fallback_enabled: bool = Field(default=False, alias="fallbackEnabled")
     usage_tracking_enabled: bool = Field(default=False, alias="usageTrackingEnabled")
     rate_limits: list[RateLimit] = Field(default_factory=list, alias="rateLimits", max_length=20)
+    rate_limiting: RateLimiting = Field(default_factory=RateLimiting, alias="rateLimiting")
     auth: AuthConfig = Field(default_factory=AuthConfig)
+    guardrails: GuardrailsConfig = Field(default_factory=GuardrailsConfig)
 
 
 class GatewayConfig(_Strict):
@@ -450,6 +621,11 @@ class GatewayConfig(_Strict):
     entities: list[EntityConfig] = Field(min_length=1)
     routes: list[Route] = Field(default_factory=list)
     ai_gateway: AiGatewayConfig = Field(default_factory=AiGatewayConfig, alias="aiGateway")
+    readiness: Readiness | None = Field(
+        default=None,
+        description="Where the gateway learns which self-hosted entities have a ready pod "
+        "(fallback skips those that have none); unset: every entity counts as ready.",
+    )
 
     @model_validator(mode="after")
     def _routes_are_consistent(self) -> Self:
@@ -458,6 +634,10 @@ class GatewayConfig(_Strict):
             raise ValueError(f"entity names must be unique, got {names}")
         if len({e.task for e in self.entities}) != 1:
             raise ValueError("all entities of one endpoint must share one task")
+        if self.readiness is not None:
+            unknown = sorted(set(self.readiness.services) - set(names))
+            if unknown:
+                raise ValueError(f"readiness.services names unknown entities {unknown}")
         if not self.routes:
             if len(self.entities) != 1:
                 raise ValueError("routes are required when there is more than one entity")

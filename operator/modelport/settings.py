@@ -20,11 +20,17 @@ Each line: environment variable, `modelport operator` flag, default.
 - MODELPORT_GATEWAY_MIN_REPLICAS / _MAX_REPLICAS, --gateway-min/max-replicas: 1 / 5
 - MODELPORT_GATEWAY_NODE_SELECTOR, --gateway-node-selector (JSON object): none
 - MODELPORT_GATEWAY_TOLERATIONS, --gateway-tolerations (JSON list): none
+- MODELPORT_GATEWAY_SERVICE_ACCOUNT_ANNOTATIONS, --gateway-service-account-annotations
+  (JSON object): none
 - MODELPORT_GATEWAY_RESOURCES, --gateway-resources (JSON ResourceRequirements):
   requests cpu 100m, memory 128Mi; limits memory 512Mi
 - MODELPORT_GATEWAY_AUTH, --gateway-auth (JSON): callers must authenticate;
   ServiceAccount tokens with audience "modelport"; no OIDC issuer
 - MODELPORT_GATEWAY_TOKENREVIEW_BINDING, --gateway-tokenreview-binding: none
+- MODELPORT_GATEWAY_READINESS_ROLE, --gateway-readiness-role: none
+- MODELPORT_GUARD_MODEL, --guard-model (JSON): none
+- MODELPORT_RATE_LIMITING, --rate-limiting (JSON): no shared store (each gateway process
+  counts on its own); fail closed; 512 completion tokens reserved without max_tokens
 - MODELPORT_PROGRESS_DEADLINE_SECONDS, --progress-deadline-seconds: 600
 - MODELPORT_RESYNC_SECONDS, --resync-seconds: 300
 - MODELPORT_LOG_LEVEL, --log-level: INFO
@@ -45,6 +51,12 @@ Kubernetes tolerations (``[{"key": ..., "operator": "Exists", "effect": ...}]``)
 `RESOURCES` a container's ``{"requests": {...}, "limits": {...}}``, which replaces the
 default as a whole. A cluster whose gateways must run on particular nodes (the local
 cluster's real node, a system node pool) sets the first two; most leave them empty.
+`MODELPORT_GATEWAY_SERVICE_ACCOUNT_ANNOTATIONS` (``{"key": "value", ...}``) annotates
+every endpoint's gateway ServiceAccount, which each gateway then gets: the way to give
+gateways a cloud identity, e.g. IRSA's ``{"eks.amazonaws.com/role-arn":
+"arn:aws:iam::123456789012:role/modelport-{namespace}-{endpoint}"}`` for Bedrock
+entities without keys; ``{namespace}`` and ``{endpoint}`` in a value become the
+endpoint's namespace and name.
 `MODELPORT_GATEWAY_AUTH` holds the cluster's defaults for who may call an endpoint
 (each endpoint's `spec.aiGateway.auth` overrides them), the Helm value `gatewayAuth`::
 
@@ -66,6 +78,34 @@ loaded from when their `entityName` is a registered model (`models:/…`, `runs:
 a name with `entityVersion`); the model pods get it as `MLFLOW_TRACKING_URI` (its
 credentials, if any, come from the entity's `environmentVars`, e.g.
 `MLFLOW_TRACKING_TOKEN` from a Secret).
+`MODELPORT_GATEWAY_READINESS_ROLE` names a role that may get, list and watch
+`endpointslices` (the chart creates it): ``ClusterRole/<name>``, or ``Role/<name>`` for
+a Role of that name in each watched namespace; for an endpoint with fallback on and a
+self-hosted entity, the operator binds the gateway's ServiceAccount to it with a
+RoleBinding in the endpoint's namespace, so that fallback skips entities with no ready
+pod. Unset: no binding, and entities count as ready until a request to them fails.
+`MODELPORT_GUARD_MODEL` is the guard model that `guardrails.*.safety` asks (the Helm
+value `guardModel`): ``{"endpoint": "<namespace>/<name>"}`` (a ServingEndpoint serving a
+guard such as Llama Guard; the gateway calls it with a ServiceAccount token for
+`audience`, default "modelport") or ``{"url": "http://.../v1", "model": "<name>"}``,
+plus optional ``"failOpen": false`` (when the guard cannot answer: refuse with 503, or
+let the request through) and ``"timeoutSeconds": 5``. Unset, an endpoint that turns
+safety on cannot be served and says so in its status.
+`MODELPORT_RATE_LIMITING` says how endpoints' `spec.aiGateway.rateLimits` are enforced,
+the Helm value `rateLimiting`::
+
+    {"store": {"address": "redis://modelport-ratelimit.modelport-system:6379/0",
+               "passwordSecret": {"name": "modelport-ratelimit", "key": "password"},
+               "timeoutSeconds": 0.25},
+     "failOpen": false, "reserveCompletionTokens": 512}
+
+`store` is the Redis (or Valkey) server every gateway replica counts in; without it each
+gateway process counts on its own, and an endpoint with limits whose gateway may run
+more than one replica says so in its status. `passwordSecret` names a Secret *in each
+endpoint's namespace* (a pod mounts only Secrets of its own namespace); the gateway gets
+it as a file. `failOpen: true` admits requests while the store cannot be reached
+(default: refuse them with 503). `reserveCompletionTokens` is what a request without
+`max_tokens` reserves of a token limit until its usage is known.
 `MODELPORT_RESYNC_SECONDS` is the period of the safety-net reconcile of every endpoint
 (0 turns it off); watches on children and Secrets do the real work, so it can stay
 long.
@@ -143,6 +183,33 @@ class GatewayAuthDefaults:
 
 
 @dataclass(frozen=True)
+class GuardModelSetting:
+    """The cluster's guard model (MODELPORT_GUARD_MODEL): a ServingEndpoint or a URL."""
+
+    url: str
+    model: str
+    endpoint: tuple[str, str] | None = None
+    """(namespace, name) when the guard is a ServingEndpoint (called with a token)."""
+    audience: str = DEFAULT_TOKEN_AUDIENCE
+    fail_open: bool = False
+    timeout_seconds: float = 5.0
+
+
+@dataclass(frozen=True)
+class RateLimitingDefaults:
+    """How rate limits are enforced on every endpoint (MODELPORT_RATE_LIMITING)."""
+
+    store_address: str = ""
+    """redis:// or rediss:// URL of the shared store; empty: each gateway process counts."""
+    password_secret: tuple[str, str] | None = None
+    """(Secret name, key) of the store's password, in each endpoint's namespace."""
+    username: str | None = None
+    timeout_seconds: float = 0.25
+    fail_open: bool = False
+    reserve_completion_tokens: int = gc.DEFAULT_RESERVE_COMPLETION_TOKENS
+
+
+@dataclass(frozen=True)
 class GpuProfile:
     """The compute one replica of a workloadType gets.
 
@@ -190,11 +257,15 @@ class Settings:
     gateway_max_replicas: int = 5
     gateway_node_selector: Mapping[str, str] = field(default_factory=dict)
     gateway_tolerations: tuple[Mapping[str, Any], ...] = ()
+    gateway_service_account_annotations: Mapping[str, str] = field(default_factory=dict)
     gateway_resources: Mapping[str, Mapping[str, str]] = field(
         default_factory=lambda: DEFAULT_GATEWAY_RESOURCES
     )
     gateway_auth: GatewayAuthDefaults = field(default_factory=GatewayAuthDefaults)
     gateway_tokenreview_binding: str = ""
+    gateway_readiness_role: str = ""
+    guard_model: GuardModelSetting | None = None
+    rate_limiting: RateLimitingDefaults = field(default_factory=RateLimitingDefaults)
     progress_deadline_seconds: int = 600
     resync_seconds: float = 300.0
     log_level: str = "INFO"
@@ -254,11 +325,19 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         gateway_max_replicas=integer("GATEWAY_MAX_REPLICAS", 5, 1),
         gateway_node_selector=_parse_node_selector(get("GATEWAY_NODE_SELECTOR", "")),
         gateway_tolerations=_parse_tolerations(get("GATEWAY_TOLERATIONS", "")),
+        gateway_service_account_annotations=_parse_string_map(
+            "GATEWAY_SERVICE_ACCOUNT_ANNOTATIONS",
+            get("GATEWAY_SERVICE_ACCOUNT_ANNOTATIONS", ""),
+            'a JSON object of annotations, e.g. {"eks.amazonaws.com/role-arn": "arn:..."}',
+        ),
         gateway_resources=_parse_resources(get("GATEWAY_RESOURCES", "")),
         gateway_auth=_parse_gateway_auth(get("GATEWAY_AUTH", "")),
         gateway_tokenreview_binding=_parse_object_name(
             "GATEWAY_TOKENREVIEW_BINDING", get("GATEWAY_TOKENREVIEW_BINDING", "")
         ),
+        gateway_readiness_role=_parse_role_ref(get("GATEWAY_READINESS_ROLE", "")),
+        guard_model=parse_guard_model(get("GUARD_MODEL", "")),
+        rate_limiting=_parse_rate_limiting(get("RATE_LIMITING", "")),
         progress_deadline_seconds=integer("PROGRESS_DEADLINE_SECONDS", 600, 10),
         resync_seconds=float(integer("RESYNC_SECONDS", 300, 0)),
         log_level=get("LOG_LEVEL", "INFO").upper(),
@@ -278,6 +357,63 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     return settings
 
 
+def _parse_role_ref(raw: str) -> str:
+    """MODELPORT_GATEWAY_READINESS_ROLE: ``ClusterRole/<name>``, ``Role/<name>`` (a Role of
+    that name in each namespace) or ``<name>`` (a ClusterRole); normalised to kind/name."""
+    if not raw:
+        return ""
+    kind, slash, name = raw.partition("/")
+    if not slash:
+        kind, name = "ClusterRole", raw
+    if kind not in ("ClusterRole", "Role"):
+        raise SettingsError(
+            f"{ENV_PREFIX}GATEWAY_READINESS_ROLE={raw!r}: write ClusterRole/<name> or Role/<name>"
+        )
+    return f"{kind}/{_parse_object_name('GATEWAY_READINESS_ROLE', name)}"
+
+
+def parse_guard_model(raw: str) -> GuardModelSetting | None:
+    """Parse MODELPORT_GUARD_MODEL (see the module's docstring)."""
+    if not raw:
+        return None
+    where = f"{ENV_PREFIX}GUARD_MODEL"
+    shape = '{"endpoint": "<namespace>/<name>"} or {"url": "http://.../v1", "model": "<name>"}'
+    data = _json_object("GUARD_MODEL", raw, shape)
+    _known(where, data, {"endpoint", "url", "model", "audience", "failOpen", "timeoutSeconds"})
+    fail_open = _boolean(f"{where}.failOpen", data.get("failOpen", False))
+    timeout = data.get("timeoutSeconds", 5.0)
+    if not isinstance(timeout, int | float) or isinstance(timeout, bool) or not 0 < timeout <= 60:
+        raise SettingsError(
+            f"{where}.timeoutSeconds={timeout!r}: give seconds, above 0, at most 60"
+        )
+    audience = data.get("audience", DEFAULT_TOKEN_AUDIENCE)
+    if not isinstance(audience, str) or not audience:
+        raise SettingsError(f"{where}.audience={audience!r}: give an audience name")
+    endpoint, url = data.get("endpoint"), data.get("url")
+    if (endpoint is None) == (url is None):
+        raise SettingsError(f"{where}: set exactly one of endpoint and url; give {shape}")
+    if endpoint is not None:
+        namespace, _, name = str(endpoint).partition("/")
+        if not (_OBJECT_NAME.match(namespace) and _OBJECT_NAME.match(name)):
+            raise SettingsError(f"{where}.endpoint={endpoint!r}: write '<namespace>/<name>'")
+        return GuardModelSetting(
+            url=f"http://{name}.{namespace}.svc.cluster.local/v1",
+            model=str(data.get("model") or name),
+            endpoint=(namespace, name),
+            audience=audience,
+            fail_open=fail_open,
+            timeout_seconds=float(timeout),
+        )
+    model = data.get("model")
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise SettingsError(f"{where}.url={url!r}: give an http(s) URL ending in /v1")
+    if not isinstance(model, str) or not model:
+        raise SettingsError(f"{where}: url needs model, the name the guard serves")
+    return GuardModelSetting(
+        url=url.rstrip("/"), model=model, fail_open=fail_open, timeout_seconds=float(timeout)
+    )
+
+
 def _json_setting(name: str, raw: str, shape: str) -> Any:
     try:
         return json.loads(raw)
@@ -289,16 +425,20 @@ def _json_setting(name: str, raw: str, shape: str) -> Any:
 
 def _parse_node_selector(raw: str) -> dict[str, str]:
     """Parse MODELPORT_GATEWAY_NODE_SELECTOR: a JSON object of label -> value."""
+    shape = 'a JSON object of node labels, e.g. {"kubernetes.io/os": "linux"}'
+    return _parse_string_map("GATEWAY_NODE_SELECTOR", raw, shape)
+
+
+def _parse_string_map(name: str, raw: str, shape: str) -> dict[str, str]:
+    """Parse a setting that is a JSON object of non-empty string keys to string values."""
     if not raw:
         return {}
-    shape = 'a JSON object of node labels, e.g. {"kubernetes.io/os": "linux"}'
-    data = _json_setting("GATEWAY_NODE_SELECTOR", raw, shape)
+    data = _json_setting(name, raw, shape)
     if not isinstance(data, dict) or not all(
         isinstance(k, str) and k and isinstance(v, str) for k, v in data.items()
     ):
         raise SettingsError(
-            f"{ENV_PREFIX}GATEWAY_NODE_SELECTOR={raw!r}: give {shape} (string values: quote "
-            "true and numbers)"
+            f"{ENV_PREFIX}{name}={raw!r}: give {shape} (string values: quote true and numbers)"
         )
     return dict(sorted(data.items()))
 
@@ -388,9 +528,7 @@ def _parse_gateway_auth(raw: str) -> GatewayAuthDefaults:
         'a JSON object such as {"enabled": true, "serviceAccountTokens": {"enabled": true, '
         '"audiences": ["modelport"], "cacheSeconds": 10}, "oidc": null}'
     )
-    data = _json_setting("GATEWAY_AUTH", raw, shape)
-    if not isinstance(data, dict):
-        raise SettingsError(f"{where}={raw!r}: give {shape}")
+    data = _json_object("GATEWAY_AUTH", raw, shape)
     _known(where, data, {"enabled", "serviceAccountTokens", "oidc"})
     defaults = GatewayAuthDefaults()
     enabled = _boolean(f"{where}.enabled", data.get("enabled", defaults.enabled))
@@ -426,11 +564,7 @@ def _parse_gateway_auth(raw: str) -> GatewayAuthDefaults:
         try:
             oidc = gc.Oidc.model_validate(data["oidc"])
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'oidc'}: "
-                f"{e['msg'].removeprefix('Value error, ')}"
-                for e in exc.errors(include_input=False, include_url=False)
-            )
+            problems = _problems(exc, "oidc")
             raise SettingsError(
                 f'{where}.oidc: {problems}; give {{"issuer": "https://...", '
                 '"audiences": [...]} and optionally jwksUri, userClaim, groupsClaim, '
@@ -442,6 +576,80 @@ def _parse_gateway_auth(raw: str) -> GatewayAuthDefaults:
         audiences=tuple(audiences),
         cache_seconds=float(cache),
         oidc=oidc,
+    )
+
+
+def _parse_rate_limiting(raw: str) -> RateLimitingDefaults:
+    """Parse MODELPORT_RATE_LIMITING (the Helm value rateLimiting as JSON)."""
+    if not raw:
+        return RateLimitingDefaults()
+    where = f"{ENV_PREFIX}RATE_LIMITING"
+    shape = (
+        'a JSON object such as {"store": {"address": "redis://host:6379/0", '
+        '"passwordSecret": {"name": "...", "key": "password"}, "timeoutSeconds": 0.25}, '
+        '"failOpen": false, "reserveCompletionTokens": 512}'
+    )
+    data = _json_object("RATE_LIMITING", raw, shape)
+    _known(where, data, {"store", "failOpen", "reserveCompletionTokens"})
+    defaults = RateLimitingDefaults()
+    fail_open = _boolean(f"{where}.failOpen", data.get("failOpen", defaults.fail_open))
+    reserve = data.get("reserveCompletionTokens", defaults.reserve_completion_tokens)
+    if isinstance(reserve, bool) or not isinstance(reserve, int) or not 1 <= reserve <= 1_000_000:
+        raise SettingsError(
+            f"{where}.reserveCompletionTokens={reserve!r}: give a whole number of tokens "
+            "from 1 to 1000000"
+        )
+    store = data.get("store") or {}
+    if not isinstance(store, dict):
+        raise SettingsError(f"{where}.store={store!r}: give an object with address")
+    _known(f"{where}.store", store, {"address", "passwordSecret", "username", "timeoutSeconds"})
+    address = store.get("address") or ""
+    secret: tuple[str, str] | None = None
+    username = store.get("username") or None
+    timeout = store.get("timeoutSeconds", defaults.timeout_seconds)
+    if address:
+        try:
+            checked = gc.RateLimitStore(address=address, username=username, timeoutSeconds=timeout)
+        except ValidationError as exc:
+            raise SettingsError(f"{where}.store: {_problems(exc, 'store')}") from None
+        timeout = checked.timeout_seconds
+        ref = store.get("passwordSecret")
+        if ref is not None:
+            if not isinstance(ref, dict) or not ref.get("name") or not ref.get("key"):
+                raise SettingsError(
+                    f'{where}.store.passwordSecret={ref!r}: give {{"name": "<Secret>", '
+                    '"key": "<key>"}, a Secret in each endpoint\'s namespace'
+                )
+            name = _parse_object_name("RATE_LIMITING.store.passwordSecret.name", str(ref["name"]))
+            secret = (name, str(ref["key"]))
+    elif store.get("passwordSecret"):
+        raise SettingsError(
+            f"{where}.store.passwordSecret is set but store.address is not; set the address "
+            "of the Redis server"
+        )
+    return RateLimitingDefaults(
+        store_address=address,
+        password_secret=secret,
+        username=username if address else None,
+        timeout_seconds=float(timeout),
+        fail_open=fail_open,
+        reserve_completion_tokens=reserve,
+    )
+
+
+def _json_object(name: str, raw: str, shape: str) -> dict[str, Any]:
+    """A setting that holds a JSON object (the Helm value of that name)."""
+    data = _json_setting(name, raw, shape)
+    if not isinstance(data, dict):
+        raise SettingsError(f"{ENV_PREFIX}{name}={raw!r}: give {shape}")
+    return data
+
+
+def _problems(exc: ValidationError, whole: str) -> str:
+    """A model's validation errors as `field: problem; ...`, never echoing a value."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or whole}: {e['msg'].removeprefix('Value error, ')}"
+        for e in exc.errors(include_input=False, include_url=False)
     )
 
 
@@ -530,6 +738,11 @@ _OPERATOR_FLAGS: list[tuple[str, str, str]] = [
     ("--gateway-min-replicas", "GATEWAY_MIN_REPLICAS", "gateway HPA minimum"),
     ("--gateway-max-replicas", "GATEWAY_MAX_REPLICAS", "gateway HPA maximum"),
     ("--gateway-node-selector", "GATEWAY_NODE_SELECTOR", "gateway pods' nodeSelector (JSON)"),
+    (
+        "--gateway-service-account-annotations",
+        "GATEWAY_SERVICE_ACCOUNT_ANNOTATIONS",
+        "annotations of every gateway ServiceAccount (JSON)",
+    ),
     ("--gateway-tolerations", "GATEWAY_TOLERATIONS", "gateway pods' tolerations (JSON list)"),
     (
         "--gateway-resources",
@@ -542,6 +755,13 @@ _OPERATOR_FLAGS: list[tuple[str, str, str]] = [
         "GATEWAY_TOKENREVIEW_BINDING",
         "ClusterRoleBinding that lets gateways create TokenReviews",
     ),
+    (
+        "--gateway-readiness-role",
+        "GATEWAY_READINESS_ROLE",
+        "ClusterRole that lets gateways watch EndpointSlices (bound per namespace)",
+    ),
+    ("--guard-model", "GUARD_MODEL", "the guard model of guardrails' safety check (JSON)"),
+    ("--rate-limiting", "RATE_LIMITING", "rate limits' shared store and behaviour (JSON)"),
     ("--progress-deadline-seconds", "PROGRESS_DEADLINE_SECONDS", "Deployment progress deadline"),
     ("--resync-seconds", "RESYNC_SECONDS", "period of the safety-net reconcile (0: off)"),
     ("--log-level", "LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR"),

@@ -13,6 +13,9 @@
   but no entity: the gateway serves, it just refuses that key; a gateway that cannot
   verify ServiceAccount tokens (the cluster's TokenReview binding) makes the endpoint
   Degraded without failing the update, which nothing in the spec could fix;
+- rate limits that each gateway replica would count on its own (no shared store, more
+  than one replica allowed) make the endpoint Degraded (RateLimitsPerReplica) without
+  failing the update: the spec is fine, the cluster's settings are not;
 - conditions Ready/Progressing/Degraded keep their `lastTransitionTime` while their
   status does not change, so an unchanged world computes an equal status (and the
   operator skips the write).
@@ -90,6 +93,9 @@ class SecretProblem:
     secret: str
     key: str
     missing: Literal["secret", "key"]
+    consequence: str = ""
+    """What an endpoint-wide Secret's absence does (an API key refused, the rate limit
+    store unreachable)."""
 
     def message(self, namespace: str) -> str:
         """What is wrong and the command that fixes it (never a value)."""
@@ -122,6 +128,8 @@ class Observed:
     """Why the spec could not be rendered (nothing was applied for this generation)."""
     token_review_problem: str | None = None
     """Why the gateway cannot verify ServiceAccount tokens (the cluster's binding)."""
+    rate_limit_problem: str | None = None
+    """Why the endpoint's rate limits multiply by its replicas (no shared store)."""
 
 
 @dataclass(frozen=True)
@@ -202,7 +210,9 @@ def compute_status(
         failures.insert(0, gateway.message)
     # The endpoint's own Secrets (callers' API keys): no entity fails, the update does.
     failures += [
-        f"{p.message(observed.namespace)}; until then the gateway refuses this API key"
+        f"{p.message(observed.namespace)}; {p.consequence}"
+        if p.consequence
+        else p.message(observed.namespace)
         for p in observed.secret_problems
         if not p.entity
     ]
@@ -231,15 +241,20 @@ def compute_status(
     traffic = list(config.traffic_config.routes) if config and config.traffic_config else None
     # Degraded names its first cause; a missing TokenReview binding is reported there
     # too, after the failures, without failing the update (see the module docstring).
-    degraded = [*failures, *filter(None, [observed.token_review_problem])]
+    degraded = [
+        *failures,
+        *filter(None, [observed.token_review_problem, observed.rate_limit_problem]),
+    ]
     if observed.spec_error:
         reason = "SpecInvalid"
     elif observed.secret_problems:
         reason = "SecretMissing"
     elif failures:
         reason = "RolloutFailed"
-    else:
+    elif observed.token_review_problem:
         reason = "TokenReviewUnavailable"
+    else:
+        reason = "RateLimitsPerReplica"
     conditions = _conditions(
         ready,
         update,

@@ -101,6 +101,9 @@ def test_chart_rbac_is_sufficient_and_least_privilege(
         ("create", "events"),
         ("create", "serviceaccounts"),
         ("delete", "serviceaccounts"),
+        # The gateways' RoleBindings to the readiness role (fallback's EndpointSlices).
+        ("create", "rolebindings.rbac.authorization.k8s.io"),
+        ("bind", f"roles.rbac.authorization.k8s.io/{release}-modelport-gateway-readiness"),
     ]:
         assert can_i(as_operator, verb, resource, "-n", namespace), (verb, resource)
     # Its one cluster-scoped right: the subjects of the gateways' TokenReview binding.
@@ -134,12 +137,28 @@ def test_chart_rbac_is_sufficient_and_least_privilege(
         ("update", f"clusterrolebindings.rbac.authorization.k8s.io/{release}-modelport", ""),
         ("bind", "clusterroles.rbac.authorization.k8s.io/cluster-admin", ""),
         ("bind", "clusterroles.rbac.authorization.k8s.io/admin", ""),
-        ("create", "rolebindings.rbac.authorization.k8s.io", namespace),
+        ("bind", "clusterroles.rbac.authorization.k8s.io/admin", namespace),
+        ("bind", "roles.rbac.authorization.k8s.io/other", namespace),
+        ("create", "rolebindings.rbac.authorization.k8s.io", "default"),
     ]:
         scope = (
             [] if not where else (["--all-namespaces"] if where.startswith("--") else ["-n", where])
         )
         assert not can_i(as_operator, verb, resource, *scope), (verb, resource, where)
+    # A RoleBinding it may create grants only what it holds or may bind: not admin.
+    escalate = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "escalate", "namespace": namespace},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": "admin",
+        },
+        "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": namespace}],
+    }
+    refused = as_operator.kubectl("create", "-f", "-", input=json.dumps(escalate), check=False)
+    assert refused.returncode != 0 and "forbidden" in refused.stderr, refused.stderr
     # It creates the gateways' ServiceAccounts, never tokens for them.
     assert not can_i(
         as_operator, "create", "serviceaccounts", "--subresource=token", "-n", namespace
@@ -175,6 +194,11 @@ def test_chart_rbac_is_sufficient_and_least_privilege(
         assert set(binding_subjects(cluster, binding)) == wanted
         for name in names:
             assert can_create_tokenreviews(cluster, namespace, f"{name}-gateway")
+        # The fallback sample's gateway may watch its entities' EndpointSlices, there only.
+        chat_gateway = f"--as=system:serviceaccount:{namespace}:chat-gateway"
+        endpointslices = "endpointslices.discovery.k8s.io"
+        assert can_i(cluster, "watch", endpointslices, "-n", namespace, chat_gateway)
+        assert not can_i(cluster, "watch", endpointslices, "-n", "default", chat_gateway)
         for endpoint_status in json.loads(
             cluster.kubectl("-n", namespace, "get", "servingendpoints", "-o", "json").stdout
         )["items"]:

@@ -47,6 +47,23 @@ TOKENREVIEW_RULES = [
 ]  # fmt: skip
 
 
+def readiness_rules(kind: str) -> list[dict[str, Any]]:
+    """The operator's rights over gateways' readiness: their RoleBindings, and binding the
+    one role that may read EndpointSlices (a ClusterRole, or a Role per namespace)."""
+    return [
+        {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["rolebindings"],
+         "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"]},
+        {"apiGroups": ["rbac.authorization.k8s.io"], "resources": [kind],
+         "resourceNames": ["mp-modelport-gateway-readiness"], "verbs": ["bind"]},
+    ]  # fmt: skip
+
+
+READINESS_ROLE_RULES = [
+    {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"],
+     "verbs": ["get", "list", "watch"]},
+]  # fmt: skip
+
+
 def by_name(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
     return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
 
@@ -73,12 +90,18 @@ def assert_tokenreview_objects(docs: list[dict[str, Any]]) -> None:
 def test_cluster_wide_by_default() -> None:
     docs = template()
     assert kinds(docs) == [
-        "ClusterRole", "ClusterRole", "ClusterRoleBinding", "ClusterRoleBinding", "ConfigMap",
-        "Deployment", "Service", "ServiceAccount",
+        "ClusterRole", "ClusterRole", "ClusterRole", "ClusterRoleBinding", "ClusterRoleBinding",
+        "ConfigMap", "Deployment", "Service", "ServiceAccount",
     ]  # fmt: skip
     role = by_name(docs, "ClusterRole")["mp-modelport"]
     rbac = [r for r in role["rules"] if "rbac.authorization.k8s.io" in r["apiGroups"]]
-    assert rbac == TOKENREVIEW_RULES  # it can grant nothing else, to no one
+    # It can grant nothing else, to no one.
+    assert rbac == readiness_rules("clusterroles") + TOKENREVIEW_RULES
+    readiness = by_name(docs, "ClusterRole")["mp-modelport-gateway-readiness"]
+    assert readiness["rules"] == READINESS_ROLE_RULES
+    assert operator_env(docs)["MODELPORT_GATEWAY_READINESS_ROLE"] == (
+        "ClusterRole/mp-modelport-gateway-readiness"
+    )
     assert_tokenreview_objects(docs)
     # With ServiceAccount tokens off by default, endpoints may still turn them on.
     assert_tokenreview_objects(template("gatewayAuth.serviceAccountTokens.enabled=false"))
@@ -98,14 +121,48 @@ def test_watching_namespaces_needs_one_cluster_wide_right_for_token_review() -> 
     ]  # fmt: skip
 
 
+def test_readiness_and_the_guard_model_reach_the_operator() -> None:
+    import json
+
+    off = template("gateway.readiness.enabled=false")
+    assert "MODELPORT_GATEWAY_READINESS_ROLE" not in operator_env(off)
+    assert "mp-modelport-gateway-readiness" not in by_name(off, "ClusterRole")
+    role = by_name(off, "ClusterRole")["mp-modelport"]
+    assert not [r for r in role["rules"] if "rolebindings" in r["resources"]]
+    env = operator_env(
+        template("guardModel.endpoint=guards/llama-guard", "guardModel.failOpen=true")
+    )
+    assert json.loads(env["MODELPORT_GUARD_MODEL"]) == {
+        "endpoint": "guards/llama-guard",
+        "failOpen": True,
+    }
+    from modelport.settings import from_env
+
+    settings = from_env({k: v for k, v in env.items() if k in ("MODELPORT_GUARD_MODEL",)})
+    assert settings.guard_model is not None
+    assert settings.guard_model.url == "http://llama-guard.guards.svc.cluster.local/v1"
+
+
 def test_watching_namespaces_without_token_review_needs_no_cluster_wide_rights() -> None:
     docs = template(
         "watchNamespaces={team-a,team-b}", "gatewayAuth.serviceAccountTokens.enabled=false"
     )
     assert not [d for d in docs if d["kind"].startswith("Cluster")]
     assert "MODELPORT_GATEWAY_TOKENREVIEW_BINDING" not in operator_env(docs)
-    roles = [d for d in docs if d["kind"] == "Role"]
+    roles = [d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == "mp-modelport"]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    rbac = [r for r in roles[0]["rules"] if "rbac.authorization.k8s.io" in r["apiGroups"]]
+    assert rbac == readiness_rules("roles")
+    # The gateways' readiness role: a Role in each namespace, not a ClusterRole.
+    readiness = [d for d in docs if d["metadata"]["name"] == "mp-modelport-gateway-readiness"]
+    assert [(d["kind"], d["metadata"]["namespace"]) for d in readiness] == [
+        ("Role", "team-a"),
+        ("Role", "team-b"),
+    ]
+    assert readiness[0]["rules"] == READINESS_ROLE_RULES
+    assert operator_env(docs)["MODELPORT_GATEWAY_READINESS_ROLE"] == (
+        "Role/mp-modelport-gateway-readiness"
+    )
     deployment = next(d for d in docs if d["kind"] == "Deployment")
     env = {
         e["name"]: e.get("value")
@@ -245,3 +302,180 @@ def test_install_yaml_is_rendered_from_the_chart() -> None:
     ).stdout
     committed = (ROOT / "manifests" / "install.yaml").read_text()
     assert committed == rendered, "manifests/install.yaml is stale; run hack/render-manifests"
+
+
+def test_rate_limiting_reaches_the_operator() -> None:
+    import json
+
+    from modelport.settings import from_env
+
+    default = json.loads(operator_env(template())["MODELPORT_RATE_LIMITING"])
+    assert default == {
+        "store": {"timeoutSeconds": 0.25},
+        "failOpen": False,
+        "reserveCompletionTokens": 512,
+    }
+    assert (
+        from_env({"MODELPORT_RATE_LIMITING": json.dumps(default)}).rate_limiting.store_address == ""
+    )
+    docs = template(
+        "rateLimiting.store.address=redis://redis.infra:6379/0",
+        "rateLimiting.store.passwordSecret.name=redis-auth",
+        "rateLimiting.failOpen=true",
+    )
+    assert "Service" not in {d["kind"] for d in docs if "ratelimit" in d["metadata"]["name"]}
+    settings = from_env(
+        {"MODELPORT_RATE_LIMITING": operator_env(docs)["MODELPORT_RATE_LIMITING"]}
+    ).rate_limiting
+    assert settings.store_address == "redis://redis.infra:6379/0"
+    assert settings.password_secret == ("redis-auth", "password")
+    assert settings.fail_open is True
+
+
+def test_the_optional_redis_is_private_and_restricted() -> None:
+    import json
+
+    from modelport.settings import from_env
+
+    docs = template("rateLimiting.redis.enabled=true", "watchNamespaces={team-a,team-b}")
+    operator = by_name(docs, "Deployment")["mp-modelport"]
+    env = {
+        e["name"]: e["value"] for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    settings = from_env({"MODELPORT_RATE_LIMITING": env["MODELPORT_RATE_LIMITING"]}).rate_limiting
+    assert settings.store_address == "redis://mp-modelport-ratelimit.modelport-system.svc:6379/0"
+    assert settings.password_secret == ("mp-modelport-ratelimit", "password")
+    # The password Secret where the store runs and where gateways mount it.
+    secrets = [
+        d
+        for d in docs
+        if d["kind"] == "Secret" and d["metadata"]["name"] == "mp-modelport-ratelimit"
+    ]
+    assert sorted(s["metadata"]["namespace"] for s in secrets) == [
+        "modelport-system",
+        "team-a",
+        "team-b",
+    ]
+    assert len({s["data"]["password"] for s in secrets}) == 1
+    redis = by_name(docs, "Deployment")["mp-modelport-ratelimit"]
+    pod = redis["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    container = pod["containers"][0]
+    assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    # Never in the environment or on the command line: read from the mounted file.
+    assert "env" not in container
+    password = secrets[0]["data"]["password"]
+    assert password not in json.dumps(redis)
+    assert "/etc/redis-auth/password" in " ".join(container["command"])
+
+
+# --- the REST API (api.enabled) ------------------------------------------------------
+
+API_REVIEW_RULES = [
+    {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
+    {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"],
+     "verbs": ["create"]},
+]  # fmt: skip
+API_NAMESPACED_RULES = [
+    {"apiGroups": ["serving.modelport.io"], "resources": ["servingendpoints"],
+     "verbs": ["get", "list", "create", "update", "delete"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+    {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+]  # fmt: skip
+
+
+def api_env(docs: list[dict[str, Any]]) -> dict[str, str]:
+    deployment = by_name(docs, "Deployment")["mp-modelport-api"]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == ["api"]
+    return {e["name"]: e["value"] for e in container["env"]}
+
+
+def test_the_rest_api_is_off_by_default() -> None:
+    assert not [d for d in template() if "-api" in d["metadata"]["name"]]
+
+
+def test_the_rest_api_has_exactly_the_rights_it_needs() -> None:
+    docs = template("api.enabled=true")
+    roles = by_name(docs, "ClusterRole")
+    assert roles["mp-modelport-api-reviews"]["rules"] == API_REVIEW_RULES
+    assert roles["mp-modelport-api"]["rules"] == API_NAMESPACED_RULES
+    for name in ("mp-modelport-api-reviews", "mp-modelport-api"):
+        binding = by_name(docs, "ClusterRoleBinding")[name]
+        assert binding["roleRef"]["name"] == name
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "mp-modelport-api", "namespace": "modelport-system"}
+        ]
+    # No impersonation, no secrets, no writes beyond endpoints.
+    for rules in (API_REVIEW_RULES, API_NAMESPACED_RULES):
+        for rule in rules:
+            assert "impersonate" not in rule["verbs"] and "secrets" not in rule["resources"]
+    querier = roles["mp-modelport-endpoint-querier"]["rules"]
+    assert {"apiGroups": ["serving.modelport.io"], "resources": ["servingendpoints/invocations"],
+            "verbs": ["create"]} in querier  # fmt: skip
+    assert "mp-modelport-endpoint-viewer" in roles and "mp-modelport-endpoint-editor" in roles
+    env = api_env(docs)
+    assert env["MODELPORT_API_WORKSPACES"] == ""
+    assert env["MODELPORT_API_AUDIENCES"] == "modelport"
+    assert "MODELPORT_API_OIDC" not in env
+    service = by_name(docs, "Service")["mp-modelport-api"]
+    assert service["spec"]["selector"]["app.kubernetes.io/component"] == "api"
+
+
+def test_the_rest_api_in_watched_namespaces_gets_roles_there() -> None:
+    docs = template("api.enabled=true", "watchNamespaces={team-a,team-b}")
+    roles = [d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == "mp-modelport-api"]
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    assert all(r["rules"] == API_NAMESPACED_RULES for r in roles)
+    assert "mp-modelport-api" not in by_name(docs, "ClusterRole"), "nothing cluster-wide"
+    assert api_env(docs)["MODELPORT_API_WORKSPACES"] == "team-a,team-b"
+
+
+def test_the_rest_api_takes_the_gateways_oidc_issuer_unless_given_one() -> None:
+    import json
+
+    shared = api_env(
+        template(
+            "api.enabled=true",
+            "gatewayAuth.oidc.issuer=https://login.example.com",
+            "gatewayAuth.oidc.audiences={modelport}",
+        )
+    )
+    assert json.loads(shared["MODELPORT_API_OIDC"])["issuer"] == "https://login.example.com"
+    own = api_env(
+        template(
+            "api.enabled=true",
+            "api.oidc.issuer=https://sso.example.com",
+            "api.oidc.audiences={api}",
+            "api.oidcUsernamePrefix=oidc:",
+        )
+    )
+    assert json.loads(own["MODELPORT_API_OIDC"])["issuer"] == "https://sso.example.com"
+    assert own["MODELPORT_API_OIDC_USERNAME_PREFIX"] == "oidc:"
+    # What the chart renders, the server accepts.
+    import argparse
+
+    from modelport.restapi.command import add_parsers
+    from modelport.restapi.server import Settings
+
+    parser = argparse.ArgumentParser()
+    add_parsers(parser.add_subparsers())
+    flags = [
+        f"--{k.removeprefix('MODELPORT_API_').lower().replace('_', '-')}={v}"
+        for k, v in own.items()
+    ]
+    settings = Settings.from_args(parser.parse_args(["api", *flags]))
+    assert settings.oidc is not None and settings.oidc_username_prefix == "oidc:"
+
+
+def test_the_rest_api_pod_meets_the_restricted_pod_security_standard() -> None:
+    deployment = by_name(template("api.enabled=true"), "Deployment")["mp-modelport-api"]
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    container = pod["containers"][0]["securityContext"]
+    assert container["allowPrivilegeEscalation"] is False
+    assert container["capabilities"]["drop"] == ["ALL"]
+    assert pod["serviceAccountName"] == "mp-modelport-api"

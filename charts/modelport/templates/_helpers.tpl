@@ -59,6 +59,16 @@ each one; keep the two in step.
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
   verbs: [get, list, watch, create, patch, update, delete]
+{{- if .Values.gateway.readiness.enabled }}
+# A gateway's RoleBinding to the readiness role (endpointslices, read-only).
+- apiGroups: [rbac.authorization.k8s.io]
+  resources: [rolebindings]
+  verbs: [get, list, watch, create, patch, update, delete]
+- apiGroups: [rbac.authorization.k8s.io]
+  resources: [{{ if .Values.watchNamespaces }}roles{{ else }}clusterroles{{ end }}]
+  resourceNames: [{{ include "modelport.readinessRole" . }}]
+  verbs: [bind]
+{{- end }}
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get, list, watch]
@@ -83,6 +93,18 @@ cluster-scoped right). Empty when not created.
 {{- end -}}
 {{- end -}}
 
+{{/* The role that gateways are bound to, per namespace, to watch EndpointSlices: a
+ClusterRole, or with watchNamespaces a Role in each namespace. */}}
+{{- define "modelport.readinessRole" -}}
+{{- printf "%s-gateway-readiness" (include "modelport.fullname" .) -}}
+{{- end -}}
+
+{{- define "modelport.readinessRules" -}}
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [get, list, watch]
+{{- end -}}
+
 {{/* The ClusterRole of the gateways: create TokenReviews, nothing else. */}}
 {{- define "modelport.tokenReviewRole" -}}
 {{- printf "%s-gateway-tokenreview" (include "modelport.fullname" .) -}}
@@ -102,4 +124,52 @@ without holding the role's right itself. README.md explains them.
   resources: [clusterroles]
   resourceNames: [{{ include "modelport.tokenReviewRole" . }}]
   verbs: [bind]
+{{- end -}}
+
+{{- define "modelport.apiSelectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: api
+{{- end -}}
+
+{{/*
+The REST API server's rights in each namespace it serves. README.md explains
+each one; keep the two in step.
+*/}}
+{{- define "modelport.apiNamespacedRules" -}}
+- apiGroups: [serving.modelport.io]
+  resources: [servingendpoints]
+  verbs: [get, list, create, update, delete]
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list]
+- apiGroups: [""]
+  resources: [pods/log]
+  verbs: [get]
+{{- end -}}
+
+{{/*
+MODELPORT_RATE_LIMITING: rateLimiting as the operator reads it. With the chart's own
+Redis (rateLimiting.redis.enabled) and no address, the store is that Redis and its
+password the chart's Secret.
+*/}}
+{{- define "modelport.rateLimiting" -}}
+{{- $rl := .Values.rateLimiting -}}
+{{- $store := dict "timeoutSeconds" $rl.store.timeoutSeconds -}}
+{{- $address := $rl.store.address -}}
+{{- $secret := $rl.store.passwordSecret.name -}}
+{{- if and $rl.redis.enabled (not $address) -}}
+{{- $address = printf "redis://%s-ratelimit.%s.svc:6379/0" (include "modelport.fullname" .) .Release.Namespace -}}
+{{- $secret = default (printf "%s-ratelimit" (include "modelport.fullname" .)) $secret -}}
+{{- end -}}
+{{- if $address -}}
+{{- $_ := set $store "address" $address -}}
+{{- if $secret -}}
+{{- $_ := set $store "passwordSecret" (dict "name" $secret "key" $rl.store.passwordSecret.key) -}}
+{{- end -}}
+{{- with $rl.store.username -}}
+{{- $_ := set $store "username" . -}}
+{{- end -}}
+{{- end -}}
+{{- dict "store" $store "failOpen" $rl.failOpen "reserveCompletionTokens" $rl.reserveCompletionTokens | toJson -}}
 {{- end -}}

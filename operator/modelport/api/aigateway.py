@@ -79,7 +79,12 @@ class InferenceTableConfig(ApiModel):
 
 
 class RateLimit(ApiModel):
-    """A limit on calls and/or tokens per renewal period, per key."""
+    """A limit on calls and/or tokens per minute (a sliding 60 s window), per key. Every
+    limit that applies to a request must admit it: endpoint limits always; the limits of
+    the caller's own kind (those naming the caller, else those naming no one); and only
+    when there are none of those (per calls/tokens), the limits of each of its groups.
+    Over a limit: 429 REQUEST_LIMIT_EXCEEDED with Retry-After, never retried by
+    fallback."""
 
     model_config = ConfigDict(
         json_schema_extra=cel_rules(
@@ -100,16 +105,21 @@ class RateLimit(ApiModel):
         default=None, description="Requests allowed per renewalPeriod."
     )
     tokens: Annotated[int, Field(ge=0, le=1000000000000)] | None = Field(
-        default=None, description="Tokens (input + output) allowed per renewalPeriod."
+        default=None,
+        description="Tokens (input + output) allowed per renewalPeriod. A request reserves "
+        "its prompt and max_tokens (or the cluster's default) at admission and is charged "
+        "the provider's reported usage when it finishes; a stream that runs out is stopped.",
     )
     key: RateLimitKey = Field(
         default="endpoint",
-        description="What the limit is counted per: user, user_group, service_principal "
-        "or endpoint (the default: one shared budget).",
+        description="What the limit is counted per: user, user_group (shared by the group's "
+        "members), service_principal or endpoint (the default: one budget for all callers). "
+        "A user or service principal limit overrides group limits for that caller.",
     )
     principal: Annotated[str, Field(min_length=1, max_length=NAME)] | None = Field(
         default=None,
-        description="Limit only this user, group or service principal; default: each one.",
+        description="Limit only this user, group or service principal (overriding the "
+        "limits of the same key that name no one); default: each one gets its own budget.",
     )
     renewal_period: Literal["minute"] = Field(
         default="minute", description="Window the limit is counted over; only minute."
@@ -128,23 +138,41 @@ class RateLimit(ApiModel):
 
 
 class PiiGuardrail(ApiModel):
-    """What to do with personally identifiable information."""
+    """What to do with personally identifiable information: e-mail addresses, phone
+    numbers, credit card numbers (Luhn-checked), IBANs (checksum-checked), IP addresses
+    and US SSNs."""
 
     behavior: PiiBehavior = Field(
-        default="NONE", description="NONE, BLOCK (refuse the request) or MASK (redact it)."
+        default="NONE",
+        description="NONE, BLOCK (refuse with 400 and a reason naming the kinds found, "
+        "e.g. pii:EMAIL) or MASK (replace each finding with [EMAIL], [PHONE], "
+        "[CREDIT_CARD], [IBAN], [IP_ADDRESS] or [US_SSN] before it goes on).",
     )
 
 
 class GuardrailParameters(ApiModel):
-    """Checks applied to one direction of traffic."""
+    """Checks applied to one direction of traffic (input: requests; output: answers,
+    streamed ones included)."""
 
-    safety: bool | None = Field(default=None, description="Block unsafe content.")
+    safety: bool | None = Field(
+        default=None,
+        description="Ask the cluster's guard model (Helm value guardModel, e.g. Llama "
+        "Guard) whether the text is safe; refuse what it calls unsafe. On output, a stream "
+        "is held until the whole answer is judged.",
+    )
     pii: PiiGuardrail | None = Field(default=None, description="PII detection.")
     invalid_keywords: list[Annotated[str, Field(max_length=TEXT)]] | None = Field(
-        default=None, max_length=100, description="Refuse text containing any of these."
+        default=None,
+        max_length=100,
+        description="Refuse text containing any of these (whole words, case-insensitive, "
+        "Unicode-normalised).",
     )
     valid_topics: list[Annotated[str, Field(max_length=TEXT)]] | None = Field(
-        default=None, max_length=100, description="Refuse text about none of these topics."
+        default=None,
+        max_length=100,
+        description="Refuse text about none of these topics (input: the last user message). "
+        "A lexical match of content words, no synonyms: list the words callers use. On "
+        "output, a stream is held until the whole answer is judged.",
     )
 
 
@@ -156,7 +184,11 @@ class Guardrails(ApiModel):
 
 
 class FallbackConfig(ApiModel):
-    """On a provider error (429 or 5xx), retry on the other entities in route order."""
+    """On a provider error (429 or 5xx, a timeout, a refused connection), try the other
+    entities, heaviest route first, within one request timeout and only before the
+    answer has started: a short Retry-After (2 s at most) retries the same entity once;
+    an entity failing 5 times in a row is skipped for 30 s (circuit breaker); a
+    self-hosted entity with no ready pod is skipped at once."""
 
     enabled: bool = Field(default=False, description="Fall back to the next entity.")
 

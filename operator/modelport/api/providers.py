@@ -202,8 +202,10 @@ class CohereConfig(ApiModel):
 
 
 class AmazonBedrockConfig(ApiModel):
-    """Settings for provider `amazon-bedrock`. Without access keys the gateway uses the
-    pod's ambient AWS credentials (e.g. IRSA)."""
+    """Settings for provider `amazon-bedrock`. Without access keys the gateway signs with
+    its pod's AWS identity (botocore's credential chain): IRSA, by annotating gateway
+    ServiceAccounts (the chart's gateway.serviceAccount.annotations), EKS Pod Identity
+    (associate a role with <namespace>/<endpoint>-gateway), or the node's role."""
 
     model_config = ConfigDict(
         json_schema_extra=cel_rules(

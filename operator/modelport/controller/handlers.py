@@ -100,6 +100,7 @@ def reconcile_endpoint(namespace: str | None, name: str | None, **_: Any) -> Non
 @kopf.on.event("v1", "services", labels=_CHILDREN)
 @kopf.on.event("v1", "configmaps", labels=_CHILDREN)
 @kopf.on.event("v1", "serviceaccounts", labels=_CHILDREN)
+@kopf.on.event("rbac.authorization.k8s.io", "v1", "rolebindings", labels=_CHILDREN)
 def child_changed(namespace: str | None, meta: kopf.Meta, **_: Any) -> None:
     """A child changed (rollout progress, a hand edit) or vanished: reconcile its owner,
     which repairs drift and recomputes status."""

@@ -10,6 +10,7 @@ Blocking (it uses `modelport.kube`): call it from sync Kopf handlers only.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections import defaultdict
@@ -139,7 +140,7 @@ class Reconciler:
             with self._slots_lock:
                 self._secrets[(namespace, name)] = frozenset()
             return self._invalid(namespace, name, raw, "; ".join(format_errors(exc)))
-        refs = secret_refs(endpoint)
+        refs = secret_refs(endpoint, self.settings.rate_limiting)
         with self._slots_lock:
             self._secrets[(namespace, name)] = frozenset(r.name for r in refs)
 
@@ -147,11 +148,13 @@ class Reconciler:
         children = self.kube.children(namespace, name)
         spec_error: str | None = None
         token_review: str | None = None
+        rate_limits: str | None = None
         try:
             rendered = render(endpoint, self.settings)
         except RenderError as exc:
             spec_error = str(exc)
         else:
+            rate_limits = rendered.rate_limit_warning
             try:
                 self._apply(endpoint, rendered.children, children, outcome)
             except NamespaceGoneError as exc:
@@ -166,6 +169,7 @@ class Reconciler:
             token_review = self._bind(namespace, name, rendered.service_account)
 
         observed = self._observe(endpoint, children, refs, spec_error, token_review)
+        observed = dataclasses.replace(observed, rate_limit_problem=rate_limits)
         now = datetime.now(UTC).replace(microsecond=0)
         status = compute_status(endpoint, observed, endpoint.status, now)
         if _body(status) != _body(endpoint.status):
@@ -254,7 +258,11 @@ class Reconciler:
             state = states[(ref.name, ref.key)]
             if state != "ok":
                 missing: Literal["secret", "key"] = "secret" if state == "missing-secret" else "key"
-                problems.append(SecretProblem(ref.entity, ref.field, ref.name, ref.key, missing))
+                problems.append(
+                    SecretProblem(
+                        ref.entity, ref.field, ref.name, ref.key, missing, ref.consequence
+                    )
+                )
         return Observed(
             namespace=namespace,
             url=endpoint_url(name, namespace),

@@ -36,8 +36,10 @@ from modelport.gateway.errors import (
     INTERNAL_ERROR,
     METHOD_NOT_ALLOWED,
     RESOURCE_DOES_NOT_EXIST,
+    TEMPORARILY_UNAVAILABLE,
     GatewayError,
 )
+from modelport.gateway.fallback import Breakers, moves_on, retry_after_header, retry_delay
 from modelport.gateway.invocations import InvocationRequest
 from modelport.gateway.metrics import Metrics
 from modelport.gateway.pipeline import Pipeline, Tap
@@ -49,9 +51,15 @@ from modelport.gateway.protocol import (
 )
 from modelport.gateway.providers import REGISTRY
 from modelport.gateway.providers.base import Call, Provider
+from modelport.gateway.readiness import EndpointSliceReadiness, Readiness
 from modelport.gateway.secrets import SecretStore
 from modelport.gateway.traffic import Router
-from modelport.gateway.upstream import KEEPALIVE_SECONDS, MAX_IDLE_PER_ORIGIN, Upstream
+from modelport.gateway.upstream import (
+    KEEPALIVE_SECONDS,
+    MAX_IDLE_PER_ORIGIN,
+    Upstream,
+    UpstreamStream,
+)
 from modelport.gateway.usage import estimate_completion_of_body, estimated
 from modelport.gatewayconfig import ConfigError, EntityConfig, GatewayConfig, Task
 
@@ -97,6 +105,9 @@ class _Exchange:
     """Stream chunks relayed (the completion estimate when the upstream reports no usage)."""
     body: bytes | None = None
     """A whole response body, kept for the estimate only when it carried no usage."""
+    extend: Callable[[], None] | None = None
+    """Lifts an attempt's share of the deadline to all of it, once a stream has started
+    (fallback is over then); None when the attempt already has all of it."""
 
 
 def check_providers(config: GatewayConfig) -> None:
@@ -111,14 +122,52 @@ def check_providers(config: GatewayConfig) -> None:
             )
 
 
-def default_pipeline(config: GatewayConfig, secrets_dir: Path) -> Pipeline:
-    """The stages ``config`` asks for: today, caller authentication when it is enabled."""
-    auth = config.ai_gateway.auth
-    if not auth.enabled:
-        return Pipeline()
-    from modelport.gateway.auth.callers import build
+def default_pipeline(
+    config: GatewayConfig, secrets_dir: Path, metrics: Metrics | None = None
+) -> Pipeline:
+    """The stages ``config`` asks for: caller authentication when it is enabled, rate
+    limits when there are any (their tap and settlement only with a token limit), and the
+    guardrails of each direction that has a check on (input after the limits: a request
+    over its limit is refused before any guard model is asked)."""
+    ai = config.ai_gateway
+    authenticator = None
+    if ai.auth.enabled:
+        from modelport.gateway.auth.callers import build
 
-    return Pipeline(authenticator=build(auth, secrets_dir, Fingerprinter()))
+        authenticator = build(ai.auth, secrets_dir, Fingerprinter())
+    guardrails = ai.guardrails
+    if not ai.rate_limits and not (guardrails.input.active or guardrails.output.active):
+        return Pipeline(authenticator=authenticator)
+    admission: list[Any] = []
+    taps: list[Any] = []
+    sinks: list[Any] = []
+    judges: list[Any] = []
+    if ai.rate_limits:
+        from modelport.gateway import ratelimit
+
+        limiter = ratelimit.build(config, secrets_dir, metrics or Metrics())
+        admission.append(limiter)
+        if limiter.policy.has_tokens:
+            taps.append(limiter)
+            sinks.append(limiter)
+    if guardrails.input.active or guardrails.output.active:
+        from modelport.gateway.guardrails.stages import build as build_guardrails
+
+        checks_in, checks_out = build_guardrails(guardrails, secrets_dir)
+        if checks_in is not None:
+            admission.append(checks_in)
+        if checks_out is not None:
+            # Before the limiter's tap: tokens are counted on what the client receives.
+            taps.insert(0, checks_out)
+            if checks_out.judges:
+                judges.append(checks_out)
+    return Pipeline(
+        authenticator=authenticator,
+        admission=tuple(admission),
+        taps=tuple(taps),
+        sinks=tuple(sinks),
+        judges=tuple(judges),
+    )
 
 
 class GatewayApp:
@@ -133,6 +182,8 @@ class GatewayApp:
         router: Router | None = None,
         max_idle_per_origin: int = MAX_IDLE_PER_ORIGIN,
         keepalive_seconds: float = KEEPALIVE_SECONDS,
+        breakers: Breakers | None = None,
+        readiness: Readiness | None = None,
     ) -> None:
         check_providers(config)
         self.config = config
@@ -144,8 +195,19 @@ class GatewayApp:
             keepalive_seconds=keepalive_seconds,
         )
         self.router = router or Router(config)
-        self.pipeline = pipeline if pipeline is not None else default_pipeline(config, secrets_dir)
         self.metrics = Metrics()
+        if pipeline is None:
+            pipeline = default_pipeline(config, secrets_dir, self.metrics)
+        self.pipeline = pipeline
+        # Fallback's state: each entity's breaker, and which self-hosted ones have a ready
+        # pod (from their EndpointSlices, when the operator set that up).
+        self.breakers = breakers or Breakers(
+            [e.name for e in config.entities], on_change=self.metrics.breaker_changed
+        )
+        fallback = config.ai_gateway.fallback_enabled
+        if readiness is None and config.readiness is not None and fallback:
+            readiness = EndpointSliceReadiness(config.readiness)
+        self.readiness = readiness
         self._started = False
         ep = config.endpoint_name
         proxied: dict[str, Task | None] = {}
@@ -177,6 +239,8 @@ class GatewayApp:
             if message["type"] == "lifespan.startup":
                 await self.upstream.start()  # the session belongs to the serving loop
                 await self.metrics.start()
+                if self.readiness is not None:
+                    await self.readiness.start()
                 for stage in self._stages():
                     if hasattr(stage, "start"):
                         await stage.start()
@@ -187,6 +251,8 @@ class GatewayApp:
                 for stage in self._stages():
                     if hasattr(stage, "aclose"):
                         await stage.aclose()
+                if self.readiness is not None:
+                    await self.readiness.aclose()
                 await self.upstream.aclose()
                 await self.metrics.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
@@ -196,8 +262,10 @@ class GatewayApp:
         """Every configured stage; those with a lifetime of their own (sinks, verifiers)
         have ``start`` and/or ``aclose``, called at start-up and shutdown."""
         p = self.pipeline
-        stages = [p.authenticator, *p.admission, *p.attempt_hooks, *p.taps, *p.sinks]
-        return [s for s in stages if s is not None]
+        stages = [p.authenticator, *p.admission, *p.attempt_hooks, *p.taps, *p.judges, *p.sinks]
+        # One object may be several stages (the rate limiter; output guardrails, a tap and
+        # a judge): started and closed once.
+        return list({id(s): s for s in stages if s is not None}.values())
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
@@ -256,7 +324,22 @@ class GatewayApp:
             )
             await _respond(send, 503, orjson.dumps({"status": "not ready", "reason": reason}))
             return
-        await _respond(send, 200, b'{"status":"ready"}')
+        store = self._rate_limit_store()
+        if store is None:
+            await _respond(send, 200, b'{"status":"ready"}')
+            return
+        # Reported, not failed on: an unready pod leaves the Service, and its callers would
+        # get connection errors instead of the clean 503 (or the admission) of failOpen.
+        state = {"status": "ready", "rateLimitStore": "up" if store.up else "unreachable"}
+        await _respond(send, 200, orjson.dumps(state))
+
+    def _rate_limit_store(self) -> Any:
+        """The shared rate-limit store, when this gateway counts in one."""
+        for stage in self.pipeline.admission:
+            store = getattr(stage, "store", None)
+            if store is not None and hasattr(store, "address"):
+                return store
+        return None
 
     async def _proxy(
         self, scope: Scope, receive: Receive, send: Send, path: str, task: Task
@@ -345,48 +428,131 @@ class GatewayApp:
         send: Send,
         exchange: _Exchange,
     ) -> None:
-        """Try the planned entities in order; only errors before the response started and
-        worth retrying elsewhere (429, 5xx) move on to the next one (fallback)."""
-        hooks = self.pipeline.attempt_hooks
+        """Try the planned entities in order within one deadline (see
+        :mod:`modelport.gateway.fallback`): the first answer is relayed; an error before
+        the response started that another entity may not share (429, 5xx) moves on, once
+        after a short ``Retry-After`` on the same entity; the last error is the answer."""
+        deadline = ctx.started + self.config.request_timeout_seconds
+        fallback = self.config.ai_gateway.fallback_enabled
+        error: GatewayError | None = None
+        answered_by = plan[0]  # the entity whose error stands
+        skipped: list[str] = []
         for i, entity in enumerate(plan):
-            call.entity = entity
-            attempt = Attempt(entity.name, time.monotonic())
-            ctx.attempts.append(attempt)
-            provider = REGISTRY[entity.provider]
-            try:
-                for hook in hooks:
-                    await hook.before(ctx, call, attempt)
-                async with asyncio.timeout(self.config.request_timeout_seconds):
-                    if call.stream:
-                        await self._stream(ctx, call, provider, send, exchange)
-                    else:
-                        await self._complete(ctx, call, provider, send, exchange)
-                error = None
-            except TimeoutError:
-                error = GatewayError(
-                    504,
-                    DEADLINE_EXCEEDED,
-                    f"no complete answer within the request timeout of "
-                    f"{self.config.request_timeout_seconds:g}s",
+            if fallback and (reason := self._skip(entity)) is not None:
+                now = time.monotonic()
+                ctx.attempts.append(
+                    Attempt(entity.name, now, now, 503, TEMPORARILY_UNAVAILABLE, reason)
                 )
-            except GatewayError as exc:
-                error = exc
-            except Exception:
-                incident = uuid.uuid4().hex[:12]
-                log.exception("unexpected error (incident %s)", incident)
-                error = GatewayError(500, INTERNAL_ERROR, f"internal error (incident {incident})")
-            attempt.ended = time.monotonic()
-            attempt.status = 200 if error is None else error.status
-            attempt.error_code = None if error is None else error.code
-            for hook in hooks:
-                hook.after(ctx, attempt)
-            if error is None:
-                return
-            retryable = error.status == 429 or error.status >= 500
-            if exchange.started or not retryable or i == len(plan) - 1:
-                await self._fail(send, ctx, exchange, error, entity)
-                return
+                skipped.append(entity.name)
+                continue
+            retried = False
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 and error is not None:
+                    break  # no time left for another try: the last error stands
+                # An attempt with entities after it gets an equal share of what is left (a
+                # hanging entity must leave time for the next); the last gets all of it.
+                share = max(remaining, 0) / (len(plan) - i if fallback else 1)
+                error = await self._attempt(ctx, call, entity, send, exchange, share, deadline)
+                answered_by = entity
+                if error is None:
+                    return
+                if exchange.started or not moves_on(error):
+                    await self._fail(send, ctx, exchange, error, entity)
+                    return
+                if not fallback or retried:
+                    break
+                delay = retry_delay(error, deadline - time.monotonic())
+                if delay is None:
+                    break
+                retried = True
+                log.info("retrying entity=%s after %.2fs (%s)", entity.name, delay, error.status)
+                await asyncio.sleep(delay)
+            if deadline - time.monotonic() <= 0:
+                break
             log.info("falling back from entity=%s after %s", entity.name, error.status)
+        if error is None:
+            error = self._all_skipped(skipped)
+        await self._fail(send, ctx, exchange, error, answered_by)
+
+    def _skip(self, entity: EntityConfig) -> str | None:
+        """Why fallback passes ``entity`` by without a request, or None to try it."""
+        if self.readiness is not None and not self.readiness.ready(entity.name):
+            return "not_ready"
+        if not self.breakers.allow(entity.name):
+            return "breaker_open"
+        return None
+
+    def _all_skipped(self, skipped: list[str]) -> GatewayError:
+        wait = self.breakers.soonest_probe(skipped) or 1.0
+        return GatewayError(
+            503,
+            TEMPORARILY_UNAVAILABLE,
+            f"no served entity can answer now: {', '.join(skipped)} have no ready pod or are "
+            "failing (circuit breaker open); try again shortly",
+            headers=(retry_after_header(wait),),
+        )
+
+    async def _attempt(
+        self,
+        ctx: RequestContext,
+        call: Call,
+        entity: EntityConfig,
+        send: Send,
+        exchange: _Exchange,
+        budget: float,
+        deadline: float,
+    ) -> GatewayError | None:
+        """One try of ``entity`` within ``budget`` seconds (a stream that starts gets up to
+        the request's ``deadline``); the error it ended with, or None when it answered."""
+        call.entity = entity
+        attempt = Attempt(entity.name, time.monotonic())
+        ctx.attempts.append(attempt)
+        provider = REGISTRY[entity.provider]
+        hooks = self.pipeline.attempt_hooks
+        error: GatewayError | None = None
+        try:
+            for hook in hooks:
+                await hook.before(ctx, call, attempt)
+            async with asyncio.timeout(budget) as timeout:
+                if deadline - time.monotonic() > budget:
+                    loop = asyncio.get_running_loop()
+                    exchange.extend = lambda: timeout.reschedule(
+                        loop.time() + deadline - time.monotonic()
+                    )
+                if call.stream:
+                    await self._stream(ctx, call, provider, send, exchange)
+                else:
+                    await self._complete(ctx, call, provider, send, exchange)
+        except TimeoutError:
+            left = deadline - time.monotonic()
+            error = GatewayError(
+                504,
+                DEADLINE_EXCEEDED,
+                f"served entity {entity.name!r} gave no answer within its share ({budget:.3g}s) "
+                "of the request timeout"
+                if left > 0.001
+                else f"no complete answer within the request timeout of "
+                f"{self.config.request_timeout_seconds:g}s",
+            )
+        except GatewayError as exc:
+            error = exc
+        except asyncio.CancelledError:
+            self.breakers[entity.name].abandoned()  # the client left: no verdict on it
+            raise
+        except Exception:
+            incident = uuid.uuid4().hex[:12]
+            log.exception("unexpected error (incident %s)", incident)
+            error = GatewayError(500, INTERNAL_ERROR, f"internal error (incident {incident})")
+        exchange.extend = None
+        attempt.ended = time.monotonic()
+        attempt.status = 200 if error is None else error.status
+        attempt.error_code = None if error is None else error.code
+        if self.config.ai_gateway.fallback_enabled:
+            self.breakers.record(entity.name, error)
+        for hook in hooks:
+            hook.after(ctx, attempt)
+        return error
 
     async def _complete(
         self,
@@ -404,10 +570,12 @@ class GatewayApp:
         if self.pipeline.taps:
             for tap in self.pipeline.open_taps(ctx, call):
                 body = tap.body(body)
+        for judge in self.pipeline.judges:
+            await judge.judge(ctx, call, [body], False)
         exchange.started = True
         ctx.status = 200
         ctx.first_byte = time.monotonic()
-        await _respond(send, 200, body, served=call.entity.name)
+        await _respond(send, 200, body, served=call.entity.name, extra=ctx.response_headers)
         exchange.finished = True
 
     async def _stream(
@@ -418,12 +586,12 @@ class GatewayApp:
         send: Send,
         exchange: _Exchange,
     ) -> None:
+        if self.pipeline.judges:
+            await self._stream_judged(ctx, call, provider, send, exchange)
+            return
         async with self.upstream.stream(call, provider) as upstream:
             taps = self.pipeline.open_taps(ctx, call) if self.pipeline.taps else None
-            headers = [*SSE_HEADERS, (b"served-model-name", call.entity.name.encode())]
-            exchange.started = True
-            ctx.status = 200
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await _start_stream(ctx, call, send, exchange)
             async for payloads in upstream:
                 stop = None
                 if taps:
@@ -436,11 +604,40 @@ class GatewayApp:
                     await send({"type": "http.response.body", "body": frame, "more_body": True})
                 if stop is not None:
                     raise stop
-            usage = upstream.translator.usage
-            if usage is not None:
-                ctx.usage = TokenUsage.reported(usage)
+            _take_usage(ctx, upstream)
         exchange.finished = True
         await send({"type": "http.response.body", "body": DONE, "more_body": False})
+
+    async def _stream_judged(
+        self,
+        ctx: RequestContext,
+        call: Call,
+        provider: Provider,
+        send: Send,
+        exchange: _Exchange,
+    ) -> None:
+        """A stream whose whole answer must be judged first: held until the upstream has
+        finished and the judges have passed it, then sent at once (before that, an upstream
+        failure may still fall back)."""
+        held: list[bytes] = []
+        async with self.upstream.stream(call, provider) as upstream:
+            taps = self.pipeline.open_taps(ctx, call) if self.pipeline.taps else None
+            async for payloads in upstream:
+                stop = None
+                if taps:
+                    payloads, stop = _tapped(taps, payloads)
+                held.extend(payloads)
+                if stop is not None:
+                    raise stop
+            _take_usage(ctx, upstream)
+        for judge in self.pipeline.judges:
+            await judge.judge(ctx, call, held, True)
+        await _start_stream(ctx, call, send, exchange)
+        ctx.first_byte = time.monotonic()
+        exchange.chunks += len(held)
+        frame = b"".join(b"data: " + p + b"\n\n" for p in held)
+        exchange.finished = True
+        await send({"type": "http.response.body", "body": frame + DONE, "more_body": False})
 
     async def _fail(
         self,
@@ -466,9 +663,10 @@ class GatewayApp:
             ctx.status = error.status
             ctx.first_byte = time.monotonic()
             served = entity.name if entity else None
-            await _respond(
-                send, error.status, error.body(), served=served, extra=_extra_headers(error)
-            )
+            extra = _extra_headers(error)
+            if ctx.response_headers:
+                extra += ctx.response_headers
+            await _respond(send, error.status, error.body(), served=served, extra=extra)
             exchange.finished = True
             return
         # Headers are gone: the OpenAI SDKs raise on an SSE event carrying "error".
@@ -510,6 +708,26 @@ class GatewayApp:
         finally:
             # Not awaited: it holds nothing, and the loop finishes the cancellation.
             watcher.cancel()
+
+
+async def _start_stream(ctx: RequestContext, call: Call, send: Send, exchange: _Exchange) -> None:
+    """Send a stream's status line and headers: from here on there is no fallback, and the
+    attempt may use the rest of the request's deadline."""
+    headers = [*SSE_HEADERS, (b"served-model-name", call.entity.name.encode())]
+    if ctx.response_headers:
+        headers += ctx.response_headers
+    exchange.started = True
+    if exchange.extend is not None:
+        exchange.extend()
+    ctx.status = 200
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+
+
+def _take_usage(ctx: RequestContext, upstream: UpstreamStream) -> None:
+    """The provider's token counts of a finished stream, when it reported them."""
+    usage = upstream.translator.usage
+    if usage is not None:
+        ctx.usage = TokenUsage.reported(usage)
 
 
 def _tapped(taps: list[Tap], payloads: list[bytes]) -> tuple[list[bytes], GatewayError | None]:

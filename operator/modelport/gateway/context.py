@@ -21,6 +21,9 @@ from modelport.gatewayconfig import Task
 PrincipalKind = Literal["user", "service_principal"]
 AuthMethod = Literal["api_key", "service_account", "oidc"]
 Outcome = Literal["ok", "error", "timeout", "disconnected"]
+Direction = Literal["input", "output"]
+GuardrailCheck = Literal["pii", "keywords", "topics", "safety"]
+GuardrailAction = Literal["mask", "block", "fail_open", "fail_closed"]
 
 _ID_PREFIX = os.urandom(8).hex()
 _ID_COUNTER = itertools.count()
@@ -66,6 +69,20 @@ class Attempt:
     status: int = 0
     """What this attempt would have answered: 200, or the error's status."""
     error_code: str | None = None
+    skipped: str | None = None
+    """Why no request was sent (``not_ready``, ``breaker_open``); None when one was."""
+
+
+@dataclass(frozen=True, slots=True)
+class GuardrailDecision:
+    """A guardrail that acted on the request: masked or blocked something, or could not
+    judge (the guard model down) and let it through or refused it. ``kinds`` names what
+    was found (``EMAIL``, a safety category ...), never the text."""
+
+    direction: Direction
+    check: GuardrailCheck
+    action: GuardrailAction
+    kinds: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -120,6 +137,18 @@ class RequestContext:
     rows: int | None = None
     """A custom model's request: the records (rows, instances) it asked to score."""
     outcome: Outcome = "ok"
+    response_headers: list[tuple[bytes, bytes]] | None = None
+    """Headers a stage adds to whatever response the request gets, success or error (the
+    rate limits' ``x-ratelimit-*``); None when no stage adds any."""
+    guardrails: list[GuardrailDecision] | None = None
+    """The guardrails that acted, in order; None when none did (the usual case)."""
+
+    def record(self, decision: GuardrailDecision) -> None:
+        """Add a guardrail's decision."""
+        if self.guardrails is None:
+            self.guardrails = [decision]
+        else:
+            self.guardrails.append(decision)
 
     @property
     def entity(self) -> str | None:

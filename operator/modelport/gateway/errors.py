@@ -8,6 +8,7 @@ reference service read.
 
 from __future__ import annotations
 
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import orjson
@@ -48,6 +49,7 @@ class GatewayError(Exception):
         param: str | None = None,
         allow: str | None = None,
         headers: tuple[tuple[bytes, bytes], ...] = (),
+        reason: str | None = None,
     ):
         super().__init__(message)
         self.status = status
@@ -57,14 +59,17 @@ class GatewayError(Exception):
         self.allow = allow
         """For 405: the method the route accepts (the ``Allow`` header)."""
         self.headers = headers
-        """Extra response headers (``WWW-Authenticate`` of a 401)."""
+        """Extra response headers (``WWW-Authenticate`` of a 401, ``Retry-After``)."""
+        self.reason = reason
+        """A machine-readable reason beside the code (a guardrail's ``pii:EMAIL``), in the
+        body as ``reason`` when set."""
 
     def payload(self) -> dict[str, Any]:
         """The JSON body, as a dict (also used as an SSE error event mid-stream)."""
         kind = _TYPES.get(
             self.status, "api_error" if self.status >= 500 else "invalid_request_error"
         )
-        return {
+        payload: dict[str, Any] = {
             "error": {
                 "message": self.message,
                 "type": kind,
@@ -74,6 +79,9 @@ class GatewayError(Exception):
             "error_code": self.code,
             "message": self.message,
         }
+        if self.reason is not None:
+            payload["error"]["reason"] = payload["reason"] = self.reason
+        return payload
 
     def body(self) -> bytes:
         """The serialised JSON body."""
@@ -85,11 +93,16 @@ def invalid(param: str, message: str) -> GatewayError:
     return GatewayError(400, INVALID_PARAMETER_VALUE, message, param=param)
 
 
-def from_upstream_status(status: int, provider: str, entity: str, detail: str) -> GatewayError:
+def from_upstream_status(
+    status: int, provider: str, entity: str, detail: str, *, retry_after: str | None = None
+) -> GatewayError:
     """Map a provider's HTTP error to the status and code our client should see.
 
     Authentication failures at the provider are the endpoint's misconfiguration, not the
     caller's: they become 502 so an SDK does not tell the caller their own key is wrong.
+    A 429's or 503's ``Retry-After`` (the provider's own word on when to come back) is
+    passed on, when it is a valid value, so SDKs that honour it wait as long as the
+    provider asked (and fallback may retry the same entity once after a short one).
     """
     where = f"{provider} (served entity {entity!r})"
     if status in (401, 403):
@@ -107,7 +120,13 @@ def from_upstream_status(status: int, provider: str, entity: str, detail: str) -
             f"Provider said: {detail}",
         )
     if status == 429:
-        return GatewayError(429, REQUEST_LIMIT_EXCEEDED, f"{where} is rate limiting: {detail}")
+        value = valid_retry_after(retry_after)
+        return GatewayError(
+            429,
+            REQUEST_LIMIT_EXCEEDED,
+            f"{where} is rate limiting: {detail}",
+            headers=((b"retry-after", value.encode()),) if value else (),
+        )
     if status in (408, 504):
         return GatewayError(504, DEADLINE_EXCEEDED, f"{where} timed out: {detail}")
     if status == 413:
@@ -115,5 +134,29 @@ def from_upstream_status(status: int, provider: str, entity: str, detail: str) -
     if 400 <= status < 500:
         return GatewayError(400, BAD_REQUEST, f"{where} rejected the request: {detail}")
     if status in (503, 529):
-        return GatewayError(503, TEMPORARILY_UNAVAILABLE, f"{where} is unavailable: {detail}")
+        # A 503's Retry-After too (RFC 9110 10.2.3): fallback retries on a short one.
+        value = valid_retry_after(retry_after)
+        return GatewayError(
+            503,
+            TEMPORARILY_UNAVAILABLE,
+            f"{where} is unavailable: {detail}",
+            headers=((b"retry-after", value.encode()),) if value else (),
+        )
     return GatewayError(502, INTERNAL_ERROR, f"{where} failed (HTTP {status}): {detail}")
+
+
+def valid_retry_after(value: str | None) -> str | None:
+    """``value`` when it is a ``Retry-After`` HTTP allows (delay-seconds or an HTTP-date),
+    else None: an upstream's header is relayed only in a shape no client can trip on."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit() and len(value) <= 10:
+        return value
+    if len(value) > 40 or not value.isascii() or not value.isprintable():
+        return None
+    try:
+        parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return value

@@ -4,6 +4,11 @@ Two framings exist among the providers: Server-Sent Events (everyone but Bedrock
 AWS event-stream binary framing (Bedrock's ConverseStream). Both decoders are incremental:
 ``feed`` takes whatever bytes arrived and returns the events that are now complete, so
 chunks are relayed as they arrive.
+
+A body that ends in the middle of an event (an upstream that delimits its body by
+closing the connection, and closed it early) never yields that half event: SSE discards
+it, as the SSE specification says, and an event-stream frame cut short is an error. The
+translators then see a stream without its final event and report it as cut.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from typing import Protocol
 
 from botocore.eventstream import EventStreamBuffer
 
-from modelport.gateway.errors import INTERNAL_ERROR, GatewayError
+from modelport.gateway.errors import INTERNAL_ERROR, TEMPORARILY_UNAVAILABLE, GatewayError
 
 Event = tuple[str, bytes]
 """An event name ('' when the framing has none) and its payload."""
@@ -66,24 +71,30 @@ class SSEDecoder:
         return out
 
     def close(self) -> list[Event]:
-        """Flush an event the upstream did not terminate with a blank line."""
-        return self.feed(b"\n\n") if self._buffer or self._data else []
+        """The body ended: an event not yet ended by its blank line is incomplete and
+        discarded (the SSE specification's rule), never dispatched half-read."""
+        self._buffer, self._event, self._data = b"", "", []
+        return []
 
 
 class EventStreamDecoder:
     """AWS event-stream messages: ``:event-type`` header plus a JSON payload."""
 
-    __slots__ = ("_buffer",)
+    __slots__ = ("_buffer", "_pending")
 
     def __init__(self) -> None:
         self._buffer = EventStreamBuffer()
+        self._pending = 0
+        """Bytes fed that no complete frame has consumed yet."""
 
     def feed(self, chunk: bytes) -> list[Event]:
         """Decode more bytes; a corrupt frame (bad CRC, bad length) is a 502."""
         self._buffer.add_data(chunk)
+        self._pending += len(chunk)
         out: list[Event] = []
         try:
             for message in self._buffer:
+                self._pending -= message.prelude.total_length
                 headers = message.headers
                 kind = headers.get(":message-type", "event")
                 if kind == "event":
@@ -102,5 +113,12 @@ class EventStreamDecoder:
         return out
 
     def close(self) -> list[Event]:
-        """Event-stream frames are self-delimiting: nothing can be pending."""
+        """The body ended; a frame begun and not finished means the body was cut."""
+        if self._pending:
+            raise GatewayError(
+                502,
+                TEMPORARILY_UNAVAILABLE,
+                f"upstream ended the event stream in the middle of a frame ({self._pending} "
+                "bytes of it arrived); the answer is incomplete: retry the request",
+            )
         return []

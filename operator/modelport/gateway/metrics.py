@@ -28,6 +28,24 @@ Series (the names are an interface: dashboards, alerts and tests use them):
   (a restarted worker starts a fresh count). Per-caller totals beyond that bound belong
   in the usage rows, not in Prometheus.
 - ``modelport_gateway_in_flight_requests`` (gauge): requests being served now.
+- ``modelport_gateway_guardrail_decisions_total{direction,check,kind,action}``: each
+  guardrail that acted (``action`` ``mask``, ``block``, ``fail_open``, ``fail_closed``),
+  one per ``kind`` found (``EMAIL``, a safety category; empty for keywords and topics).
+- ``modelport_gateway_fallbacks_total{entity,reason}``: an entity passed over for the
+  next: ``reason`` is the status of its error, ``not_ready`` or ``breaker_open``.
+- ``modelport_gateway_breaker_transitions_total{entity,state}`` and
+  ``modelport_gateway_breaker_open{entity}`` (gauge, 1 while open or probing; the
+  highest of the workers): each entity's circuit breaker, per worker process.
+- ``modelport_gateway_rate_limit_decisions_total{key,decision}``: rate-limit decisions by
+  the limit's key kind (``endpoint``, ``user``, ``user_group``, ``service_principal``)
+  and ``decision``: ``admitted`` (counted once for each kind that admitted the request),
+  ``limited`` (each kind that refused it) or ``unavailable`` (the store could not be
+  asked; the request was refused or admitted as ``failOpen`` says).
+- ``modelport_gateway_rate_limit_store_seconds`` (histogram): round trips to the shared
+  rate-limit store (one round trip carries every decision queued meanwhile), failed
+  ones included; ``modelport_gateway_rate_limit_store_errors_total``: failed round trips
+  (timeouts, refused connections); ``modelport_gateway_rate_limit_store_up`` (gauge, only
+  with a store): 1 while the last round trip worked (the lowest of the workers).
 
 Per request, nothing touches prometheus_client: :meth:`Metrics.request_finished` adds to
 plain Python cells (a float, a histogram's bucket counts), and the cells are flushed into
@@ -99,6 +117,9 @@ MAX_ROUTES = 32
 """Distinct ``route`` values per process before the rest count as ``other``. The app
 passes route templates (a handful); the bound keeps a scrape small should a raw,
 client-chosen path ever reach the label."""
+
+STORE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+# A store round trip on a cluster network: a few hundred microseconds, up to its timeout.
 
 FLUSH_SECONDS = 0.5
 """With several workers: how stale another worker's scrape may see this one's requests
@@ -183,6 +204,59 @@ class Metrics:
             # livesum: the pod's sum over the workers alive now; a dead one's share goes.
             multiprocess_mode="livesum",
         )
+        # Guardrails and fallback: series made on first use, off the hot path (a request
+        # that no guardrail acted on and that one entity answered never touches them).
+        self._guardrails = Counter(
+            "modelport_gateway_guardrail_decisions",
+            "Guardrail decisions by direction, check, kind found and action.",
+            ("direction", "check", "kind", "action"),
+            registry=family_registry,
+        )
+        self._fallbacks = Counter(
+            "modelport_gateway_fallbacks",
+            "Entities passed over for the next one, by reason (an error's status, not_ready, "
+            "breaker_open).",
+            ("entity", "reason"),
+            registry=family_registry,
+        )
+        self._breaker_transitions = Counter(
+            "modelport_gateway_breaker_transitions",
+            "Circuit breaker transitions by entity and new state (open, half_open, closed).",
+            ("entity", "state"),
+            registry=family_registry,
+        )
+        self._breaker_open = Gauge(
+            "modelport_gateway_breaker_open",
+            "1 while an entity's circuit breaker is open or probing (any worker).",
+            ("entity",),
+            registry=family_registry,
+            multiprocess_mode="livemax",
+        )
+        self._rare_cells: dict[tuple[object, ...], _Cell] = {}
+        self._rate_limit_decisions = Counter(
+            "modelport_gateway_rate_limit_decisions",
+            "Rate-limit decisions by the limit's key kind and decision (admitted, limited, "
+            "unavailable).",
+            ("key", "decision"),
+            registry=family_registry,
+        )
+        self._store_seconds = Histogram(
+            "modelport_gateway_rate_limit_store_seconds",
+            "Round trips to the shared rate-limit store, failed ones included.",
+            buckets=STORE_BUCKETS,
+            registry=family_registry,
+        )
+        self._store_errors = Counter(
+            "modelport_gateway_rate_limit_store_errors",
+            "Round trips to the shared rate-limit store that failed (timeout, refused).",
+            registry=family_registry,
+        )
+        self._family_registry = family_registry
+        self._store_up: Gauge | None = None
+        self._store_up_now: Callable[[], bool] | None = None
+        self._decision_cells: dict[tuple[str, str], _Cell] = {}
+        self._store_pending: _PendingHistogram | None = None
+        self._store_error_cell: _Cell | None = None
         # The hot path: each series' child is resolved once (`.labels()` validates and
         # hashes under a lock) and given a pending cell; a request adds to cells only.
         self._in_flight_now = 0
@@ -237,8 +311,50 @@ class Metrics:
                 usage.completion_tokens,
                 estimated=usage.estimated,
             )
+        if ctx.guardrails is not None or len(attempts) > 1:
+            self._count_decisions(ctx)
         if self._dir is not None and ended - self._flushed_at >= FLUSH_SECONDS:
             self.flush()
+
+    def breaker_changed(self, entity: str, state: str) -> None:
+        """An entity's circuit breaker moved to ``state`` (open, half_open, closed)."""
+        self._rare(self._breaker_transitions, (entity, state)).value += 1
+        self._breaker_open.labels(entity).set(0 if state == "closed" else 1)
+
+    def rate_limit_decision(self, kinds: tuple[str, ...], decision: str) -> None:
+        """A rate-limit decision, counted for each key kind it involved."""
+        cells = self._decision_cells
+        for kind in kinds:
+            cell = cells.get((kind, decision))
+            if cell is None:
+                cell = cells[(kind, decision)] = self._cell(
+                    self._rate_limit_decisions.labels(kind, decision)
+                )
+            cell.value += 1
+
+    def rate_limit_store_call(self, seconds: float, ok: bool) -> None:
+        """A round trip to the rate-limit store: its duration, and whether it worked."""
+        pending = self._store_pending
+        if pending is None:
+            pending = self._store_pending = self._histogram(self._store_seconds)
+        pending.observe(seconds)
+        if not ok:
+            cell = self._store_error_cell
+            if cell is None:
+                cell = self._store_error_cell = self._cell(self._store_errors)
+            cell.value += 1
+
+    def track_rate_limit_store(self, up: Callable[[], bool]) -> None:
+        """Report ``up()`` as ``modelport_gateway_rate_limit_store_up`` at each flush."""
+        if self._store_up is None:
+            self._store_up = Gauge(
+                "modelport_gateway_rate_limit_store_up",
+                "1 while the shared rate-limit store answers, 0 while it does not.",
+                registry=self._family_registry,
+                multiprocess_mode="livemin",
+            )
+        self._store_up_now = up
+        self._store_up.set(1)
 
     def render(self) -> tuple[bytes, bytes]:
         """``(body, content_type)`` for ``GET /metrics``: this process's series, or the
@@ -260,6 +376,8 @@ class Metrics:
         if self._in_flight_now != self._in_flight_flushed:
             self._in_flight_flushed = self._in_flight_now
             self._in_flight.set(self._in_flight_now)
+        if self._store_up is not None and self._store_up_now is not None:
+            self._store_up.set(1 if self._store_up_now() else 0)
 
     async def start(self) -> None:
         """With several workers, flush once a second while idle (on the serving loop), so
@@ -281,6 +399,25 @@ class Metrics:
                 self.flush()
 
     # -- internals
+
+    def _count_decisions(self, ctx: RequestContext) -> None:
+        """Guardrail decisions and fallbacks of one request (the rare path)."""
+        for d in ctx.guardrails or ():
+            for kind in d.kinds or ("",):
+                key = (d.direction, d.check, kind, d.action)
+                self._rare(self._guardrails, key).value += 1
+        for attempt in ctx.attempts[:-1]:
+            reason = attempt.skipped or str(attempt.status)
+            self._rare(self._fallbacks, (attempt.entity, reason)).value += 1
+
+    def _rare(self, family: Counter, labels: tuple[str, ...]) -> _Cell:
+        """The cell of a series of a rarely counted family, made on first use. Label values
+        come from the config (entities, categories) and fixed words, so they are bounded."""
+        key = (id(family), *labels)
+        cell = self._rare_cells.get(key)
+        if cell is None:
+            cell = self._rare_cells[key] = self._cell(family.labels(*labels))
+        return cell
 
     def _cell(self, child: Counter) -> _Cell:
         cell = _Cell(_adder(child))

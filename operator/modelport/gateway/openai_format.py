@@ -1,9 +1,15 @@
 """Builders of OpenAI-format responses and stream chunks, shared by translating providers.
 
-A translating provider speaks in events (text, tool-call start, tool-call arguments,
-finish, usage); :class:`ChunkWriter` turns them into ``chat.completion.chunk`` or
-``text_completion`` payloads depending on the route the client called, so every provider
-gets the completions API on top of its chat API for free.
+A translating provider speaks in events (text, reasoning, tool-call start, tool-call
+arguments, finish, usage); :class:`ChunkWriter` turns them into ``chat.completion.chunk``
+or ``text_completion`` payloads depending on the route the client called, so every
+provider gets the completions API on top of its chat API for free.
+
+The model's reasoning text, where a provider returns it (Anthropic thinking blocks,
+Gemini thought summaries, Bedrock reasoning content, Cohere thinking), goes in
+``reasoning_content`` beside ``content``: the field that OpenAI-compatible servers of
+reasoning models (vLLM, DeepSeek) use, which the OpenAI SDKs keep as an extra field.
+The completions API has no place for it, so there it is left out.
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ def completion_response(
     tool_calls: list[ToolCallOut],
     finish_reason: str,
     usage: Usage,
+    reasoning: str | None = None,
 ) -> dict[str, Any]:
     """A whole ``chat.completion`` (or ``text_completion`` for the completions task)."""
     if task is Task.COMPLETIONS:
@@ -67,6 +74,8 @@ def completion_response(
             "usage": usage.as_dict(),
         }
     message: dict[str, Any] = {"role": "assistant", "content": text}
+    if reasoning:
+        message["reasoning_content"] = reasoning
     if tool_calls:
         message["tool_calls"] = [
             {"id": t.id, "type": "function", "function": {"name": t.name, "arguments": t.arguments}}
@@ -136,6 +145,13 @@ class ChunkWriter:
             out.append(self._text_completion(text))
         else:
             out.append(self._chat({"content": text}))
+        return out
+
+    def reasoning(self, text: str) -> list[bytes]:
+        """A piece of the model's reasoning (chat only)."""
+        out = self.start()
+        if text and self.task is not Task.COMPLETIONS:
+            out.append(self._chat({"reasoning_content": text}))
         return out
 
     def tool_call_start(self, key: str, call_id: str, name: str) -> list[bytes]:

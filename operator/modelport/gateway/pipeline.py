@@ -15,6 +15,9 @@
 - relay (:class:`TapFactory` / :class:`Tap`): sees every chunk of a stream, or the whole
   body, as the bytes that go to the client; returns them (the same object when it
   changes nothing: no copy) or different bytes, or raises :class:`GatewayError` to stop.
+- judge (:class:`Judge`): an async check of a whole answer before any of it is sent
+  (output safety and topics need the whole text); with a judge configured, a stream is
+  held until the upstream has finished, and may still fall back until then.
 - ``finish``: always runs, on success, error, timeout or disconnect; the finished
   context goes to metrics and then to each :class:`Sink`, which must not block.
 
@@ -88,6 +91,17 @@ class TapFactory(Protocol):
         ...
 
 
+class Judge(Protocol):
+    """Judges a whole answer before the client gets any of it."""
+
+    async def judge(
+        self, ctx: RequestContext, call: Call, payloads: list[bytes], stream: bool
+    ) -> None:
+        """``payloads``: the body (one item), or a stream's chunk payloads as the taps left
+        them. Raise GatewayError to withhold the answer."""
+        ...
+
+
 class Sink(Protocol):
     """Takes finished contexts; must return at once (queue, and drop when full)."""
 
@@ -105,6 +119,7 @@ class Pipeline:
     attempt_hooks: tuple[AttemptHook, ...] = ()
     taps: tuple[TapFactory, ...] = ()
     sinks: tuple[Sink, ...] = ()
+    judges: tuple[Judge, ...] = ()
 
     def open_taps(self, ctx: RequestContext, call: Call) -> list[Tap]:
         """The taps of one response (usually none)."""

@@ -13,6 +13,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from modelport.gateway.errors import GatewayError, invalid
+from modelport.gateway.media import Image, parse_image_url
 
 
 class _Body(BaseModel):
@@ -38,11 +39,20 @@ class ToolCall(_Open):
     function: FunctionCall
 
 
+class ImageURL(_Open):
+    """An image part's link or ``data:`` URL (``detail`` is OpenAI's own knob)."""
+
+    url: str = Field(min_length=1)
+    detail: str | None = None
+
+
 class ContentPart(_Open):
-    """One part of a message's content; only text parts are translated for every provider."""
+    """One part of a message's content. Text parts are translated for every provider,
+    image parts for those that take images; OpenAI-compatible upstreams get any part."""
 
     type: str
     text: str | None = None
+    image_url: ImageURL | None = None
 
 
 class Message(_Open):
@@ -65,11 +75,38 @@ class Message(_Open):
             if part.type != "text" or part.text is None:
                 raise invalid(
                     f"messages.content.{i}.type",
-                    f"content part type {part.type!r} is not supported by this provider; "
-                    "send text parts only",
+                    f"content part type {part.type!r} is not supported by this provider "
+                    f"in a {self.role} message; send text parts only",
                 )
             out.append(part.text)
         return "".join(out)
+
+    def parts(self, index: int) -> list[str | Image]:
+        """The content as text and image parts, in order; ``index`` is this message's
+        position, for errors. Adjacent text parts stay apart (providers keep them so)."""
+        if self.content is None:
+            return []
+        if isinstance(self.content, str):
+            return [self.content] if self.content else []
+        out: list[str | Image] = []
+        for i, part in enumerate(self.content):
+            where = f"messages.{index}.content.{i}"
+            if part.type == "text" and part.text is not None:
+                if part.text:
+                    out.append(part.text)
+            elif part.type == "image_url" and part.image_url is not None:
+                out.append(parse_image_url(part.image_url.url, f"{where}.image_url.url"))
+            else:
+                raise invalid(
+                    f"{where}.type",
+                    f"content part type {part.type!r} is not supported by this provider; "
+                    "send text and image_url parts",
+                )
+        return out
+
+    def has_images(self) -> bool:
+        """Whether any content part is an image."""
+        return isinstance(self.content, list) and any(p.type == "image_url" for p in self.content)
 
 
 class FunctionDefinition(_Open):

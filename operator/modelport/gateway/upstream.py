@@ -15,11 +15,17 @@
   at concurrency 1 and 74% at 64 in the benchmark's profile).
 - Token exchanges (Entra ID, Google service accounts) are performed here, over the same
   session, cached per entity and refreshed shortly before they expire; a changed
-  credential file invalidates the cached token.
+  credential file invalidates the cached token. A Bedrock entity without keys signs
+  with the pod's own AWS identity (:mod:`~modelport.gateway.awscreds`).
+- Image links a provider needs as bytes (Bedrock) are fetched, fenced, by
+  :mod:`~modelport.gateway.fetch` before the request is built.
 - Responses are always closed: an unfinished one drops its connection on every exit,
   including cancellation when the client goes away.
 - Error bodies are translated by the provider, then every credential value and token is
-  redacted from the message before it can reach a client or a log.
+  redacted from the message before it can reach a client or a log. A 429's
+  ``Retry-After`` goes on to the client.
+- Failures are told apart: no connection is a 503 (could not reach), a body broken off
+  after the headers arrived is a 502 (the upstream broke its answer).
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from aiohttp.client_reqrep import ConnectionKey
 from aiohttp.helpers import ProxyInfo, proxies_from_env
 from yarl import URL
 
+from modelport.gateway.awscreds import AwsIdentity
 from modelport.gateway.errors import (
     DEADLINE_EXCEEDED,
     INTERNAL_ERROR,
@@ -50,12 +57,14 @@ from modelport.gateway.errors import (
     GatewayError,
     from_upstream_status,
 )
+from modelport.gateway.fetch import ImageFetcher
 from modelport.gateway.framing import Decoder, EventStreamDecoder, SSEDecoder
 from modelport.gateway.openai_format import Usage
 from modelport.gateway.providers.base import (
     Auth,
     Call,
     Provider,
+    Relayed,
     StreamTranslator,
     UpstreamRequest,
 )
@@ -114,6 +123,9 @@ class Upstream:
         self._proxies: dict[tuple[str, str | None], ProxyInfo | None] = {}
         self._tokens: dict[str, _Token] = {}
         self._token_locks: dict[str, asyncio.Lock] = {}
+        self.aws = AwsIdentity()
+        self.images = ImageFetcher()
+        """Replaceable before start-up (tests on loopback loosen its policy)."""
 
     async def start(self) -> None:
         """Open the session on the running loop (at start-up)."""
@@ -125,6 +137,7 @@ class Upstream:
         session, self._session = self._session, None
         if session is not None:
             await session.close()
+        await self.images.aclose()
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -162,20 +175,20 @@ class Upstream:
         except TimeoutError:
             raise _deadline(provider, request) from None
         except aiohttp.ClientError as exc:
-            raise _unreachable(call, provider, request, exc) from None
+            raise _broken(provider, exc) from None
         finally:
             response.close()  # a no-op once the body is complete: it is pooled already
         status = response.status
         if status >= 400:
-            raise self._error(call, provider, status, body, redactions)
+            raise self._error(call, provider, response, body, redactions)
         try:
             translated = provider.parse_response(call, body, response.headers)
         except GatewayError:
             raise
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
             raise _malformed(provider, exc) from None
-        if isinstance(translated, bytes):
-            return translated, _usage_of_body(translated) if provider.reports_usage else None
+        if isinstance(translated, Relayed):
+            return translated.body, translated.usage
         usage = translated.get("usage") or {}
         return orjson.dumps(translated), Usage(
             int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
@@ -192,7 +205,7 @@ class Upstream:
                     body = await response.read()
                 except (TimeoutError, aiohttp.ClientError):
                     body = b""
-                raise self._error(call, provider, response.status, body, redactions)
+                raise self._error(call, provider, response, body, redactions)
             yield UpstreamStream(response, provider, call, redactions)
         finally:
             # Closing an unfinished response drops its connection: the provider sees the
@@ -202,6 +215,12 @@ class Upstream:
 
     async def _prepare(self, call: Call, provider: Provider) -> tuple[UpstreamRequest, list[str]]:
         secrets = self._secrets.resolve(call.entity.credentials)
+        region = provider.aws_identity_region(call.entity)
+        if region is not None:
+            secrets = {**secrets, **await self.aws.secrets(region, call.entity.name)}
+        images = provider.remote_images(call)
+        if images:
+            await self.images.fetch_all(images, call.fetched)
         auth = Auth(secrets)
         token_request = provider.token_request(call.entity, auth)
         if token_request is not None:
@@ -249,10 +268,22 @@ class Upstream:
         return self._env_proxies.get(url.scheme)
 
     def _error(
-        self, call: Call, provider: Provider, status: int, body: bytes, redactions: list[str]
+        self,
+        call: Call,
+        provider: Provider,
+        response: aiohttp.ClientResponse,
+        body: bytes,
+        redactions: list[str],
     ) -> GatewayError:
+        status = response.status
         detail = redact(provider.error_message(status, body), redactions)
-        error = from_upstream_status(status, provider.name, call.entity.name, detail)
+        error = from_upstream_status(
+            status,
+            provider.name,
+            call.entity.name,
+            detail,
+            retry_after=response.headers.get("retry-after"),
+        )
         log.warning("upstream error: entity=%s status=%s: %s", call.entity.name, status, detail)
         return error
 
@@ -391,11 +422,7 @@ class UpstreamStream:
                 504, DEADLINE_EXCEEDED, f"{self._provider.name} stalled mid-stream"
             ) from None
         except aiohttp.ClientError as exc:
-            raise GatewayError(
-                502,
-                TEMPORARILY_UNAVAILABLE,
-                f"{self._provider.name} broke the stream: {type(exc).__name__}",
-            ) from None
+            raise _broken(self._provider, exc) from None
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
             raise _malformed(self._provider, exc) from None
 
@@ -406,15 +433,6 @@ def redact(text: str, secrets: list[str]) -> str:
         if secret in text:
             text = text.replace(secret, "[REDACTED]")
     return text
-
-
-def _usage_of_body(body: bytes) -> Usage | None:
-    try:
-        data: Any = orjson.loads(body)
-        usage = data.get("usage")
-        return Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
-    except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
-        return None
 
 
 def _token_error(body: bytes) -> str:
@@ -440,6 +458,15 @@ def _unreachable(
         TEMPORARILY_UNAVAILABLE,
         f"cannot reach {provider.name} at {host} for served entity "
         f"{call.entity.name!r}: {type(exc).__name__}",
+    )
+
+
+def _broken(provider: Provider, exc: Exception) -> GatewayError:
+    # The status line and headers arrived: the upstream was reached, then broke off.
+    return GatewayError(
+        502,
+        TEMPORARILY_UNAVAILABLE,
+        f"{provider.name} broke off its answer mid-way ({type(exc).__name__}); retry the request",
     )
 
 

@@ -71,6 +71,8 @@ CHILD_KINDS: dict[str, _Kind] = {
         _Kind("v1", "Service", "services"),
         _Kind("apps/v1", "Deployment", "deployments"),
         _Kind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"),
+        # The gateway's right to watch its entities' EndpointSlices (fallback's readiness).
+        _Kind("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings"),
     )
 }
 _ENDPOINTS = _Kind(f"{GROUP}/{VERSION}", "ServingEndpoint", PLURAL)

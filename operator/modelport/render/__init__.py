@@ -15,7 +15,15 @@ from dataclasses import dataclass
 
 from modelport import gatewayconfig as gc
 from modelport.api import API_VERSION, KIND, ServingEndpoint
-from modelport.render.config import RenderError, SecretRef, render_gateway_config, secret_refs
+from modelport.render.config import (
+    RenderError,
+    SecretRef,
+    needs_readiness,
+    rate_limits_per_replica,
+    render_gateway_config,
+    secret_refs,
+    uses_guard,
+)
 from modelport.render.gateway import gateway_children
 from modelport.render.inference import entity_children
 from modelport.render.manifest import Manifest, OwnerRef
@@ -52,6 +60,9 @@ class Rendered:
     service_account: str | None = None
     """The gateway's ServiceAccount when it verifies callers' ServiceAccount tokens: the
     subject the TokenReview ClusterRoleBinding must name."""
+    rate_limit_warning: str | None = None
+    """Why the endpoint's rate limits would multiply by the replica count (no shared
+    store), for its status."""
 
 
 def render(endpoint: ServingEndpoint, settings: Settings) -> Rendered:
@@ -61,11 +72,22 @@ def render(endpoint: ServingEndpoint, settings: Settings) -> Rendered:
     if not meta.uid:
         raise RenderError(f"metadata.uid of {meta.name} is empty; read the endpoint from the API")
     owner = OwnerRef(API_VERSION, KIND, meta.name, meta.uid)
-    config = render_gateway_config(endpoint, settings.catalog, settings.gateway_auth)
+    # Readiness needs the chart's role to bind; without it, nothing is rendered.
+    readiness = bool(settings.gateway_readiness_role) and needs_readiness(endpoint)
+    config = render_gateway_config(
+        endpoint,
+        settings.catalog,
+        settings.gateway_auth,
+        settings.rate_limiting,
+        guard=settings.guard_model,
+        readiness=readiness,
+    )
     text = gc.dumps(config)
     config_hash = stable_hash(text, CONFIG_HASH_LEN)
-    refs = secret_refs(endpoint)
+    refs = secret_refs(endpoint, settings.rate_limiting)
     verifies_tokens = config.ai_gateway.auth.service_account_tokens is not None
+    guard = settings.guard_model
+    token_for_guard = guard is not None and guard.endpoint is not None and uses_guard(endpoint)
     children = gateway_children(
         meta.name,
         namespace,
@@ -74,7 +96,11 @@ def render(endpoint: ServingEndpoint, settings: Settings) -> Rendered:
         config_hash,
         refs,
         settings,
-        service_account=verifies_tokens,
+        # Its own token for the apiserver: TokenReviews, or the EndpointSlices watch.
+        service_account=verifies_tokens or readiness,
+        pod_identity=any(_signs_as_pod(e) for e in config.entities),
+        readiness_role=settings.gateway_readiness_role if readiness else None,
+        guard_audience=guard.audience if guard is not None and token_for_guard else None,
     )
     for index, entity in enumerate(endpoint.spec.served_entities):
         if entity.is_self_hosted:
@@ -82,7 +108,18 @@ def render(endpoint: ServingEndpoint, settings: Settings) -> Rendered:
                 meta.name, namespace, owner, index, entity, settings, endpoint.spec.task
             )
     account = gateway_service_account_name(meta.name) if verifies_tokens else None
-    return Rendered(children, config, config_hash, refs, account)
+    warning = rate_limits_per_replica(
+        endpoint, settings.rate_limiting, settings.gateway_max_replicas
+    )
+    return Rendered(children, config, config_hash, refs, account, warning)
+
+
+def _signs_as_pod(entity: gc.EntityConfig) -> bool:
+    """A Bedrock entity without access keys signs with the pod's AWS identity."""
+    return (
+        entity.provider is gc.ProviderName.AMAZON_BEDROCK
+        and entity.credentials.aws_access_key_id is None
+    )
 
 
 def endpoint_url(name: str, namespace: str) -> str:

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from modelport import gatewayconfig as gc
 from modelport.api import ServingEndpoint
+from modelport.api.aigateway import GuardrailParameters
 from modelport.api.entities import ServedEntity
 from modelport.api.meta import SecretKeySelector, SecretValue
 from modelport.api.providers import PROVIDER_CONFIG_FIELDS, ExternalModel
@@ -28,10 +29,13 @@ from modelport.runtimes.catalog import (
     CatalogEntry,
     CatalogError,
 )
-from modelport.settings import GatewayAuthDefaults
+from modelport.settings import GatewayAuthDefaults, GuardModelSetting, RateLimitingDefaults
 
 INFERENCE_PORT = 8000
 DEFAULT_TASK = gc.Task.CHAT
+GUARD_TOKEN_PATH = "modelport-guard/token"  # noqa: S105 - a file path under --secrets
+"""Where the gateway's token for a guard ServingEndpoint is projected (in the secrets
+volume, so the gateway re-reads it when the kubelet rotates it)."""
 
 
 class RenderError(ValueError):
@@ -43,9 +47,10 @@ class SecretRef:
     """One Secret key the endpoint refers to.
 
     `field` is where in the spec it is named (for messages); `entity` is the served
-    entity that needs it, or "" for the endpoint as a whole (callers' API keys);
-    `mounted` is True for the keys the gateway reads as files, False for those the
-    inference pods get as environment variables.
+    entity that needs it, or "" for the endpoint as a whole (callers' API keys, the rate
+    limit store's password); `mounted` is True for the keys the gateway reads as files,
+    False for those the inference pods get as environment variables; `consequence` says
+    what an endpoint-wide Secret's absence does (for status).
     """
 
     name: str
@@ -53,16 +58,32 @@ class SecretRef:
     field: str
     entity: str
     mounted: bool = True
+    consequence: str = ""
+
+
+API_KEY_MISSING = "until then the gateway refuses this API key"
+UNREACHABLE_STORE = (
+    "until then the gateway cannot reach the rate limit store: it refuses requests "
+    "under a limit with 503 (or admits them uncounted with failOpen)"
+)
+STORE_LOGIN_FIELD = "MODELPORT_RATE_LIMITING.store.passwordSecret (Helm: rateLimiting)"
 
 
 def render_gateway_config(
     endpoint: ServingEndpoint,
     catalog: Catalog | None = None,
     auth: GatewayAuthDefaults | None = None,
+    rate_limiting: RateLimitingDefaults | None = None,
+    *,
+    guard: GuardModelSetting | None = None,
+    readiness: bool = False,
 ) -> gc.GatewayConfig:
     """The `GatewayConfig` of `endpoint` (raises `RenderError` when it is not valid);
     `catalog` gives a self-hosted catalog model its task when the entity names none,
-    `auth` holds the cluster's defaults for who may call (default: the built-in ones)."""
+    `auth` holds the cluster's defaults for who may call (default: the built-in ones),
+    `rate_limiting` how limits are enforced (default: in each gateway process), `guard`
+    the cluster's guard model for safety checks, and `readiness` whether the gateway may
+    watch its self-hosted entities' EndpointSlices (see `needs_readiness`)."""
     spec = endpoint.spec
     namespace = endpoint.metadata.namespace or "default"
     entities = [
@@ -103,15 +124,125 @@ def render_gateway_config(
                     ai and ai.usage_tracking_config and ai.usage_tracking_config.enabled
                 ),
                 rateLimits=rate_limits,
+                rateLimiting=_rate_limiting(
+                    endpoint, rate_limiting or RateLimitingDefaults(), bool(rate_limits)
+                ),
                 auth=auth_config(endpoint, auth or GatewayAuthDefaults()),
+                guardrails=_guardrails(endpoint, guard),
             ),
+            readiness=_readiness(endpoint, namespace) if readiness else None,
         )
     except ValidationError as exc:
         raise RenderError(f"spec cannot be served by the gateway: {_describe(exc)}") from None
 
 
-def secret_refs(endpoint: ServingEndpoint) -> list[SecretRef]:
-    """Every Secret key the endpoint refers to, sorted, without duplicates."""
+def needs_readiness(endpoint: ServingEndpoint) -> bool:
+    """Whether fallback could skip a self-hosted entity with no ready pod: fallback is on
+    and there is a self-hosted entity and another entity to go to."""
+    spec = endpoint.spec
+    ai = spec.ai_gateway
+    fallback = bool(ai and ai.fallback_config and ai.fallback_config.enabled)
+    entities = spec.served_entities
+    return fallback and len(entities) > 1 and any(e.is_self_hosted for e in entities)
+
+
+def uses_guard(endpoint: ServingEndpoint) -> bool:
+    """Whether a guardrail of the endpoint asks the guard model (``safety``)."""
+    ai = endpoint.spec.ai_gateway
+    g = ai.guardrails if ai else None
+    return bool(g and ((g.input and g.input.safety) or (g.output and g.output.safety)))
+
+
+def _guardrails(endpoint: ServingEndpoint, guard: GuardModelSetting | None) -> gc.GuardrailsConfig:
+    ai = endpoint.spec.ai_gateway
+    g = ai.guardrails if ai else None
+    if g is None:
+        return gc.GuardrailsConfig()
+    model = None
+    if uses_guard(endpoint):
+        if guard is None:
+            raise RenderError(
+                "spec.aiGateway.guardrails: safety is on but this cluster has no guard model; "
+                "set the chart value guardModel (MODELPORT_GUARD_MODEL) or turn safety off"
+            )
+        model = gc.GuardModel(
+            url=guard.url,
+            model=guard.model,
+            tokenPath=GUARD_TOKEN_PATH if guard.endpoint else None,
+            failOpen=guard.fail_open,
+            timeoutSeconds=guard.timeout_seconds,
+        )
+    return gc.GuardrailsConfig(input=_checks(g.input), output=_checks(g.output), guard=model)
+
+
+def _checks(params: GuardrailParameters | None) -> gc.GuardrailChecks:
+    if params is None:
+        return gc.GuardrailChecks()
+    return gc.GuardrailChecks(
+        safety=bool(params.safety),
+        pii=params.pii.behavior if params.pii else "NONE",
+        invalidKeywords=list(params.invalid_keywords or []),
+        validTopics=list(params.valid_topics or []),
+    )
+
+
+def _readiness(endpoint: ServingEndpoint, namespace: str) -> gc.Readiness:
+    name = endpoint.metadata.name
+    services = {
+        e.name: entity_name(name, e.name) for e in endpoint.spec.served_entities if e.is_self_hosted
+    }
+    return gc.Readiness(namespace=namespace, services=services)
+
+
+def _rate_limiting(
+    endpoint: ServingEndpoint, defaults: RateLimitingDefaults, limited: bool
+) -> gc.RateLimiting:
+    """The cluster's way of enforcing limits; the default section for an endpoint without
+    limits, so that the cluster's setting never changes (and rolls) its gateway."""
+    if not limited:
+        return gc.RateLimiting()
+    store = None
+    if defaults.store_address:
+        secret = defaults.password_secret
+        store = gc.RateLimitStore(
+            address=defaults.store_address,
+            passwordFile=gc.secret_file_path(*secret) if secret else None,
+            username=defaults.username,
+            # One shared server: the namespace keeps namesakes' counters apart; the braces
+            # are a hash tag (one slot per endpoint, should the server be a cluster proxy).
+            keyPrefix=f"modelport:{{{endpoint.metadata.namespace or 'default'}/"
+            f"{endpoint.metadata.name}}}:",
+            timeoutSeconds=defaults.timeout_seconds,
+        )
+    return gc.RateLimiting(
+        store=store,
+        failOpen=defaults.fail_open,
+        reserveCompletionTokens=defaults.reserve_completion_tokens,
+    )
+
+
+def rate_limits_per_replica(
+    endpoint: ServingEndpoint, defaults: RateLimitingDefaults, max_replicas: int
+) -> str | None:
+    """Why the endpoint's limits cannot hold as written (a status message), or None: each
+    replica counts on its own when no store is shared and more than one may run."""
+    ai = endpoint.spec.ai_gateway
+    if not (ai and ai.rate_limits) or defaults.store_address or max_replicas <= 1:
+        return None
+    return (
+        "spec.aiGateway.rateLimits are counted by each gateway replica on its own: no shared "
+        f"rate limit store is configured and the gateway may run up to {max_replicas} "
+        f"replicas, so a caller may get up to {max_replicas} times each limit; configure the "
+        "store (Helm: rateLimiting.store, MODELPORT_RATE_LIMITING) or set the gateway's "
+        "maximum replicas to 1 (gateway.maxReplicas)"
+    )
+
+
+def secret_refs(
+    endpoint: ServingEndpoint, rate_limiting: RateLimitingDefaults | None = None
+) -> list[SecretRef]:
+    """Every Secret key the endpoint refers to, sorted, without duplicates; with the
+    cluster's `rate_limiting`, the store's password too when the endpoint has limits."""
     refs: set[SecretRef] = set()
     for i, entity in enumerate(endpoint.spec.served_entities):
         where = f"spec.servedEntities[{i}]"
@@ -130,7 +261,11 @@ def secret_refs(endpoint: ServingEndpoint) -> list[SecretRef]:
     ai = endpoint.spec.ai_gateway
     for i, api_key in enumerate((ai.auth.api_keys if ai and ai.auth else None) or []):
         ref = api_key.secret_key_ref
-        refs.add(SecretRef(ref.name, ref.key, f"spec.aiGateway.auth.apiKeys[{i}].secretKeyRef", ""))
+        field = f"spec.aiGateway.auth.apiKeys[{i}].secretKeyRef"
+        refs.add(SecretRef(ref.name, ref.key, field, "", consequence=API_KEY_MISSING))
+    password = rate_limiting.password_secret if rate_limiting else None
+    if password and rate_limiting and rate_limiting.store_address and ai and ai.rate_limits:
+        refs.add(SecretRef(*password, STORE_LOGIN_FIELD, "", consequence=UNREACHABLE_STORE))
     return sorted(refs)
 
 

@@ -11,7 +11,13 @@ file and the gateway picks it up without a restart.
 When the gateway verifies callers' ServiceAccount tokens it needs an identity of its
 own to ask the apiserver (TokenReview): a ServiceAccount per endpoint, whose token is
 mounted, and which the operator adds to the ClusterRoleBinding that grants exactly
-that. Otherwise the pod runs as the namespace's `default` ServiceAccount with no token.
+that. The gateway also gets its own ServiceAccount (its Kubernetes token not mounted)
+when it signs with its pod's cloud identity (a Bedrock entity without keys: EKS Pod
+Identity associates a role with `<namespace>/<ep>-gateway`) or when the cluster admin
+gives gateway ServiceAccounts annotations (MODELPORT_GATEWAY_SERVICE_ACCOUNT_ANNOTATIONS,
+e.g. IRSA's `eks.amazonaws.com/role-arn`; `{namespace}` and `{endpoint}` in a value
+become the endpoint's). Otherwise the pod runs as the namespace's `default`
+ServiceAccount with no token.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from __future__ import annotations
 from itertools import groupby
 
 from modelport import gatewayconfig as gc
-from modelport.render.config import SecretRef
+from modelport.render.config import GUARD_TOKEN_PATH, SecretRef
 from modelport.render.manifest import Manifest, OwnerRef, metadata
 from modelport.render.names import (
     COMPONENT_LABEL,
@@ -54,12 +60,26 @@ def gateway_children(
     settings: Settings,
     *,
     service_account: bool,
+    pod_identity: bool = False,
+    readiness_role: str | None = None,
+    guard_audience: str | None = None,
 ) -> list[Manifest]:
-    """ConfigMap, ServiceAccount (with `service_account`), Service, Deployment and HPA of
-    the gateway, in apply order: the ServiceAccount exists before pods name it."""
+    """ConfigMap, ServiceAccount, RoleBinding (with `readiness_role`), Service,
+    Deployment and HPA of the gateway, in apply order: the ServiceAccount exists before
+    pods name it. `service_account`: the gateway talks to the apiserver with its own
+    token (it verifies ServiceAccount tokens, or watches EndpointSlices), which is
+    mounted; `pod_identity`: it signs with its pod's cloud identity (see the module
+    docstring); `readiness_role`: ``ClusterRole/<name>`` or ``Role/<name>``, the role
+    that may watch EndpointSlices, bound in this namespace only; `guard_audience`:
+    project a token of that audience for calls to a guard ServingEndpoint."""
     labels = {**endpoint_labels(endpoint), COMPONENT_LABEL: GATEWAY}
     name = gateway_name(endpoint)
-    account = gateway_service_account_name(endpoint) if service_account else None
+    annotations = {
+        key: value.replace("{namespace}", namespace).replace("{endpoint}", endpoint)
+        for key, value in sorted(settings.gateway_service_account_annotations.items())
+    }
+    own_account = service_account or pod_identity or bool(annotations)
+    account = gateway_service_account_name(endpoint) if own_account else None
     children: list[Manifest] = [
         {
             "apiVersion": "v1",
@@ -69,13 +89,31 @@ def gateway_children(
         },
     ]
     if account is not None:
+        account_metadata = metadata(account, namespace, labels, owner)
+        if annotations:
+            account_metadata["annotations"] = annotations
         children.append(
             {
                 "apiVersion": "v1",
                 "kind": "ServiceAccount",
-                "metadata": metadata(account, namespace, labels, owner),
+                "metadata": account_metadata,
                 # Only the gateway pods use it, and they ask for the token themselves.
                 "automountServiceAccountToken": False,
+            }
+        )
+    if account is not None and readiness_role:
+        role_kind, _, role_name = readiness_role.partition("/")
+        children.append(
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "RoleBinding",
+                "metadata": metadata(account, namespace, labels, owner),
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": role_kind,
+                    "name": role_name,
+                },
+                "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}],
             }
         )
     return [
@@ -92,7 +130,18 @@ def gateway_children(
                 ],
             },
         },
-        _deployment(endpoint, namespace, owner, labels, config_hash, refs, settings, account),
+        _deployment(
+            endpoint,
+            namespace,
+            owner,
+            labels,
+            config_hash,
+            refs,
+            settings,
+            account,
+            mount_token=service_account,
+            guard_audience=guard_audience,
+        ),
         {
             "apiVersion": "autoscaling/v2",
             "kind": "HorizontalPodAutoscaler",
@@ -126,6 +175,9 @@ def _deployment(
     refs: list[SecretRef],
     settings: Settings,
     account: str | None,
+    *,
+    mount_token: bool,
+    guard_audience: str | None = None,
 ) -> Manifest:
     name = gateway_name(endpoint)
     selector = gateway_selector(endpoint)
@@ -144,6 +196,18 @@ def _deployment(
         }
         for secret, group in groupby(mounted, key=lambda r: r.name)
     ]
+    if guard_audience is not None:
+        # The gateway's credential towards a guard ServingEndpoint: a token of its own
+        # ServiceAccount, re-read from this file as the kubelet rotates it.
+        sources.append(
+            {
+                "serviceAccountToken": {
+                    "audience": guard_audience,
+                    "expirationSeconds": 3600,
+                    "path": GUARD_TOKEN_PATH,
+                }
+            }
+        )
     secrets_volume: Manifest = (
         {"name": "secrets", "projected": {"defaultMode": SECRET_FILE_MODE, "sources": sources}}
         if sources
@@ -158,13 +222,14 @@ def _deployment(
     if settings.gateway_tolerations:
         placement["tolerations"] = [dict(t) for t in settings.gateway_tolerations]
     # The token is the gateway's credential for TokenReview, so it is mounted only
-    # when the gateway verifies ServiceAccount tokens (and then for its own account).
+    # when the gateway verifies ServiceAccount tokens (and then for its own account);
+    # IRSA and EKS Pod Identity project tokens of their own audience themselves.
     # "default" is spelled out: left out, the apiserver would keep the old name
     # through the deprecated `serviceAccount` field, and pods would name a pruned
     # ServiceAccount.
     identity: Manifest = {
         "serviceAccountName": account or "default",
-        "automountServiceAccountToken": account is not None,
+        "automountServiceAccountToken": mount_token,
     }
     return {
         "apiVersion": "apps/v1",

@@ -51,7 +51,14 @@ class Seen:
 
 @dataclass
 class Reply:
-    """What a handler answers: a status, headers and a body or a list of stream chunks."""
+    """What a handler answers: a status, headers and a body or a list of stream chunks.
+
+    Broken answers, for the tests of what the gateway makes of them: ``declared_length``
+    announces more body than is sent, then the connection closes; ``abort`` closes a
+    chunked stream without its last (empty) chunk; ``close_delimited`` sends the chunks
+    with neither length nor chunked encoding, the body ending when the connection closes
+    (HTTP/1.1 allows it), so a cut there looks like a clean end.
+    """
 
     status: int = 200
     body: bytes | None = None
@@ -59,10 +66,33 @@ class Reply:
     content_type: str = "application/json"
     delay: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
+    declared_length: int | None = None
+    abort: bool = False
+    close_delimited: bool = False
 
 
 def json_reply(data: Any, status: int = 200, **headers: str) -> Reply:
     return Reply(status=status, body=json.dumps(data).encode(), headers=dict(headers))
+
+
+def chat_reply(text: str) -> Reply:
+    """A chat completion answering ``text``, with usage."""
+    return json_reply(
+        {
+            "id": "x",
+            "object": "chat.completion",
+            "created": 1,
+            "model": "m",
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": text},
+                }
+            ],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        }
+    )
 
 
 def sse(events: Iterable[tuple[str | None, Any]], *, delay: float = 0.0) -> Reply:
@@ -158,12 +188,23 @@ class FakeProvider:
                     self.send_header(k, v)
                 if reply.chunks is None:
                     body = reply.body or b""
-                    self.send_header("content-length", str(len(body)))
+                    length = reply.declared_length or len(body)
+                    self.send_header("content-length", str(length))
                     self.end_headers()
                     try:
                         self.wfile.write(body)
                     except OSError:  # the gateway gave up first (timeout tests)
                         self.close_connection = True
+                    if length != len(body):
+                        self.close_connection = True
+                    return
+                if reply.close_delimited:
+                    self.send_header("connection", "close")
+                    self.end_headers()
+                    for chunk in reply.chunks:
+                        self.wfile.write(chunk)
+                        self.wfile.flush()
+                    self.close_connection = True
                     return
                 self.send_header("transfer-encoding", "chunked")
                 self.end_headers()
@@ -180,6 +221,9 @@ class FakeProvider:
                         fake.disconnects.append(time.monotonic())
                         self.close_connection = True
                         return
+                if reply.abort:
+                    self.close_connection = True
+                    return
                 self.wfile.write(b"0\r\n\r\n")
                 self.wfile.flush()
 

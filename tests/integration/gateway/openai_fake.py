@@ -11,12 +11,52 @@ from tests.integration.gateway.fakes import FakeProvider, Reply, Seen, json_repl
 
 Check = Callable[[Seen], None]
 USAGE = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
+JSON_ANSWER = '{"city": "Paris", "country": "France"}'
+"""The answer to a request for JSON output (any object, or a schema with these fields)."""
+AI21_FIELDS = {
+    "model",
+    "messages",
+    "tools",
+    "documents",
+    "response_format",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "stop",
+    "n",
+    "stream",
+}
+"""The request fields AI21's chat API documents (Jamba chat request reference)."""
+
+
+def check_ai21(seen: Seen) -> None:
+    """AI21's documented request: known fields only, string contents, its four roles."""
+    body = seen.json()
+    extra = set(body) - AI21_FIELDS
+    assert not extra, f"fields AI21 does not document: {sorted(extra)}"
+    for m in body["messages"]:
+        assert m["role"] in ("system", "user", "assistant", "tool"), m["role"]
+        assert isinstance(m["content"], str), "AI21 message content is a string"
+        assert set(m) <= {"role", "content", "tool_calls", "tool_call_id"}, sorted(m)
+    fmt = body.get("response_format")
+    assert fmt in (None, {"type": "text"}, {"type": "json_object"}), fmt
+    assert body.get("max_tokens", 1) <= 4096, "Jamba's max_tokens is at most 4096"
 
 
 def serve_openai(
-    fake: FakeProvider, prefix: str, check: Check, *, model: str | None, chunk_delay: float = 0.0
+    fake: FakeProvider,
+    prefix: str,
+    check: Check,
+    *,
+    model: str | None,
+    chunk_delay: float = 0.0,
+    usage_on_last_chunk: bool = False,
 ) -> None:
-    """Register chat, completions and embeddings under `prefix` (e.g. '/v1')."""
+    """Register chat, completions and embeddings under `prefix` (e.g. '/v1').
+
+    ``usage_on_last_chunk``: the stream's finish chunk carries the usage, unasked (AI21),
+    instead of a separate chunk when ``stream_options.include_usage`` asks for it.
+    """
 
     def common(seen: Seen) -> dict[str, Any]:
         assert seen.method == "POST"
@@ -35,8 +75,10 @@ def serve_openai(
         assert body["messages"], "messages is required"
         tools = body.get("tools")
         if body.get("stream"):
-            return sse(_chat_stream(body, tools), delay=chunk_delay)
-        message: dict[str, Any] = {"role": "assistant", "content": "Hello from upstream"}
+            return sse(_chat_stream(body, tools, usage_on_last_chunk), delay=chunk_delay)
+        wants_json = (body.get("response_format") or {}).get("type", "text") != "text"
+        text = JSON_ANSWER if wants_json else "Hello from upstream"
+        message: dict[str, Any] = {"role": "assistant", "content": text}
         finish = "stop"
         if tools:
             message = {
@@ -131,17 +173,24 @@ def _text_chunk(text: str, finish: str | None) -> dict[str, Any]:
     }
 
 
-def _chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-    return {
+def _chunk(
+    delta: dict[str, Any], finish: str | None = None, usage: dict[str, int] | None = None
+) -> dict[str, Any]:
+    chunk: dict[str, Any] = {
         "id": "chatcmpl-up",
         "object": "chat.completion.chunk",
         "created": 1,
         "model": "m",
         "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
     }
+    if usage:
+        chunk["usage"] = usage
+    return chunk
 
 
-def _chat_stream(body: dict[str, Any], tools: Any) -> list[tuple[str | None, Any]]:
+def _chat_stream(
+    body: dict[str, Any], tools: Any, usage_on_last_chunk: bool = False
+) -> list[tuple[str | None, Any]]:
     events: list[tuple[str | None, Any]] = [(None, _chunk({"role": "assistant", "content": ""}))]
     if tools:
         events.append(
@@ -169,11 +218,13 @@ def _chat_stream(body: dict[str, Any], tools: Any) -> list[tuple[str | None, Any
                 ),
             )
         )
-        events.append((None, _chunk({}, "tool_calls")))
+        events.append((None, _chunk({}, "tool_calls", USAGE if usage_on_last_chunk else None)))
     else:
-        for piece in ("Hel", "lo", " there"):
+        wants_json = (body.get("response_format") or {}).get("type", "text") != "text"
+        pieces = (JSON_ANSWER[:10], JSON_ANSWER[10:]) if wants_json else ("Hel", "lo", " there")
+        for piece in pieces:
             events.append((None, _chunk({"content": piece})))
-        events.append((None, _chunk({}, "stop")))
+        events.append((None, _chunk({}, "stop", USAGE if usage_on_last_chunk else None)))
     if (body.get("stream_options") or {}).get("include_usage"):
         events.append(
             (

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -38,11 +41,18 @@ AUTH = re.compile(
 )
 
 
-def verify_sigv4(seen: Seen, base_url: str) -> None:
+def verify_sigv4(
+    seen: Seen,
+    base_url: str,
+    akid: str = AKID,
+    secret: str = SECRET,
+    session_token: str | None = None,
+) -> None:
     """Check the credential scope, then recompute the signature from what arrived."""
     match = AUTH.fullmatch(seen.headers.get("authorization", ""))
     assert match, "Authorization is not a SigV4 header"
-    assert match["akid"] == AKID and match["region"] == REGION and match["service"] == "bedrock"
+    assert match["akid"] == akid and match["region"] == REGION and match["service"] == "bedrock"
+    assert seen.headers.get("x-amz-security-token") == session_token, "wrong session token"
     amz_date = seen.headers["x-amz-date"]
     assert match["date"] == amz_date[:8], "credential scope date != X-Amz-Date"
     signed = match["signed"].split(";")
@@ -54,7 +64,7 @@ def verify_sigv4(seen: Seen, base_url: str) -> None:
         headers={k: v for k, v in seen.headers.items() if k in signed},
     )
     request.context["timestamp"] = amz_date
-    signer = SigV4Auth(Credentials(AKID, SECRET), "bedrock", REGION)
+    signer = SigV4Auth(Credentials(akid, secret, session_token), "bedrock", REGION)
     string_to_sign = signer.string_to_sign(request, signer.canonical_request(request))
     assert signer.signature(string_to_sign, request) == match["sig"], "SigV4 signature mismatch"
 
@@ -143,19 +153,29 @@ def bedrock(provider: FakeProvider, gateway: Callable[..., RunningGateway]) -> R
         )
 
     return gateway(
-        endpoint(
-            {
-                "name": "br",
-                "task": "llm/v1/chat",
-                "provider": "amazon-bedrock",
-                "modelName": MODEL,
-                "baseUrl": provider.url,
-                "bedrock": {"region": REGION, "bedrockProvider": "anthropic"},
-                "credentials": {"awsAccessKeyId": "aws/akid", "awsSecretAccessKey": "aws/secret"},
-            }
+        bedrock_endpoint(
+            provider, {"awsAccessKeyId": "aws/akid", "awsSecretAccessKey": "aws/secret"}
         ),
         {"aws/akid": AKID, "aws/secret": SECRET},
     )
+
+
+def bedrock_endpoint(
+    provider: FakeProvider, credentials: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """A chat endpoint of one Claude entity on ``provider``; without ``credentials`` it
+    signs with the pod's AWS identity."""
+    entity: dict[str, Any] = {
+        "name": "br",
+        "task": "llm/v1/chat",
+        "provider": "amazon-bedrock",
+        "modelName": MODEL,
+        "baseUrl": provider.url,
+        "bedrock": {"region": REGION, "bedrockProvider": "anthropic"},
+    }
+    if credentials:
+        entity["credentials"] = credentials
+    return endpoint(entity)
 
 
 def test_converse(bedrock: RunningGateway, provider: FakeProvider) -> None:
@@ -316,3 +336,134 @@ def test_embeddings(
     assert out.usage.prompt_tokens == (2 if family == "amazon" else 4)
     floats = client(gw).embeddings.create(model="ep", input=inputs, encoding_format="float")
     assert floats.data[-1].embedding == ([0.25, 0.5] if family == "amazon" else [1.0, 2.0])
+
+
+STS_RESPONSE = """<AssumeRoleWithWebIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
+  <AssumeRoleWithWebIdentityResult>
+    <SubjectFromWebIdentityToken>system:serviceaccount:team-a:chat-gateway</SubjectFromWebIdentityToken>
+    <Audience>sts.amazonaws.com</Audience>
+    <AssumedRoleUser>
+      <Arn>arn:aws:sts::123456789012:assumed-role/bedrock-caller/modelport</Arn>
+      <AssumedRoleId>AROAEXAMPLENOTREAL:modelport</AssumedRoleId>
+    </AssumedRoleUser>
+    <Credentials>
+      <SessionToken>{token}</SessionToken>
+      <SecretAccessKey>{secret}</SecretAccessKey>
+      <Expiration>{expiration}</Expiration>
+      <AccessKeyId>{akid}</AccessKeyId>
+    </Credentials>
+    <Provider>arn:aws:iam::123456789012:oidc-provider/oidc.example.com</Provider>
+  </AssumeRoleWithWebIdentityResult>
+  <ResponseMetadata><RequestId>c6104cbe-af31-11e0-8154-cbc7ccf896c7</RequestId></ResponseMetadata>
+</AssumeRoleWithWebIdentityResponse>"""
+ROLE = "arn:aws:iam::123456789012:role/bedrock-caller"
+LIFETIME_SECONDS = 15 * 60 + 3
+"""botocore refreshes temporary credentials from 15 minutes before they expire: these are
+fresh for 3 seconds, then due for refresh (but still valid)."""
+
+
+def pod_identity_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, sts_url: str | None) -> Path:
+    """The environment EKS gives an IRSA pod (role, token file), STS moved to loopback;
+    nothing else in botocore's chain (no keys, config files or instance metadata)."""
+    for name in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_DEFAULT_PROFILE",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_ROLE_ARN",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_ENDPOINT_URL",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    token_file = tmp_path / "eks.amazonaws.com" / "token"
+    token_file.parent.mkdir()
+    if sts_url is not None:
+        token_file.write_text("projected-token-1")
+        monkeypatch.setenv("AWS_ROLE_ARN", ROLE)
+        monkeypatch.setenv("AWS_WEB_IDENTITY_TOKEN_FILE", str(token_file))
+        monkeypatch.setenv("AWS_ROLE_SESSION_NAME", "modelport")
+        monkeypatch.setenv("AWS_ENDPOINT_URL_STS", sts_url)
+    return token_file
+
+
+def test_web_identity_credentials_sign_and_are_refreshed_before_expiry(
+    provider: FakeProvider,
+    gateway: Callable[..., RunningGateway],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """No keys in the entity: botocore's chain takes the pod's web-identity token to STS
+    (AssumeRoleWithWebIdentity, loopback), the temporary credentials sign Converse, and
+    they are exchanged again, with the kubelet's rotated token, before they expire."""
+    token_file = pod_identity_env(monkeypatch, tmp_path, provider.url)
+    issued: list[tuple[str, str, str]] = []
+
+    @provider.route("POST", "/")
+    def sts(seen: Seen) -> Reply:
+        form = seen.form()
+        assert "authorization" not in seen.headers, "AssumeRoleWithWebIdentity is unsigned"
+        assert form["Action"] == "AssumeRoleWithWebIdentity"
+        assert form["Version"] == "2011-06-15"
+        assert (form["RoleArn"], form["RoleSessionName"]) == (ROLE, "modelport")
+        assert form["WebIdentityToken"] == token_file.read_text()
+        n = len(issued) + 1
+        issued.append((f"ASIATEMP{n}NOTREAL", f"temp-secret-{n}", f"temp-session-{n}"))
+        expiration = datetime.now(UTC) + timedelta(seconds=LIFETIME_SECONDS)
+        body = STS_RESPONSE.format(
+            akid=issued[-1][0],
+            secret=issued[-1][1],
+            token=issued[-1][2],
+            expiration=expiration.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        )
+        return Reply(body=body.encode(), content_type="text/xml")
+
+    @provider.route("POST", MODEL_PATH + "/converse")
+    def converse(seen: Seen) -> Reply:
+        akid, secret, session = issued[-1]
+        verify_sigv4(seen, provider.url, akid, secret, session)
+        return json_reply(
+            {
+                "output": {"message": {"role": "assistant", "content": [{"text": akid}]}},
+                "stopReason": "end_turn",
+                "usage": USAGE,
+            }
+        )
+
+    gw = gateway(bedrock_endpoint(provider))
+    c = client(gw)
+    answers = [
+        c.chat.completions.create(model="ep", messages=[{"role": "user", "content": "hi"}])
+        for _ in range(3)
+    ]
+    assert [a.choices[0].message.content for a in answers] == ["ASIATEMP1NOTREAL"] * 3
+    assert len(issued) == 1, "the temporary credentials must be reused while fresh"
+    token_file.write_text("projected-token-2")  # the kubelet rotates the projected token
+    time.sleep(3.5)
+    again = c.chat.completions.create(model="ep", messages=[{"role": "user", "content": "hi"}])
+    assert again.choices[0].message.content == "ASIATEMP2NOTREAL"
+    assert len(issued) == 2
+    assert not [r for r in caplog.records if "temp-secret" in r.getMessage()]
+
+
+def test_no_keys_and_no_pod_identity_is_a_502_that_says_what_to_set(
+    provider: FakeProvider,
+    gateway: Callable[..., RunningGateway],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    pod_identity_env(monkeypatch, tmp_path, None)
+    gw = gateway(bedrock_endpoint(provider))
+    with pytest.raises(openai.APIStatusError) as caught:
+        client(gw).chat.completions.create(model="ep", messages=[{"role": "user", "content": "x"}])
+    assert caught.value.status_code == 502
+    body = caught.value.response.json()
+    assert body["error_code"] == "PERMISSION_DENIED"
+    assert "gateway.serviceAccount.annotations" in body["message"]
+    assert not [s for s in provider.seen if s.path.startswith("/model/")]

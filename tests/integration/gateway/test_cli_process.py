@@ -25,6 +25,25 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def gateway_command(config_dir: Path, secrets_dir: Path, port: int, *extra: str) -> list[str]:
+    """`modelport gateway` on a loopback port, quiet."""
+    return [
+        *MODELPORT,
+        "gateway",
+        "--config",
+        str(config_dir),
+        "--secrets",
+        str(secrets_dir),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        *extra,
+    ]
+
+
 def test_serves_and_stops(provider: FakeProvider, tmp_path: Path) -> None:
     serve_openai(provider, "/v1", lambda seen: None, model="m")
     config_dir, secrets_dir = write_config(
@@ -42,20 +61,7 @@ def test_serves_and_stops(provider: FakeProvider, tmp_path: Path) -> None:
     )
     port = free_port()
     proc = subprocess.Popen(
-        [
-            *MODELPORT,
-            "gateway",
-            "--config",
-            str(config_dir),
-            "--secrets",
-            str(secrets_dir),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
+        gateway_command(config_dir, secrets_dir, port),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )

@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from modelport.gateway.metrics import MULTIPROC_DIR_ENV
 from tests.integration.gateway.fakes import FakeProvider, Reply, Seen, endpoint, write_config
-from tests.integration.gateway.test_cli_process import MODELPORT, free_port
+from tests.integration.gateway.test_cli_process import free_port, gateway_command
 
 PROMPT_TOKENS = 11
 SLOW_PIECES = 12
@@ -88,22 +88,9 @@ class Gateway:
         env.pop(MULTIPROC_DIR_ENV, None)
         self.url = f"http://127.0.0.1:{free_port()}"
         self.proc = subprocess.Popen(
-            [
-                *MODELPORT,
-                "gateway",
-                "--config",
-                str(config_dir),
-                "--secrets",
-                str(secrets_dir),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                self.url.rsplit(":", 1)[1],
-                "--workers",
-                "2",
-                "--log-level",
-                "warning",
-            ],
+            gateway_command(
+                config_dir, secrets_dir, int(self.url.rsplit(":", 1)[1]), "--workers", "2"
+            ),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env=env,

@@ -16,7 +16,7 @@ import openai
 import pytest
 
 from tests.integration.gateway.fakes import FakeProvider, RunningGateway, Seen, endpoint, json_reply
-from tests.integration.gateway.openai_fake import serve_openai
+from tests.integration.gateway.openai_fake import check_ai21, serve_openai
 
 KEY = "test-key-not-real"
 TOOLS: list[Any] = [
@@ -239,7 +239,13 @@ def test_azuread_entra_token_cached_and_refreshed(
 
 
 def test_ai21labs(provider: FakeProvider, gateway: Callable[..., RunningGateway]) -> None:
-    serve_openai(provider, "/studio/v1", bearer(KEY), model="jamba-large")
+    """Only AI21's documented fields go up; its last chunk brings the usage unasked."""
+
+    def check(seen: Seen) -> None:
+        bearer(KEY)(seen)
+        check_ai21(seen)
+
+    serve_openai(provider, "/studio/v1", check, model="jamba-large", usage_on_last_chunk=True)
     e = entity("ai21labs", provider.url + "/studio/v1", credentials={"apiKey": "k/ai21"})
     e["modelName"] = "jamba-large"
     gw = gateway(endpoint(e), {"k/ai21": KEY})

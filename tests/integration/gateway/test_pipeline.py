@@ -335,19 +335,20 @@ def test_stream_usage_is_always_known(
 def test_usage_is_estimated_and_marked_when_the_upstream_gives_none(
     provider: FakeProvider, running: Any
 ) -> None:
-    def chunk(text: str) -> dict[str, Any]:
+    def chunk(text: str, finish: str | None = None) -> dict[str, Any]:
         return {
             "id": "x",
             "object": "chat.completion.chunk",
             "created": 1,
             "model": "m",
-            "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}],
+            "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": finish}],
         }
 
     @provider.route("POST", "/v1/chat/completions")
     def no_usage(seen: Seen) -> Reply:
         if seen.json().get("stream"):
-            return sse([(None, chunk(t)) for t in ("one", " two", " three")] + [(None, "[DONE]")])
+            pieces = [chunk("one"), chunk(" two"), chunk(" three", "stop")]
+            return sse([(None, c) for c in pieces] + [(None, "[DONE]")])
         return json_reply(
             {
                 "id": "x",

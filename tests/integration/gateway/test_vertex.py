@@ -9,8 +9,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from google.auth import jwt
 
 from tests.integration.gateway.fakes import (
@@ -27,27 +25,6 @@ from tests.integration.gateway.test_openai_compatible import TOOLS, client
 TOKEN = "ya29.test-token-not-real"
 MODEL_PATH = "/v1/projects/test-project/locations/us-central1/publishers/google/models/gemini-test"
 USAGE = {"promptTokenCount": 8, "candidatesTokenCount": 4, "totalTokenCount": 12}
-
-
-@pytest.fixture(scope="module")
-def service_account_key() -> tuple[dict[str, str], bytes]:
-    """A throwaway service-account key (without token_uri) and its public key."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    public = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    info = {
-        "type": "service_account",
-        "project_id": "test-project",
-        "private_key_id": "kid-1",
-        "private_key": pem,
-        "client_email": "gw@test-project.iam.gserviceaccount.com",
-        "client_id": "1",
-    }
-    return info, public
 
 
 @pytest.fixture

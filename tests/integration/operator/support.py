@@ -20,7 +20,8 @@ from tests.conftest import ROOT, Cluster
 
 SAMPLES = ROOT / "manifests" / "samples"
 CHILD_KINDS = (
-    "configmaps,serviceaccounts,services,deployments.apps,horizontalpodautoscalers.autoscaling"
+    "configmaps,serviceaccounts,services,deployments.apps,horizontalpodautoscalers.autoscaling,"
+    "rolebindings.rbac.authorization.k8s.io"
 )
 MANAGED = "app.kubernetes.io/managed-by=modelport"
 KIND_ALIASES = {
@@ -103,6 +104,9 @@ def can_create_tokenreviews(cluster: Cluster, namespace: str, account: str) -> b
     return done.stdout.strip() == "yes"
 
 
+SHARED_STORE = '{"store": {"address": "redis://modelport-ratelimit.modelport-system:6379/0"}}'
+
+
 class Operator:
     """`modelport operator` in a subprocess, logging JSON lines to a file.
 
@@ -132,6 +136,9 @@ class Operator:
         env.pop("MODELPORT_GATEWAY_TOKENREVIEW_BINDING", None)
         if self.binding:
             env["MODELPORT_GATEWAY_TOKENREVIEW_BINDING"] = self.binding
+        # The samples have rate limits; a cluster that enforces them shares a store (the
+        # operator only names it; the simulated gateway pods never connect).
+        env.setdefault("MODELPORT_RATE_LIMITING", SHARED_STORE)
         if via_kopf:
             args = [
                 sys.executable,

@@ -35,10 +35,27 @@ def test_sse_events_survive_any_chunking(step: int) -> None:
     assert events == SSE_EVENTS
 
 
-def test_sse_unterminated_last_event_is_flushed_on_close() -> None:
+@pytest.mark.parametrize(
+    "tail", [b"data: tail", b'data: {"half": ', b"data: whole line\n", b"event: x\ndata: y\n"]
+)
+def test_sse_event_cut_before_its_blank_line_is_discarded_on_close(tail: bytes) -> None:
+    """The SSE specification: an event the body ends inside is not dispatched, so half a
+    JSON payload never reaches a translator (the missing final event tells it instead)."""
     decoder = SSEDecoder()
-    assert decoder.feed(b"data: tail") == []
-    assert decoder.close() == [("", b"tail")]
+    assert decoder.feed(b"data: whole\n\n" + tail) == [("", b"whole")]
+    assert decoder.close() == []
+
+
+def test_event_stream_cut_mid_frame_is_a_502_on_close() -> None:
+    frame = bedrock_event("messageStart", {"role": "assistant"})
+    decoder = EventStreamDecoder()
+    assert [name for name, _ in decoder.feed(frame + frame[:9])] == ["messageStart"]
+    with pytest.raises(GatewayError) as caught:
+        decoder.close()
+    assert caught.value.status == 502 and "middle of a frame" in caught.value.message
+    whole = EventStreamDecoder()
+    whole.feed(frame)
+    assert whole.close() == []
 
 
 @pytest.mark.parametrize("step", [1, 5, 13, 1000])

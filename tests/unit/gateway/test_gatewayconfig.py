@@ -149,3 +149,31 @@ def test_config_module_does_not_import_the_api() -> None:
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     assert not any(m and m.startswith("modelport") for m in imported)
+
+
+def test_guardrails_and_readiness_sections() -> None:
+    guard = {"url": "http://guard.ns.svc.cluster.local/v1/", "model": "lg"}
+    config = gc.GatewayConfig.model_validate(
+        doc(
+            OPENAI,
+            aiGateway={"guardrails": {"input": {"safety": True, "pii": "MASK"}, "guard": guard}},
+            readiness={"namespace": "team-a", "services": {"gpt": "chat-gpt"}},
+        )
+    )
+    g = config.ai_gateway.guardrails
+    assert g.input.active and not g.output.active
+    assert g.guard is not None and g.guard.url == "http://guard.ns.svc.cluster.local/v1"
+    assert gc.loads(gc.dumps(config)) == config
+    with pytest.raises(gc.ConfigError, match="no guard model is configured"):
+        gc.loads(json.dumps(doc(OPENAI, aiGateway={"guardrails": {"output": {"safety": True}}})))
+    with pytest.raises(gc.ConfigError, match="unknown entities"):
+        gc.loads(json.dumps(doc(OPENAI, readiness={"namespace": "a", "services": {"x": "y"}})))
+    with pytest.raises(gc.ConfigError, match="tokenPath"):
+        gc.loads(
+            json.dumps(
+                doc(
+                    OPENAI,
+                    aiGateway={"guardrails": {"guard": {**guard, "tokenPath": "../etc/passwd"}}},
+                )
+            )
+        )

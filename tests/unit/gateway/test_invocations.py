@@ -12,7 +12,7 @@ from modelport.gateway.errors import GatewayError
 from modelport.gateway.invocations import InvocationRequest
 from modelport.gateway.protocol import validate
 from modelport.gateway.providers import REGISTRY
-from modelport.gateway.providers.base import Auth, Call
+from modelport.gateway.providers.base import Auth, Call, Relayed
 from modelport.gatewayconfig import ConfigError, EntityConfig, GatewayConfig, ProviderName, Task
 
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.3, 3.3, 6.0, 2.5]]
@@ -98,8 +98,8 @@ def test_wrong_shapes_name_the_field(body: dict[str, Any], param: str) -> None:
 def test_predictions_are_relayed_byte_for_byte_and_carry_no_usage() -> None:
     provider = REGISTRY[ProviderName.MLFLOW]
     body = b'{"predictions": [0, 2]}'
-    assert provider.parse_response(call({"inputs": ROWS}), body, {}) is body
-    assert provider.reports_usage is False
+    relayed = provider.parse_response(call({"inputs": ROWS}), body, {})
+    assert isinstance(relayed, Relayed) and relayed.body is body and relayed.usage is None
 
 
 def test_schema_errors_name_the_column_and_not_the_callers_data() -> None:
@@ -143,3 +143,15 @@ def test_an_llm_provider_cannot_serve_a_custom_model() -> None:
     )
     with pytest.raises(ConfigError, match="cannot serve task ml/v1/predict"):
         check_providers(config)
+
+
+def test_the_rest_apis_openapi_documents_a_custom_models_formats() -> None:
+    from modelport.restapi.openapi import document
+
+    doc = document("iris", "ml/v1/predict")
+    body = doc["paths"]["/serving-endpoints/iris/invocations"]["post"]["requestBody"]
+    assert body["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/InvocationRequest"
+    }
+    fields = doc["components"]["schemas"]["InvocationRequest"]["properties"]
+    assert {"dataframe_split", "dataframe_records", "instances", "inputs", "params"} <= set(fields)

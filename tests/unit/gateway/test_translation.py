@@ -211,8 +211,9 @@ def test_anthropic_request(request_body: dict[str, Any], expected: dict[str, Any
         ({"n": 2}, "n"),
         ({"logprobs": True}, "logprobs"),
         ({"temperature": 1.5}, "temperature"),
-        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"response_format": {"type": "json_object"}, "tools": [TOOL]}, "response_format"),
         ({"seed": 1}, "seed"),
+        ({"service_tier": "flex"}, "service_tier"),
     ],
 )
 def test_anthropic_unsupported(request_body: dict[str, Any], param: str) -> None:
@@ -416,14 +417,14 @@ def test_vertex_generate_body() -> None:
                     "messages": [{"role": "system", "content": "s"}, *TOOL_TURNS],
                     "tools": [TOOL],
                     "tool_choice": {"type": "function", "function": {"name": "f"}},
-                    "n": 2,
+                    "n": 1,
                     "response_format": {"type": "json_object"},
                 }
             )
         )
     )
     assert body["systemInstruction"] == {"parts": [{"text": "s"}]}
-    assert body["generationConfig"] == {"candidateCount": 2, "responseMimeType": "application/json"}
+    assert body["generationConfig"] == {"responseMimeType": "application/json"}
     assert body["toolConfig"] == {
         "functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["f"]}
     }

@@ -111,9 +111,49 @@ def _sample(name: str) -> dict[str, Any]:
     return body
 
 
-def _reconciler(kube: FakeKube, binding: str = BINDING) -> Reconciler:
-    settings = from_env({"MODELPORT_GATEWAY_TOKENREVIEW_BINDING": binding})
+# The samples have rate limits: a cluster that enforces them shares a store.
+STORE = '{"store": {"address": "redis://modelport-ratelimit.modelport-system:6379/0"}}'
+
+
+def _reconciler(kube: FakeKube, binding: str = BINDING, rate_limiting: str = STORE) -> Reconciler:
+    settings = from_env(
+        {
+            "MODELPORT_GATEWAY_TOKENREVIEW_BINDING": binding,
+            "MODELPORT_RATE_LIMITING": rate_limiting,
+        }
+    )
     return Reconciler(kube, settings)  # type: ignore[arg-type]
+
+
+def test_rate_limits_without_a_shared_store_are_reported_not_multiplied_silently() -> None:
+    kube = FakeKube(_sample("mixed-traffic-fallback"), {"llm-keys": {"openai": "x"}})
+    _reconciler(kube, rate_limiting="").reconcile(NS, "chat")
+    status = kube.endpoint["status"]
+    assert status["state"] == {"ready": "READY", "configUpdate": "NOT_UPDATING"}
+    (degraded,) = [c for c in status["conditions"] if c["type"] == "Degraded"]
+    assert degraded["status"] == "True" and degraded["reason"] == "RateLimitsPerReplica"
+    assert "up to 5 times each limit" in degraded["message"]
+    assert "rateLimiting.store" in degraded["message"]
+    assert [r for _, r, _ in kube.events] == ["Created", "RolloutComplete", "RateLimitsPerReplica"]
+
+
+def test_the_stores_password_is_mounted_and_its_absence_reported() -> None:
+    kube = FakeKube(_sample("mixed-traffic-fallback"), {"llm-keys": {"openai": "x"}})
+    store = (
+        '{"store": {"address": "redis://rl:6379/0", '
+        '"passwordSecret": {"name": "modelport-ratelimit", "key": "password"}}}'
+    )
+    _reconciler(kube, rate_limiting=store).reconcile(NS, "chat")
+    status = kube.endpoint["status"]
+    (degraded,) = [c for c in status["conditions"] if c["type"] == "Degraded"]
+    assert degraded["reason"] == "SecretMissing"
+    assert "Secret modelport-ratelimit does not exist" in degraded["message"]
+    assert "cannot reach the rate limit store" in degraded["message"]
+    deployment = kube.objects[("Deployment", "chat-gateway")]
+    sources = deployment["spec"]["template"]["spec"]["volumes"][1]["projected"]["sources"]
+    assert {"key": "password", "path": "modelport-ratelimit/password"} in [
+        item for s in sources for item in s["secret"]["items"]
+    ]
 
 
 def test_converges_then_writes_nothing() -> None:

@@ -367,6 +367,50 @@ def test_routes_and_gateway_features() -> None:
     assert len(config["aiGateway"]["rateLimits"]) == 2
 
 
+def test_rate_limiting_follows_the_clusters_store() -> None:
+    store = from_env(
+        {
+            "MODELPORT_RATE_LIMITING": json.dumps(
+                {
+                    "store": {
+                        "address": "redis://rl.modelport-system:6379/0",
+                        "passwordSecret": {"name": "rl-auth", "key": "password"},
+                        "timeoutSeconds": 0.5,
+                    },
+                    "failOpen": True,
+                    "reserveCompletionTokens": 256,
+                }
+            )
+        }
+    )
+    limited = sample("mixed-traffic-fallback")
+    rendered = render(limited, store)
+    config = json.loads(rendered.children[0]["data"]["gateway.json"])
+    assert config["aiGateway"]["rateLimiting"] == {
+        "store": {
+            "address": "redis://rl.modelport-system:6379/0",
+            "passwordFile": "rl-auth/password",
+            "keyPrefix": f"modelport:{{{limited.metadata.namespace}/chat}}:",
+            "timeoutSeconds": 0.5,
+        },
+        "failOpen": True,
+        "reserveCompletionTokens": 256,
+    }
+    assert rendered.rate_limit_warning is None
+    assert ("rl-auth", "password") in {(r.name, r.key) for r in rendered.secret_refs}
+    # Without a store: counted per process, and the status will say it multiplies.
+    alone = render(limited, SETTINGS)
+    config = json.loads(alone.children[0]["data"]["gateway.json"])
+    assert "store" not in config["aiGateway"]["rateLimiting"]
+    assert alone.rate_limit_warning is not None and "5 times" in alone.rate_limit_warning
+    one = from_env({"MODELPORT_GATEWAY_MAX_REPLICAS": "1"})
+    assert render(limited, one).rate_limit_warning is None
+    # An endpoint without limits is untouched by the setting (no roll when it changes).
+    plain = sample("embeddings")
+    assert render(plain, store).config_hash == render(plain, SETTINGS).config_hash
+    assert not any(r.name == "rl-auth" for r in render(plain, store).secret_refs)
+
+
 def test_custom_api_key_header() -> None:
     body = {
         "name": "x",

@@ -193,3 +193,79 @@ def test_settings_default_is_secure() -> None:
     defaults = Settings().gateway_auth
     assert defaults.enabled and defaults.service_account_tokens
     assert defaults.audiences == ("modelport",) and defaults.oidc is None
+
+
+def _bedrock(**config: Any) -> dict[str, Any]:
+    return {
+        "name": "claude",
+        "externalModel": {
+            "name": "anthropic.claude-3-5-sonnet-20240620-v1:0",
+            "provider": "amazon-bedrock",
+            "task": "llm/v1/chat",
+            "amazonBedrockConfig": {
+                "awsRegion": "us-east-1",
+                "bedrockProvider": "anthropic",
+                **config,
+            },
+        },
+    }
+
+
+KEYS = {
+    "awsAccessKeyId": {"secretKeyRef": {"name": "aws", "key": "id"}},
+    "awsSecretAccessKey": {"secretKeyRef": {"name": "aws", "key": "secret"}},
+}
+IRSA = {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/mp-{namespace}-{endpoint}"}
+
+
+# (id, Bedrock config, gateway ServiceAccount annotations, ServiceAccount rendered,
+#  its annotations)
+# fmt: off
+IDENTITY_CASES: list[tuple[str, dict[str, Any], dict[str, str], bool, dict[str, str] | None]] = [
+    ("keys: no pod identity needed", KEYS, {}, False, None),
+    ("no keys: its own ServiceAccount, for EKS Pod Identity", {}, {}, True, None),
+    ("no keys, IRSA annotation with placeholders", {}, IRSA, True,
+     {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/mp-team-a-chat"}),
+    ("keys, and annotations for every gateway anyway", KEYS, IRSA, True,
+     {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/mp-team-a-chat"}),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(
+    ("config", "annotations", "has_account", "expected"),
+    [c[1:] for c in IDENTITY_CASES],
+    ids=[c[0] for c in IDENTITY_CASES],
+)
+def test_the_gateway_service_account_carries_its_cloud_identity(
+    config: dict[str, Any],
+    annotations: dict[str, str],
+    has_account: bool,
+    expected: dict[str, str] | None,
+) -> None:
+    """A Bedrock entity without keys signs with the pod's AWS identity: the gateway runs
+    as its own ServiceAccount (which IRSA annotations or a Pod Identity association give
+    a role), and its Kubernetes token stays unmounted (TokenReview is off here)."""
+    settings = replace(
+        SETTINGS, gateway_auth=NO_SA_TOKENS, gateway_service_account_annotations=annotations
+    )
+    rendered = render(endpoint(_bedrock(**config)), settings)
+    accounts = [c for c in rendered.children if c["kind"] == "ServiceAccount"]
+    pod = _pod(rendered)
+    assert rendered.service_account is None, "no TokenReview binding for a cloud identity"
+    assert pod["automountServiceAccountToken"] is False
+    if not has_account:
+        assert accounts == [] and pod["serviceAccountName"] == "default"
+        return
+    (account,) = accounts
+    assert account["metadata"]["name"] == pod["serviceAccountName"] == "chat-gateway"
+    assert account["metadata"].get("annotations") == expected
+    # The gateway accepts what the operator writes for it.
+    assert gc.loads(rendered.children[0]["data"][gc.CONFIG_FILE_NAME]).entities
+
+
+def test_gateway_service_account_annotations_setting() -> None:
+    env = {"MODELPORT_GATEWAY_SERVICE_ACCOUNT_ANNOTATIONS": json.dumps(IRSA)}
+    assert from_env(env).gateway_service_account_annotations == IRSA
+    with pytest.raises(ValueError, match="GATEWAY_SERVICE_ACCOUNT_ANNOTATIONS"):
+        from_env({"MODELPORT_GATEWAY_SERVICE_ACCOUNT_ANNOTATIONS": '{"a": 1}'})

@@ -208,3 +208,30 @@ def test_gateway_auth_flags_set_the_variables() -> None:
         '{"enabled": false}',
         "mp-gateways",
     )
+
+
+def test_rate_limiting_defaults_count_in_each_process_and_fail_closed() -> None:
+    defaults = from_env({}).rate_limiting
+    assert defaults.store_address == "" and defaults.password_secret is None
+    assert defaults.fail_open is False and defaults.reserve_completion_tokens == 512
+
+
+@pytest.mark.parametrize(
+    ("value", "needle"),
+    [
+        ("[]", "MODELPORT_RATE_LIMITING='[]': give a JSON object"),
+        ('{"store": {"address": "http://r:6379"}}', "must start with redis:// or rediss://"),
+        ('{"store": {"address": "redis://u:pw@r:6379"}}', "must not contain credentials"),
+        ('{"store": {"address": "redis://r", "passwordSecret": "pw"}}', "passwordSecret='pw'"),
+        ('{"store": {"passwordSecret": {"name": "a", "key": "b"}}}', "store.address is not"),
+        ('{"store": {"address": "redis://r", "timeoutSeconds": 60}}', "timeoutSeconds"),
+        ('{"failOpen": "no"}', "MODELPORT_RATE_LIMITING.failOpen='no': give true or false"),
+        ('{"reserveCompletionTokens": 0}', "reserveCompletionTokens=0"),
+        ('{"stores": {}}', "unknown field(s) ['stores']"),
+    ],
+)
+def test_rate_limiting_errors_name_the_setting_and_the_fix(value: str, needle: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        from_env({"MODELPORT_RATE_LIMITING": value})
+    assert needle in str(caught.value)
+    assert "pw@" not in str(caught.value)

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from modelport.api import ServingEndpointStatus
+from modelport.render.config import API_KEY_MISSING
 from modelport.status import DeploymentObservation, Observed, SecretProblem, compute_status
 from tests.unit.operator.helpers import endpoint, external, self_hosted
 
@@ -272,9 +273,9 @@ def _conditions(status: ServingEndpointStatus) -> dict[str, tuple[str, str, str]
     [
         (None, "READY", "NOT_UPDATING", "AsExpected"),
         # A missing API key: the gateway serves (it refuses that key), the update failed.
-        (SecretProblem("", API_KEY_FIELD, "chat-callers", "alice", "secret"),
+        (SecretProblem("", API_KEY_FIELD, "chat-callers", "alice", "secret", API_KEY_MISSING),
          "READY", "UPDATE_FAILED", "SecretMissing"),
-        (SecretProblem("", API_KEY_FIELD, "chat-callers", "alice", "key"),
+        (SecretProblem("", API_KEY_FIELD, "chat-callers", "alice", "key", API_KEY_MISSING),
          "READY", "UPDATE_FAILED", "SecretMissing"),
     ],
 )  # fmt: skip

@@ -16,13 +16,8 @@ credential or anything decoded from it, only a fixed reason.
 
 from __future__ import annotations
 
-import binascii
 import logging
-from base64 import urlsafe_b64decode
 from pathlib import Path
-from typing import Any
-
-import orjson
 
 from modelport import gatewayconfig as gc
 from modelport.gateway.auth.apikeys import ApiKeyVerifier
@@ -31,6 +26,7 @@ from modelport.gateway.auth.base import (
     AuthUnavailableError,
     Fingerprinter,
     Verifier,
+    unverified_issuer,
 )
 from modelport.gateway.context import Principal, RequestContext
 from modelport.gateway.errors import (
@@ -146,7 +142,7 @@ class CallerAuth:
     def _token_verifier(self, credential: str) -> Verifier | None:
         if credential.count(".") != 2:
             return None  # not a JWT: it was an API key or nothing
-        if self._oidc is not None and _issuer(credential) == self._issuer:
+        if self._oidc is not None and unverified_issuer(credential) == self._issuer:
             return self._oidc
         return self._service_accounts
 
@@ -195,14 +191,3 @@ def _bearer(headers: Headers) -> str | None:
             token = credential.strip()
             return token.decode("latin-1") if token else None
     return None
-
-
-def _issuer(token: str) -> str | None:
-    """The unverified ``iss`` of a JWT, only to pick the verifier that will check it."""
-    payload = token.split(".", 2)[1]
-    try:
-        claims: Any = orjson.loads(urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    except (binascii.Error, ValueError):
-        return None
-    issuer = claims.get("iss") if isinstance(claims, dict) else None
-    return issuer if isinstance(issuer, str) else None

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import errno
 import logging
 import math
 import os
@@ -106,7 +107,7 @@ class TokenReviewVerifier:
         self._in_flight: dict[bytes, asyncio.Task[Principal | _Refused]] = {}
         self._slots = asyncio.Semaphore(MAX_CONCURRENT_REVIEWS)
         self._session: aiohttp.ClientSession | None = None
-        self._own_token: tuple[tuple[int, int, int], str] | None = None
+        self._own_token = RotatingTokenFile(self._token_file)
         self._warned: set[str] = set()
         self.reviews = 0
         """TokenReviews sent to the apiserver, for metrics and tests."""
@@ -251,16 +252,9 @@ class TokenReviewVerifier:
 
     def _read_own_token(self) -> str:
         """The gateway's own token, re-read when the kubelet has rotated the file."""
-        cached = self._own_token
         try:
-            st = self._token_file.stat()
-            identity = (st.st_ino, st.st_mtime_ns, st.st_size)
-            if cached is not None and cached[0] == identity:
-                return cached[1]
-            value = self._token_file.read_text(encoding="utf-8").strip()
+            return self._own_token.read()
         except OSError as exc:
-            if cached is not None:
-                return cached[1]  # mid-swap: the previous token is still good for now
             self._warn_once(
                 "token-file",
                 "TokenReview: cannot read the gateway's token at %s (%s); set "
@@ -269,12 +263,6 @@ class TokenReviewVerifier:
                 exc.strerror,
             )
             raise AuthUnavailableError("the gateway has no credential to review tokens") from None
-        if not value:
-            if cached is not None:
-                return cached[1]  # caught mid-write
-            raise AuthUnavailableError("the gateway has no credential to review tokens")
-        self._own_token = (identity, value)
-        return value
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is not None and not self._session.closed:
@@ -304,6 +292,37 @@ class TokenReviewVerifier:
             ),
         )
         return self._session
+
+
+class RotatingTokenFile:
+    """A projected ServiceAccount token that the kubelet rotates: re-read when the file has
+    changed (inode, mtime, size), and while it is being swapped (missing, unreadable or
+    empty for a moment) the last token read, which stays valid for a while yet. The
+    gateway's verifier and the REST API server both authenticate with one."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._cached: tuple[tuple[int, int, int], str] | None = None
+
+    def read(self) -> str:
+        """The token; OSError (its ``strerror`` says why) when there has never been one."""
+        cached = self._cached
+        try:
+            st = self.path.stat()
+            identity = (st.st_ino, st.st_mtime_ns, st.st_size)
+            if cached is not None and cached[0] == identity:
+                return cached[1]
+            value = self.path.read_text(encoding="utf-8").strip()
+        except OSError:
+            if cached is not None:
+                return cached[1]  # mid-swap
+            raise
+        if not value:
+            if cached is not None:
+                return cached[1]  # caught mid-write
+            raise OSError(errno.ENODATA, "the file is empty")
+        self._cached = (identity, value)
+        return value
 
 
 def api_server_url(configured: str | None, environ: dict[str, str] | None = None) -> str:

@@ -7,6 +7,12 @@ Translation, both ways:
 - assistant tool calls become ``tool_use`` blocks, ``tool`` messages become ``tool_result``
   blocks in a user turn (consecutive turns of one role are merged, as the API expects
   alternation);
+- user images become ``image`` blocks: a ``data:`` URL as a ``base64`` source, a link as
+  a ``url`` source (Anthropic fetches it);
+- ``response_format`` JSON output becomes a forced tool (:mod:`.structured`) whose input
+  is returned as the message content;
+- ``reasoning_effort`` becomes ``thinking.budget_tokens`` (:mod:`.reasoning`), and
+  ``thinking`` blocks come back as ``reasoning_content``;
 - the SSE sequence ``message_start``, ``content_block_start``/``delta``/``stop``,
   ``message_delta``, ``message_stop`` becomes OpenAI chunks, with usage from
   ``message_start`` (input) and ``message_delta`` (output).
@@ -21,8 +27,9 @@ import orjson
 
 from modelport.gateway.errors import TEMPORARILY_UNAVAILABLE, GatewayError, invalid
 from modelport.gateway.framing import Event
+from modelport.gateway.media import FORMATS, Image
 from modelport.gateway.openai_format import ChunkWriter, ToolCallOut, Usage, completion_response
-from modelport.gateway.protocol import ChatRequest
+from modelport.gateway.protocol import ChatRequest, Message
 from modelport.gateway.providers.base import (
     Auth,
     Call,
@@ -30,10 +37,19 @@ from modelport.gateway.providers.base import (
     UpstreamRequest,
     json_body,
     parse_json_object,
+    refuse,
     truncated,
     unsupported,
 )
+from modelport.gateway.providers.reasoning import (
+    check_claude_thinking,
+    fit_budget,
+    thinking_budget,
+)
+from modelport.gateway.providers.structured import forced_tool
 from modelport.gatewayconfig import Task
+
+NAME = "anthropic"
 
 API_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
@@ -52,7 +68,7 @@ FINISH_REASONS = {
 class AnthropicProvider(Provider):
     """Chat (and completions through chat) on the Messages API."""
 
-    name = "anthropic"
+    name = NAME
     tasks = frozenset({Task.CHAT, Task.COMPLETIONS})
     default_base_url = "https://api.anthropic.com"
 
@@ -71,14 +87,22 @@ class AnthropicProvider(Provider):
     def parse_response(self, call: Call, body: bytes, headers: Mapping[str, str]) -> dict[str, Any]:
         """A Messages response as a chat completion."""
         data = parse_json_object(body, self.name)
+        json_tool = _json_tool_name(call)
         texts: list[str] = []
+        thoughts: list[str] = []
         tools: list[ToolCallOut] = []
         for block in data.get("content") or []:
-            if block.get("type") == "text":
+            kind = block.get("type")
+            if kind == "text":
                 texts.append(block.get("text", ""))
-            elif block.get("type") == "tool_use":
+            elif kind == "thinking":
+                thoughts.append(block.get("thinking", ""))
+            elif kind == "tool_use" and block.get("name") == json_tool:
+                texts.append(orjson.dumps(block.get("input") or {}).decode())
+            elif kind == "tool_use":
                 arguments = orjson.dumps(block.get("input") or {}).decode()
                 tools.append(ToolCallOut(block["id"], block["name"], arguments))
+        finish = FINISH_REASONS.get(str(data.get("stop_reason")), "stop")
         return completion_response(
             task=call.task,
             response_id=call.response_id,
@@ -86,36 +110,42 @@ class AnthropicProvider(Provider):
             model=call.entity.model_name,
             text="".join(texts) if texts or not tools else None,
             tool_calls=tools,
-            finish_reason=FINISH_REASONS.get(str(data.get("stop_reason")), "stop"),
+            finish_reason="stop" if json_tool and not tools and finish == "tool_calls" else finish,
             usage=_usage(data.get("usage") or {}),
+            reasoning="".join(thoughts) or None,
         )
 
     def stream_translator(self, call: Call) -> AnthropicStream:
         """Translate Messages SSE events."""
-        return AnthropicStream(call.chunk_writer())
+        return AnthropicStream(call.chunk_writer(), _json_tool_name(call))
+
+
+def _json_tool_name(call: Call) -> str | None:
+    # The forced tool's name, when JSON output was asked for (the request was checked
+    # when it was built, so this cannot fail here).
+    if not isinstance(call.request, ChatRequest):
+        return None
+    tool = forced_tool(call.request, NAME)
+    return tool.name if tool else None
 
 
 def messages_body(request: ChatRequest, model: str, *, stream: bool) -> bytes:
     """The Messages API body for an OpenAI chat request."""
-    for param in ("logprobs", "top_logprobs", "logit_bias", "presence_penalty", "seed"):
-        if getattr(request, param) is not None:
-            raise unsupported("anthropic", param)
-    if request.frequency_penalty is not None:
-        raise unsupported("anthropic", "frequency_penalty")
+    refuse(request, NAME, "logprobs", "top_logprobs", "logit_bias", "presence_penalty", "seed")
+    refuse(request, NAME, "frequency_penalty", "service_tier")
     if request.n not in (None, 1):
-        raise unsupported("anthropic", "n", "send one request per completion")
-    if request.response_format and request.response_format.get("type") != "text":
-        raise unsupported("anthropic", "response_format", "describe the format in the prompt")
+        raise unsupported(NAME, "n", "send one request per completion")
     if request.temperature is not None and request.temperature > 1:
         raise invalid("temperature", "anthropic takes temperature between 0 and 1")
+    json_tool = forced_tool(request, NAME)
 
     system: list[str] = []
     turns: list[dict[str, Any]] = []
-    for message in request.messages:
+    for index, message in enumerate(request.messages):
         if message.role in ("system", "developer"):
             system.append(message.text())
             continue
-        role, blocks = _blocks(message.role, message)
+        role, blocks = _blocks(message, index)
         if turns and turns[-1]["role"] == role:
             turns[-1]["content"].extend(blocks)
         else:
@@ -133,7 +163,23 @@ def messages_body(request: ChatRequest, model: str, *, stream: bool) -> bytes:
         "stream": True if stream else None,
         "metadata": {"user_id": request.user} if request.user else None,
     }
-    if request.tools:
+    budget = thinking_budget(request)
+    if budget:
+        check_claude_thinking(request, NAME, json_tool is not None)
+        budget, body["max_tokens"] = fit_budget(
+            budget, request.max_output_tokens(), DEFAULT_MAX_TOKENS
+        )
+        body["thinking"] = {"type": "enabled", "budget_tokens": budget}
+    if json_tool is not None:
+        body["tools"] = [
+            {
+                "name": json_tool.name,
+                "description": json_tool.description,
+                "input_schema": json_tool.schema,
+            }
+        ]
+        body["tool_choice"] = {"type": "tool", "name": json_tool.name}
+    elif request.tools:
         body["tools"] = [
             {
                 "name": t.function.name,
@@ -148,8 +194,8 @@ def messages_body(request: ChatRequest, model: str, *, stream: bool) -> bytes:
     return json_body(body)
 
 
-def _blocks(role: str, message: Any) -> tuple[str, list[dict[str, Any]]]:
-    if role == "tool":
+def _blocks(message: Message, index: int) -> tuple[str, list[dict[str, Any]]]:
+    if message.role == "tool":
         if not message.tool_call_id:
             raise invalid("messages.tool_call_id", "a tool message needs tool_call_id")
         block = {
@@ -159,9 +205,16 @@ def _blocks(role: str, message: Any) -> tuple[str, list[dict[str, Any]]]:
         }
         return "user", [block]
     blocks: list[dict[str, Any]] = []
-    text = message.text()
-    if text:
-        blocks.append({"type": "text", "text": text})
+    if message.role == "user":
+        for part in message.parts(index):
+            if isinstance(part, Image):
+                blocks.append({"type": "image", "source": image_source(part)})
+            else:
+                blocks.append({"type": "text", "text": part})
+    else:
+        text = message.text()
+        if text:
+            blocks.append({"type": "text", "text": text})
     for call in message.tool_calls or []:
         try:
             arguments = orjson.loads(call.function.arguments or "{}")
@@ -172,7 +225,19 @@ def _blocks(role: str, message: Any) -> tuple[str, list[dict[str, Any]]]:
         blocks.append(
             {"type": "tool_use", "id": call.id, "name": call.function.name, "input": arguments}
         )
-    return role, blocks
+    return message.role, blocks
+
+
+def image_source(image: Image) -> dict[str, Any]:
+    """An image block's ``source``: inline base64, or a link Anthropic fetches itself."""
+    if image.source == "data":
+        media_type = image.require_media_type(NAME, set(FORMATS))
+        return {"type": "base64", "media_type": media_type, "data": image.base64}
+    if image.source in ("https", "http"):
+        return {"type": "url", "url": image.url}
+    raise invalid(
+        image.param, f"{NAME} takes images as data: URLs or https:// links, not {image.source}://"
+    )
 
 
 def _tool_choice(request: ChatRequest) -> dict[str, Any] | None:
@@ -204,15 +269,21 @@ def _usage(usage: dict[str, Any]) -> Usage:
 
 
 class AnthropicStream:
-    """Messages SSE events to OpenAI chunks."""
+    """Messages SSE events to OpenAI chunks.
 
-    __slots__ = ("_done", "_finish", "_input", "_writer", "usage")
+    A forced JSON tool's block (``json_tool``) is streamed as text; thinking deltas as
+    reasoning; signatures and redacted thinking are not the client's to see.
+    """
 
-    def __init__(self, writer: ChunkWriter) -> None:
+    __slots__ = ("_done", "_finish", "_input", "_json_block", "_json_tool", "_writer", "usage")
+
+    def __init__(self, writer: ChunkWriter, json_tool: str | None = None) -> None:
         self._writer = writer
         self._input: dict[str, Any] = {}
         self._finish = "stop"
         self._done = False
+        self._json_tool = json_tool
+        self._json_block: object = None
         self.usage: Usage | None = None
 
     def feed(self, event: Event) -> list[bytes]:
@@ -225,9 +296,14 @@ class AnthropicStream:
         w = self._writer
         if kind == "content_block_delta":
             delta = payload.get("delta") or {}
-            if delta.get("type") == "text_delta":
+            delta_kind = delta.get("type")
+            if delta_kind == "text_delta":
                 return w.text(delta.get("text", ""))
-            if delta.get("type") == "input_json_delta":
+            if delta_kind == "thinking_delta":
+                return w.reasoning(delta.get("thinking", ""))
+            if delta_kind == "input_json_delta":
+                if payload.get("index") == self._json_block:
+                    return w.text(delta.get("partial_json", ""))
                 return w.tool_call_arguments(
                     str(payload.get("index")), delta.get("partial_json", "")
                 )
@@ -238,13 +314,20 @@ class AnthropicStream:
         if kind == "content_block_start":
             block = payload.get("content_block") or {}
             if block.get("type") == "tool_use":
+                if self._json_tool is not None and block.get("name") == self._json_tool:
+                    self._json_block = payload.get("index")
+                    return w.start()
                 return w.tool_call_start(str(payload.get("index")), block["id"], block["name"])
             if block.get("type") == "text" and block.get("text"):
                 return w.text(block["text"])
+            if block.get("type") == "thinking" and block.get("thinking"):
+                return w.reasoning(block["thinking"])
             return []
         if kind == "message_delta":
             stop = (payload.get("delta") or {}).get("stop_reason")
             self._finish = FINISH_REASONS.get(str(stop), "stop")
+            if self._json_block is not None and self._finish == "tool_calls":
+                self._finish = "stop"  # the forced tool carried the answer
             # message_delta's usage is cumulative; input counts may also be updated here.
             self.usage = _usage({**self._input, **(payload.get("usage") or {})})
             return []
@@ -266,5 +349,5 @@ class AnthropicStream:
     def finish(self) -> list[bytes]:
         """``message_stop`` already sent the finish chunk; without it the answer is cut."""
         if not self._done:
-            raise truncated("anthropic")
+            raise truncated(NAME)
         return []

@@ -3,9 +3,13 @@
 The I/O layer (:mod:`modelport.gateway.upstream`) asks a provider to
 
 1. describe a token exchange, when its auth needs one (:meth:`Provider.token_request`,
-   :meth:`Provider.parse_token`) — the I/O layer performs and caches it;
-2. translate a validated OpenAI request into an :class:`UpstreamRequest`;
-3. translate the upstream's answer back: a whole body (:meth:`Provider.parse_response`),
+   :meth:`Provider.parse_token`) — the I/O layer performs and caches it; or name the
+   AWS region whose ambient credentials sign the request
+   (:meth:`Provider.aws_identity_region`) — the I/O layer resolves them;
+2. name the image links whose bytes it must send (:meth:`Provider.remote_images`) — the
+   I/O layer fetches them, within limits, into :attr:`Call.fetched`;
+3. translate a validated OpenAI request into an :class:`UpstreamRequest`;
+4. translate the upstream's answer back: a whole body (:meth:`Provider.parse_response`),
    a stream of decoded events (:meth:`Provider.stream_translator`), or an error body
    (:meth:`Provider.error_message`).
 
@@ -26,6 +30,7 @@ from modelport.gateway.context import new_request_id
 from modelport.gateway.errors import BAD_REQUEST, GatewayError
 from modelport.gateway.framing import Event
 from modelport.gateway.invocations import InvocationRequest
+from modelport.gateway.media import Fetched, Image
 from modelport.gateway.openai_format import ChunkWriter, Usage
 from modelport.gateway.protocol import ChatRequest, CompletionRequest, EmbeddingRequest
 from modelport.gatewayconfig import EntityConfig, Task
@@ -45,6 +50,8 @@ class Call:
     # Unique, not secret: the request-id scheme (a tenth of a uuid4's cost per request).
     response_id: str = field(default_factory=lambda: f"chatcmpl-{new_request_id()}")
     created: int = field(default_factory=lambda: int(time.time()))
+    fetched: dict[str, Fetched] = field(default_factory=dict)
+    """Image links fetched by the I/O layer for a provider that needs bytes, by URL."""
 
     def chat(self) -> ChatRequest:
         """The request as a chat, for providers whose completions go through chat."""
@@ -75,6 +82,14 @@ class UpstreamRequest:
     url: str
     headers: dict[str, str]
     body: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Relayed:
+    """A body relayed as the upstream sent it (OpenAI-compatible), with its usage."""
+
+    body: bytes
+    usage: Usage | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,9 +129,6 @@ class Provider(ABC):
     tasks: ClassVar[frozenset[Task]]
     """The tasks this provider can serve."""
     framing: ClassVar[Literal["sse", "eventstream"]] = "sse"
-    reports_usage: ClassVar[bool] = True
-    """Whether a whole answer may carry token usage (a custom model's never does: its
-    body is not parsed for it)."""
     default_base_url: ClassVar[str | None] = None
 
     def base_url(self, entity: EntityConfig) -> str:
@@ -130,6 +142,16 @@ class Provider(ABC):
         """The token exchange this entity's auth needs, or None when it needs none."""
         return None
 
+    def aws_identity_region(self, entity: EntityConfig) -> str | None:
+        """The region whose ambient AWS credentials (the pod's identity) sign this
+        entity's requests, or None when it brings its own credentials."""
+        return None
+
+    def remote_images(self, call: Call) -> list[Image]:
+        """Image links whose bytes this provider must send itself (none: providers that
+        take links fetch them on their side)."""
+        return []
+
     def parse_token(self, body: bytes) -> tuple[str, float]:
         """An OAuth token response: ``(access_token, expires_in seconds)``."""
         data = orjson.loads(body)
@@ -142,8 +164,9 @@ class Provider(ABC):
     @abstractmethod
     def parse_response(
         self, call: Call, body: bytes, headers: Mapping[str, str]
-    ) -> dict[str, Any] | bytes:
-        """Translate a successful body; bytes are relayed as they are (OpenAI-compatible)."""
+    ) -> dict[str, Any] | Relayed:
+        """Translate a successful body; a :class:`Relayed` one goes to the client as it
+        is (OpenAI-compatible)."""
 
     @abstractmethod
     def stream_translator(self, call: Call) -> StreamTranslator:
@@ -172,10 +195,33 @@ def _find_message(data: Any) -> str | None:
 
 
 def truncated(provider: str) -> GatewayError:
-    """The upstream closed a stream before its end event: the answer is incomplete."""
+    """The upstream closed a stream before its end event: the answer is incomplete, and
+    the client must not mistake it for a whole one."""
     return GatewayError(
-        502, "TEMPORARILY_UNAVAILABLE", f"{provider} ended the stream before finishing the answer"
+        502,
+        "TEMPORARILY_UNAVAILABLE",
+        f"{provider} ended the stream before finishing the answer (no final event); "
+        "the answer is incomplete: retry the request",
     )
+
+
+def refuse(request: Any, provider: str, *params: str) -> None:
+    """A 400 for the first of ``params`` that the client set and ``provider`` has no
+    documented equivalent for: sending it on, or dropping it, would change the answer
+    without saying so."""
+    for param in params:
+        if getattr(request, param) is not None:
+            raise unsupported(provider, param)
+
+
+def refuse_serial_tools(request: ChatRequest, provider: str) -> None:
+    """``parallel_tool_calls: false`` where the provider has no way to ask for it."""
+    if request.parallel_tool_calls is False:
+        raise unsupported(
+            provider,
+            "parallel_tool_calls",
+            "this provider cannot be told to call one tool at a time; leave it unset",
+        )
 
 
 def json_body(data: dict[str, Any]) -> bytes:

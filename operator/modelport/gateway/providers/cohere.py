@@ -5,6 +5,11 @@ v2 chat messages are close to OpenAI's (roles system/user/assistant/tool, ``tool
 ``stop_sequences``), the response shape (``message.content`` blocks, upper-case
 ``finish_reason``, ``usage.tokens``) and the stream's typed events (``content-delta``,
 ``tool-call-start``/``delta``, ``message-end`` carrying finish reason and usage).
+
+Images go in a user message's content list as ``image_url`` blocks (``data:`` URLs and
+links, which Cohere fetches); JSON output is ``response_format`` ``json_object`` with
+an optional ``json_schema``; ``reasoning_effort`` is ``thinking.token_budget`` (``none``
+disables thinking), and ``thinking`` content comes back as ``reasoning_content``.
 """
 
 from __future__ import annotations
@@ -14,8 +19,9 @@ from typing import Any
 
 import orjson
 
-from modelport.gateway.errors import TEMPORARILY_UNAVAILABLE, GatewayError
+from modelport.gateway.errors import TEMPORARILY_UNAVAILABLE, GatewayError, invalid
 from modelport.gateway.framing import Event
+from modelport.gateway.media import Image
 from modelport.gateway.openai_format import (
     ChunkWriter,
     ToolCallOut,
@@ -31,10 +37,16 @@ from modelport.gateway.providers.base import (
     UpstreamRequest,
     json_body,
     parse_json_object,
+    refuse,
+    refuse_serial_tools,
     truncated,
     unsupported,
 )
+from modelport.gateway.providers.reasoning import thinking_budget
+from modelport.gateway.providers.structured import json_output
 from modelport.gatewayconfig import LLM_TASKS, Task
+
+NAME = "cohere"
 
 FINISH_REASONS = {
     "COMPLETE": "stop",
@@ -49,7 +61,7 @@ EMBED_INPUT_TYPE = "search_document"
 class CohereProvider(Provider):
     """Chat, completions through chat, and embeddings."""
 
-    name = "cohere"
+    name = NAME
     tasks = LLM_TASKS
     default_base_url = "https://api.cohere.com"
 
@@ -90,7 +102,9 @@ class CohereProvider(Provider):
                 encoding_format=call.embedding().encoding_format,
             )
         message = data.get("message") or {}
-        texts = [c.get("text", "") for c in message.get("content") or [] if c.get("type") == "text"]
+        content = message.get("content") or []
+        texts = [c.get("text", "") for c in content if c.get("type") == "text"]
+        thoughts = [c.get("thinking", "") for c in content if c.get("type") == "thinking"]
         tools = [
             ToolCallOut(t["id"], t["function"]["name"], t["function"].get("arguments") or "{}")
             for t in message.get("tool_calls") or []
@@ -104,6 +118,7 @@ class CohereProvider(Provider):
             tool_calls=tools,
             finish_reason=FINISH_REASONS.get(str(data.get("finish_reason")), "stop"),
             usage=_usage(data.get("usage") or {}),
+            reasoning="".join(thoughts) or None,
         )
 
     def stream_translator(self, call: Call) -> CohereStream:
@@ -113,15 +128,21 @@ class CohereProvider(Provider):
 
 def chat_body(request: ChatRequest, model: str, *, stream: bool) -> bytes:
     """The v2 chat body for an OpenAI chat request."""
-    for param in ("logprobs", "top_logprobs", "logit_bias"):
-        if getattr(request, param) is not None:
-            raise unsupported("cohere", param)
+    refuse(request, NAME, "logprobs", "top_logprobs", "logit_bias", "service_tier")
+    refuse_serial_tools(request, NAME)
     if request.n not in (None, 1):
-        raise unsupported("cohere", "n", "send one request per completion")
+        raise unsupported(NAME, "n", "send one request per completion")
     messages: list[dict[str, Any]] = []
-    for m in request.messages:
+    for index, m in enumerate(request.messages):
         role = "system" if m.role == "developer" else m.role
         out: dict[str, Any] = {"role": role}
+        if role == "user" and m.has_images():
+            out["content"] = [
+                _image(p) if isinstance(p, Image) else {"type": "text", "text": p}
+                for p in m.parts(index)
+            ]
+            messages.append(out)
+            continue
         text = m.text()
         if role == "tool":
             out["tool_call_id"] = m.tool_call_id
@@ -153,8 +174,16 @@ def chat_body(request: ChatRequest, model: str, *, stream: bool) -> bytes:
         "frequency_penalty": request.frequency_penalty,
         "presence_penalty": request.presence_penalty,
     }
-    if request.response_format and request.response_format.get("type") == "json_object":
+    output = json_output(request)
+    if output is not None:
         body["response_format"] = {"type": "json_object"}
+        if output.schema is not None:
+            body["response_format"]["json_schema"] = output.schema
+    budget = thinking_budget(request)
+    if budget is not None:
+        body["thinking"] = (
+            {"type": "enabled", "token_budget": budget} if budget else {"type": "disabled"}
+        )
     if request.tools:
         body["tools"] = [
             {
@@ -168,10 +197,17 @@ def chat_body(request: ChatRequest, model: str, *, stream: bool) -> bytes:
             for t in request.tools
         ]
         if request.forced_tool() is not None:
-            raise unsupported("cohere", "tool_choice", "use 'required', 'auto' or 'none'")
+            raise unsupported(NAME, "tool_choice", "use 'required', 'auto' or 'none'")
         if request.tool_choice in ("required", "none"):
             body["tool_choice"] = str(request.tool_choice).upper()
     return json_body(body)
+
+
+def _image(image: Image) -> dict[str, Any]:
+    # Cohere reads data: URLs and fetches links itself, in OpenAI's own block shape.
+    if image.source not in ("data", "https", "http"):
+        raise invalid(image.param, f"{NAME} takes images as data: URLs or https:// links")
+    return {"type": "image_url", "image_url": {"url": image.url}}
 
 
 def _usage(usage: dict[str, Any]) -> Usage:
@@ -197,7 +233,10 @@ class CohereStream:
         w = self._writer
         message = (payload.get("delta") or {}).get("message") or {}
         if kind == "content-delta":
-            return w.text(((message.get("content") or {}).get("text")) or "")
+            content = message.get("content") or {}
+            if content.get("thinking"):
+                return w.reasoning(content["thinking"])
+            return w.text(content.get("text") or "")
         if kind == "tool-call-start":
             call = message.get("tool_calls") or {}
             fn = call.get("function") or {}
@@ -227,5 +266,5 @@ class CohereStream:
     def finish(self) -> list[bytes]:
         """``message-end`` already sent the finish chunk; without it the answer is cut."""
         if not self._done:
-            raise truncated("cohere")
+            raise truncated(NAME)
         return []

@@ -11,13 +11,19 @@ as ``BAD_REQUEST``. No credentials cross the cluster network, and nothing stream
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 import orjson
 
 from modelport.gateway.errors import BAD_REQUEST, GatewayError
 from modelport.gateway.invocations import forwarded
-from modelport.gateway.providers.base import Auth, Call, Provider, StreamTranslator, UpstreamRequest
+from modelport.gateway.providers.base import (
+    Auth,
+    Call,
+    Provider,
+    Relayed,
+    StreamTranslator,
+    UpstreamRequest,
+)
 from modelport.gatewayconfig import Task
 
 JSON_HEADERS = {"content-type": "application/json", "accept": "application/json"}
@@ -29,7 +35,6 @@ class MlflowProvider(Provider):
 
     name = "mlflow"
     tasks = frozenset({Task.CUSTOM})
-    reports_usage = False
 
     def build_request(self, call: Call, auth: Auth) -> UpstreamRequest:
         """The client's body, to the scoring server's ``/invocations``."""
@@ -37,11 +42,10 @@ class MlflowProvider(Provider):
         url = self.base_url(call.entity) + "/invocations"
         return UpstreamRequest("POST", url, dict(JSON_HEADERS), orjson.dumps(forwarded(call.raw)))
 
-    def parse_response(
-        self, call: Call, body: bytes, headers: Mapping[str, str]
-    ) -> dict[str, Any] | bytes:
-        """``{"predictions": ...}``, relayed byte for byte."""
-        return body
+    def parse_response(self, call: Call, body: bytes, headers: Mapping[str, str]) -> Relayed:
+        """``{"predictions": ...}``, relayed byte for byte, never parsed for token usage
+        (a custom model has none)."""
+        return Relayed(body, None)
 
     def stream_translator(self, call: Call) -> StreamTranslator:
         """Custom models answer whole bodies only."""

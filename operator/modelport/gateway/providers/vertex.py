@@ -7,9 +7,17 @@ google-auth's signer, posted to the key's ``token_uri`` or the configured ``toke
 the I/O layer performs it and caches the access token until shortly before it expires.
 
 Streaming uses ``:streamGenerateContent?alt=sse``: every SSE event is a whole
-``GenerateContentResponse`` chunk; the last ones carry ``finishReason`` and the final
+``GenerateContentResponse`` chunk; the last one carries ``finishReason`` and the final
 ``usageMetadata``, and there is no end marker, so the finish chunk is sent when the
-upstream body ends.
+upstream body ends, and only if a ``finishReason`` came: a body that ends without one
+was cut, and the client gets an error, not an invented ``stop``.
+
+Images become ``inlineData`` (a ``data:`` URL) or ``fileData`` (an ``https://`` or
+``gs://`` link, which Vertex reads itself; its MIME type is taken from the extension).
+JSON output is ``responseMimeType: application/json`` plus, for a schema,
+``responseJsonSchema`` (the JSON Schema as the client wrote it). ``reasoning_effort`` is
+``thinkingConfig.thinkingBudget`` with ``includeThoughts``, and thought parts come back
+as ``reasoning_content``.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from google.auth import crypt, jwt
 
 from modelport.gateway.errors import INTERNAL_ERROR, GatewayError, invalid
 from modelport.gateway.framing import Event
+from modelport.gateway.media import Image
 from modelport.gateway.openai_format import (
     ChunkWriter,
     ToolCallOut,
@@ -39,14 +48,23 @@ from modelport.gateway.providers.base import (
     UpstreamRequest,
     json_body,
     parse_json_object,
+    refuse,
+    refuse_serial_tools,
+    truncated,
     unsupported,
 )
+from modelport.gateway.providers.reasoning import thinking_budget
+from modelport.gateway.providers.structured import json_output
 from modelport.gatewayconfig import LLM_TASKS, EntityConfig, Task, VertexSettings
+
+NAME = "google-cloud-vertex-ai"
 
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 DEFAULT_TOKEN_URL = "https://oauth2.googleapis.com/token"  # noqa: S105
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 FILTERED = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"}
+IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "image/heic", "image/heif"})
+"""The image MIME types Gemini documents."""
 
 
 def _settings(entity: EntityConfig) -> VertexSettings:
@@ -58,7 +76,7 @@ def _settings(entity: EntityConfig) -> VertexSettings:
 class VertexProvider(Provider):
     """Gemini chat (completions through chat) and text embeddings."""
 
-    name = "google-cloud-vertex-ai"
+    name = NAME
     tasks = LLM_TASKS
 
     def base_url(self, entity: EntityConfig) -> str:
@@ -134,7 +152,7 @@ class VertexProvider(Provider):
                 encoding_format=call.embedding().encoding_format,
             )
         candidate = (data.get("candidates") or [{}])[0]
-        texts, tools = _parts(candidate)
+        texts, thoughts, tools = _parts(candidate)
         return completion_response(
             task=call.task,
             response_id=call.response_id,
@@ -144,6 +162,7 @@ class VertexProvider(Provider):
             tool_calls=tools,
             finish_reason=_finish(candidate.get("finishReason"), bool(tools)),
             usage=_usage(data.get("usageMetadata") or {}),
+            reasoning="".join(thoughts) or None,
         )
 
     def stream_translator(self, call: Call) -> VertexStream:
@@ -153,13 +172,16 @@ class VertexProvider(Provider):
 
 def generate_body(request: ChatRequest) -> bytes:
     """The generateContent body for an OpenAI chat request."""
-    for param in ("logprobs", "top_logprobs", "logit_bias"):
-        if getattr(request, param) is not None:
-            raise unsupported("google-cloud-vertex-ai", param)
+    refuse(request, NAME, "logprobs", "top_logprobs", "logit_bias", "service_tier")
+    refuse_serial_tools(request, NAME)
+    if request.n not in (None, 1):
+        # candidateCount would work upstream, but only the first candidate would come
+        # back: refused rather than answered with fewer choices than asked for.
+        raise unsupported(NAME, "n", "send one request per completion")
     system: list[dict[str, str]] = []
     contents: list[dict[str, Any]] = []
     names: dict[str, str] = {}  # tool_call_id -> function name: functionResponse needs the name
-    for m in request.messages:
+    for index, m in enumerate(request.messages):
         if m.role in ("system", "developer"):
             system.append({"text": m.text()})
             continue
@@ -174,8 +196,11 @@ def generate_body(request: ChatRequest) -> bytes:
                 )
             parts.append({"functionResponse": {"name": name, "response": {"content": m.text()}}})
         else:
-            text = m.text()
-            if text:
+            if m.role == "user":
+                parts.extend(
+                    image_part(p) if isinstance(p, Image) else {"text": p} for p in m.parts(index)
+                )
+            elif text := m.text():
                 parts.append({"text": text})
             for c in m.tool_calls or []:
                 names[c.id] = c.function.name
@@ -196,16 +221,19 @@ def generate_body(request: ChatRequest) -> bytes:
         "topK": request.top_k,
         "maxOutputTokens": request.max_output_tokens(),
         "stopSequences": request.stop_list(),
-        "candidateCount": request.n,
         "seed": request.seed,
         "presencePenalty": request.presence_penalty,
         "frequencyPenalty": request.frequency_penalty,
     }
-    if request.response_format and request.response_format.get("type") in (
-        "json_object",
-        "json_schema",
-    ):
+    output = json_output(request)
+    if output is not None:
         config["responseMimeType"] = "application/json"
+        config["responseJsonSchema"] = output.schema
+    budget = thinking_budget(request)
+    if budget is not None:
+        config["thinkingConfig"] = (
+            {"thinkingBudget": budget, "includeThoughts": True} if budget else {"thinkingBudget": 0}
+        )
     body: dict[str, Any] = {
         "contents": contents,
         "systemInstruction": {"parts": system} if system else None,
@@ -235,19 +263,31 @@ def generate_body(request: ChatRequest) -> bytes:
     return json_body(body)
 
 
-def _parts(candidate: dict[str, Any]) -> tuple[list[str], list[ToolCallOut]]:
+def image_part(image: Image) -> dict[str, Any]:
+    """``inlineData`` for a ``data:`` URL; ``fileData`` for a link Vertex reads itself."""
+    if image.source == "data":
+        mime = image.require_media_type(NAME, IMAGE_TYPES)
+        return {"inlineData": {"mimeType": mime, "data": image.base64}}
+    if image.source in ("https", "gs"):
+        mime = image.require_media_type(NAME, IMAGE_TYPES)
+        return {"fileData": {"mimeType": mime, "fileUri": image.url}}
+    raise invalid(image.param, f"{NAME} takes images as data: URLs, https:// or gs:// links")
+
+
+def _parts(candidate: dict[str, Any]) -> tuple[list[str], list[str], list[ToolCallOut]]:
     texts: list[str] = []
+    thoughts: list[str] = []
     tools: list[ToolCallOut] = []
     for part in (candidate.get("content") or {}).get("parts") or []:
-        if "text" in part and not part.get("thought"):
-            texts.append(part["text"])
+        if "text" in part:
+            (thoughts if part.get("thought") else texts).append(part["text"])
         elif "functionCall" in part:
             fc = part["functionCall"]
             call_id = fc.get("id") or f"call_{len(tools)}"
             tools.append(
                 ToolCallOut(call_id, fc["name"], orjson.dumps(fc.get("args") or {}).decode())
             )
-    return texts, tools
+    return texts, thoughts, tools
 
 
 def _finish(reason: Any, has_tools: bool) -> str:
@@ -284,12 +324,12 @@ class VertexStream:
         payload = orjson.loads(event[1])
         if "error" in payload:
             error = payload["error"] or {}
-            raise GatewayError(
-                502, INTERNAL_ERROR, f"google-cloud-vertex-ai: {error.get('message')}"
-            )
+            raise GatewayError(502, INTERNAL_ERROR, f"{NAME}: {error.get('message')}")
         out = self._writer.start()
         candidate = (payload.get("candidates") or [{}])[0]
-        texts, tools = _parts(candidate)
+        texts, thoughts, tools = _parts(candidate)
+        for thought in thoughts:
+            out.extend(self._writer.reasoning(thought))
         for text in texts:
             out.extend(self._writer.text(text))
         for tool in tools:
@@ -305,7 +345,10 @@ class VertexStream:
         return out
 
     def finish(self) -> list[bytes]:
-        """The stream ended: the finish chunk and usage."""
+        """The stream ended: the finish chunk and usage, if a finishReason came; without
+        one the body was cut, and inventing ``stop`` would pass half an answer as whole."""
+        if self._reason is None:
+            raise truncated(NAME)
         out = self._writer.finish(_finish(self._reason, self._tools > 0))
         out.extend(self._writer.usage(self.usage or Usage()))
         return out

@@ -1,0 +1,1 @@
+"""Guardrails on requests (input) and responses (output): see :mod:`.stages`."""
