@@ -155,3 +155,32 @@ def test_the_rest_apis_openapi_documents_a_custom_models_formats() -> None:
     }
     fields = doc["components"]["schemas"]["InvocationRequest"]["properties"]
     assert {"dataframe_split", "dataframe_records", "instances", "inputs", "params"} <= set(fields)
+
+
+def test_rate_limits_count_a_custom_models_calls_and_never_its_tokens() -> None:
+    import asyncio
+
+    from modelport import gatewayconfig as gc
+    from modelport.gateway.context import RequestContext
+    from modelport.gateway.ratelimit.limiter import RateLimiter
+    from modelport.gateway.ratelimit.store import MemoryStore
+
+    config = gc.AiGatewayConfig.model_validate(
+        {"rateLimits": [{"calls": 2, "key": "endpoint"}, {"tokens": 1, "key": "endpoint"}]}
+    )
+    limiter = RateLimiter(config, "iris", MemoryStore())
+
+    async def admit() -> int:
+        ctx = RequestContext("iris", "/serving-endpoints/iris/invocations")
+        ctx.tokens_apply = False  # as the gateway's parse sets it for ml/v1/predict
+        try:
+            await limiter.admit(ctx, call({"dataframe_records": RECORDS * 50}))
+        except GatewayError as refused:
+            return refused.status
+        return 200
+
+    async def three() -> list[int]:
+        return [await admit() for _ in range(3)]
+
+    # A token limit of 1 would refuse any text; a dataframe takes no tokens, two calls pass.
+    assert asyncio.run(three()) == [200, 200, 429]
