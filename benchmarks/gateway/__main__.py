@@ -28,7 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.gateway import install, profile
+from tests.postgres import PostgresServer, create_database
+
+from benchmarks.gateway import install, outage, profile
 from benchmarks.gateway.measure import Settings, body, closed_loop, open_loop
 from benchmarks.gateway.procs import Processes, rss_mib
 from benchmarks.gateway.report import render, summarize
@@ -37,6 +39,7 @@ from benchmarks.gateway.targets import (
     start_forwarder,
     start_litellm,
     start_modelport,
+    start_postgres,
     start_redis,
     start_upstream,
     wait_ready,
@@ -80,6 +83,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="comma-separated subset (N = the number of cores); also modelport-apikey-1w and "
         "modelport-apikey-Nw: the gateway with API-key caller auth on; modelport-ratelimit-1w "
         "and -Nw: that, plus a per-user calls limit counted in a redis-server the run starts; "
+        "modelport-tables-1w and -Nw: auth off, usage rows and payload logging to a "
+        "PostgreSQL the run starts; "
         "modelport-pii-1w and -Nw: caller auth off, guardrails' PII MASK on input and output",
     )
     p.add_argument(
@@ -113,6 +118,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--profile",
         action="store_true",
         help="instead of the comparison: py-spy profile of a 1-worker gateway under wrk",
+    )
+    p.add_argument(
+        "--db-outage",
+        action="store_true",
+        help="instead of the comparison: the gateway with usage rows and payload logging "
+        "under load while its PostgreSQL is stopped (RSS, drops, latency; see outage.py)",
+    )
+    p.add_argument(
+        "--outage-segments",
+        type=int,
+        help="segments of load while the database is down (default 8; quick 3)",
     )
     p.add_argument(
         "--profile-connections",
@@ -236,6 +252,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="modelport-bench-"))
     procs = Processes()
     budget = 3600.0  # every server exits by itself after this, whatever happens to us
+    postgres: list[PostgresServer] = []
+
+    def tables_database() -> str:
+        """A fresh database for a modelport-tables target (one server for all of them)."""
+        if not postgres:
+            postgres.append(start_postgres(client_cpus))
+            info["versions"]["postgresql"] = postgres[0].bin.parent.name
+        return create_database(postgres[0])
+
     try:
         upstream = start_upstream(procs, workdir, client_cpus, budget)
         targets: list[Target] = [upstream]
@@ -257,6 +282,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             starters[f"modelport-apikey-{w}w"] = lambda w=w, cpus=cpus: start_modelport(
                 procs, workdir, upstream, w, cpus, api_key=True
+            )
+            starters[f"modelport-tables-{w}w"] = lambda w=w, cpus=cpus: start_modelport(
+                procs, workdir, upstream, w, cpus, tables_dsn=tables_database()
             )
             starters[f"modelport-pii-{w}w"] = lambda w=w, cpus=cpus: start_modelport(
                 procs, workdir, upstream, w, cpus, pii=True
@@ -303,6 +331,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         }
     finally:
         procs.stop_all()
+        for server in postgres:
+            server.close()
         info["machine"]["loadavg_end"] = os.getloadavg()
         if args.keep_workdir:
             install.log(f"configs and logs kept in {workdir}")
@@ -412,6 +442,8 @@ def main(argv: list[str] | None = None) -> int:
     now = dt.datetime.now(dt.UTC)
     if args.profile:
         return run_profile(args, now)
+    if args.db_outage:
+        return run_db_outage(args, now)
     if args.report:
         raw = json.loads(args.report.read_text())
         raw["summary"] = summarize(raw)
@@ -450,6 +482,24 @@ def run_profile(args: argparse.Namespace, now: dt.datetime) -> int:
     results = profile.profile(connections, max(args.duration, 5.0), out.parent)
     print(profile.render(results))
     out.write_text(json.dumps({"date": now.isoformat(timespec="seconds"), **results}, indent=1))
+    install.log(f"wrote {out}")
+    return 0
+
+
+def run_db_outage(args: argparse.Namespace, now: dt.datetime) -> int:
+    """The --db-outage mode (see outage.py)."""
+    cores = os.cpu_count() or 1
+    server_cpus, client_cpus = ("0", "1") if cores >= 2 else (None, None)
+    segments = args.outage_segments or (3 if args.quick else 8)
+    duration = max(args.duration, 1.0 if args.quick else 5.0)
+    result = outage.run_outage(
+        args.quick, duration, segments, client_cpus, server_cpus, install.ensure_wrk()
+    )
+    print(outage.render(result))
+    name = f"gateway-outage-{now:%Y-%m-%d}{'-quick' if args.quick else ''}.json"
+    out = args.out or REPO / "benchmarks/results" / name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"date": now.isoformat(timespec="seconds"), **result}, indent=1))
     install.log(f"wrote {out}")
     return 0
 

@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from tests.postgres import PostgresServer
 
-from benchmarks.gateway.procs import Processes, free_port
+from benchmarks.gateway.procs import Processes, free_port, tree
 
 CALLER_KEY = "bench-caller-key-not-secret-0000"
 """The API key of the ``modelport-apikey`` targets' one caller (loopback only)."""
@@ -155,6 +156,7 @@ def start_modelport(
     api_key: bool = False,
     rate_limit_store: str | None = None,
     pii: bool = False,
+    tables_dsn: str | None = None,
 ) -> Target:
     """``modelport gateway`` with ``workers`` uvicorn workers, self-hosted entities.
 
@@ -168,6 +170,9 @@ def start_modelport(
     (compare it with ``modelport-apikey-Nw``: the difference is the limiter). With
     ``pii``, as target ``modelport-pii-Nw``: caller auth off, guardrails' PII MASK on input
     and output (every request and every answer, streamed chunk by chunk, is checked).
+    ``tables_dsn``, as target ``modelport-tables-Nw``: auth off, usage rows and payload
+    rows (every request, streams aggregated) written to the PostgreSQL at that connection
+    string.
     """
     kind = (
         "baseline"
@@ -178,6 +183,8 @@ def start_modelport(
         if api_key
         else "modelport-pii"
         if pii
+        else "modelport-tables"
+        if tables_dsn
         else "modelport"
     )
     api_key = api_key or rate_limit_store is not None
@@ -217,6 +224,20 @@ def start_modelport(
                 rateLimiting={"store": {"address": rate_limit_store}},
             )
         headers.append(f"Authorization: Bearer {CALLER_KEY}")
+    elif tables_dsn:
+        (base / "secrets/usage-db").mkdir()
+        (base / "secrets/usage-db/dsn").write_text(tables_dsn)
+        config["endpointNamespace"] = "bench"
+        config["aiGateway"] = {
+            "auth": {"enabled": False},
+            "usageTrackingEnabled": True,
+            "usageTable": {"postgresDsn": "usage-db/dsn"},
+            "inferenceTable": {
+                "sink": "postgres",
+                "table": "bench_payload",
+                "postgresDsn": "usage-db/dsn",
+            },
+        }
     elif _knows_auth(code):
         config["aiGateway"] = {"auth": {"enabled": False}}
     if pii:
@@ -262,6 +283,20 @@ def start_modelport(
         pinned=cpus is not None,
         log=base / "gateway.log",
     )
+
+
+def start_postgres(cpus: str | None) -> PostgresServer:
+    """A private PostgreSQL for the ``modelport-tables`` targets (Debian's server, a fresh
+    cluster in a temporary directory), pinned with the clients so that the gateway's core
+    is the gateway's: its CPU is not the gateway's cost and is not counted."""
+    server = PostgresServer().start()
+    if cpus:
+        pid = int((server.data / "postmaster.pid").read_text().split()[0])
+        # Backends fork from the postmaster later and inherit its CPU set.
+        for p in tree(pid):
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(p, {int(c) for c in cpus.split(",")})
+    return server
 
 
 def _knows_auth(code: Path | None) -> bool:

@@ -40,6 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     gateway_command.add_parser(sub)
 
+    from modelport.gateway.tables import command as usage_command  # asyncpg when it runs
+
+    usage_command.add_parser(sub)
+
     from modelport import settings  # argparse only: Kopf is imported when `operator` runs
 
     settings.add_operator_subcommand(sub)

@@ -25,6 +25,7 @@ Example (``gateway.json``; YAML shown for readability, the file is JSON)::
 
     version: 1
     endpointName: chat
+    endpointNamespace: team-a
     requestTimeoutSeconds: 297
     entities:
       - name: gpt-4o
@@ -57,6 +58,12 @@ Example (``gateway.json``; YAML shown for readability, the file is JSON)::
                 passwordFile: modelport-ratelimit/password,
                 keyPrefix: "modelport:{team-a/chat}:"}
         failOpen: false
+      usageTrackingEnabled: true
+      usageTable: {postgresDsn: modelport-usage-db/dsn, retentionDays: 90}   # rows in PostgreSQL
+      inferenceTable:                       # payload rows; see InferenceTable
+        sink: postgres
+        table: chat_payload
+        postgresDsn: modelport-usage-db/dsn
       auth:                                 # who may call; see AuthConfig
         enabled: true
         apiKeys:
@@ -598,11 +605,71 @@ class Readiness(_Strict):
     ca_file: str | None = Field(default=None, alias="caFile")
 
 
+DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
+"""Payloads larger than this are not stored in an inference table (as the reference
+service: 1 MiB), only counted and marked."""
+DEFAULT_RETENTION_DAYS = 90
+# A PostgreSQL identifier we create tables with: unquoted-safe, at most 63 bytes.
+_PG_IDENTIFIER = r"^[a-z_][a-z0-9_]{0,62}$"
+
+
+class UsageTable(_Strict):
+    """Usage rows in PostgreSQL: one row per request in the table ``modelport_usage``."""
+
+    postgres_dsn: RelativeSecretPath = Field(
+        alias="postgresDsn",
+        description="The file (under --secrets) holding the PostgreSQL connection string.",
+    )
+    retention_days: int = Field(
+        default=DEFAULT_RETENTION_DAYS,
+        alias="retentionDays",
+        ge=0,
+        description="Rows older than this are deleted; 0 keeps them forever.",
+    )
+
+    @field_validator("postgres_dsn")
+    @classmethod
+    def _inside_secrets(cls, value: str) -> str:
+        _check_relative(value)
+        return value
+
+
+class InferenceTable(_Strict):
+    """Request and response payloads, one row per (sampled) request."""
+
+    sink: Literal["log", "postgres"] = "log"
+    schema_name: str | None = Field(
+        default=None,
+        alias="schema",
+        pattern=_PG_IDENTIFIER,
+        description="The PostgreSQL schema of the table; default: the connection's.",
+    )
+    table: str = Field(pattern=_PG_IDENTIFIER, description="The table's name, e.g. 'chat_payload'.")
+    postgres_dsn: RelativeSecretPath | None = Field(default=None, alias="postgresDsn")
+    sampling_fraction: float = Field(default=1.0, alias="samplingFraction", ge=0, le=1)
+    max_payload_bytes: int = Field(default=DEFAULT_MAX_PAYLOAD_BYTES, alias="maxPayloadBytes", gt=0)
+    retention_days: int = Field(default=DEFAULT_RETENTION_DAYS, alias="retentionDays", ge=0)
+
+    @model_validator(mode="after")
+    def _postgres_has_a_dsn(self) -> Self:
+        if self.postgres_dsn is not None:
+            _check_relative(self.postgres_dsn)
+        if self.sink == "postgres" and self.postgres_dsn is None:
+            raise ValueError("inferenceTable.postgresDsn is required when sink is postgres")
+        return self
+
+
 class AiGatewayConfig(_Strict):
     """The seam for the AI-gateway features; the gateway reads these through one policy hook."""
 
     fallback_enabled: bool = Field(default=False, alias="fallbackEnabled")
     usage_tracking_enabled: bool = Field(default=False, alias="usageTrackingEnabled")
+    usage_table: UsageTable | None = Field(
+        default=None,
+        alias="usageTable",
+        description="Where usage rows go; unset, usage tracking only counts (Prometheus).",
+    )
+    inference_table: InferenceTable | None = Field(default=None, alias="inferenceTable")
     rate_limits: list[RateLimit] = Field(default_factory=list, alias="rateLimits", max_length=20)
     rate_limiting: RateLimiting = Field(default_factory=RateLimiting, alias="rateLimiting")
     auth: AuthConfig = Field(default_factory=AuthConfig)
@@ -614,6 +681,12 @@ class GatewayConfig(_Strict):
 
     version: Literal[1] = FORMAT_VERSION
     endpoint_name: str = Field(alias="endpointName", min_length=1)
+    endpoint_namespace: str = Field(
+        default="",
+        alias="endpointNamespace",
+        description="The endpoint's namespace, for usage and payload rows (which several "
+        "endpoints share); empty for a gateway run by hand.",
+    )
     request_timeout_seconds: float = Field(
         default=DEFAULT_REQUEST_TIMEOUT_SECONDS, alias="requestTimeoutSeconds", gt=0
     )

@@ -31,6 +31,7 @@ Each line: environment variable, `modelport operator` flag, default.
 - MODELPORT_GUARD_MODEL, --guard-model (JSON): none
 - MODELPORT_RATE_LIMITING, --rate-limiting (JSON): no shared store (each gateway process
   counts on its own); fail closed; 512 completion tokens reserved without max_tokens
+- MODELPORT_USAGE_DATABASE, --usage-database (JSON): none (usage is only counted)
 - MODELPORT_PROGRESS_DEADLINE_SECONDS, --progress-deadline-seconds: 600
 - MODELPORT_RESYNC_SECONDS, --resync-seconds: 300
 - MODELPORT_LOG_LEVEL, --log-level: INFO
@@ -106,6 +107,14 @@ endpoint's namespace* (a pod mounts only Secrets of its own namespace); the gate
 it as a file. `failOpen: true` admits requests while the store cannot be reached
 (default: refuse them with 503). `reserveCompletionTokens` is what a request without
 `max_tokens` reserves of a token limit until its usage is known.
+`MODELPORT_USAGE_DATABASE` names the cluster's usage database, the Helm value
+`usageDatabase`: ``{"secretName": "modelport-usage-db", "secretKey": "dsn",
+"retentionDays": 90}``. The Secret key holds a PostgreSQL connection string; gateways
+of endpoints that track usage write their rows there (and their payloads, unless the
+endpoint names a database of its own), deleting rows older than `retentionDays` (0:
+never). A pod mounts only Secrets of its own namespace, so every namespace with such
+endpoints holds a Secret of that name (the operator never copies Secrets, and never
+reads their values); an endpoint whose namespace lacks it says so in its status.
 `MODELPORT_RESYNC_SECONDS` is the period of the safety-net reconcile of every endpoint
 (0 turns it off); watches on children and Secrets do the real work, so it can stay
 long.
@@ -210,6 +219,16 @@ class RateLimitingDefaults:
 
 
 @dataclass(frozen=True)
+class UsageDatabase:
+    """The cluster's usage database (MODELPORT_USAGE_DATABASE): where the Secret key with
+    its connection string is, in each endpoint's namespace, and how long rows are kept."""
+
+    secret_name: str
+    secret_key: str = "dsn"  # noqa: S105 - the name of a key, not a value
+    retention_days: int = 90
+
+
+@dataclass(frozen=True)
 class GpuProfile:
     """The compute one replica of a workloadType gets.
 
@@ -266,6 +285,7 @@ class Settings:
     gateway_readiness_role: str = ""
     guard_model: GuardModelSetting | None = None
     rate_limiting: RateLimitingDefaults = field(default_factory=RateLimitingDefaults)
+    usage_database: UsageDatabase | None = None
     progress_deadline_seconds: int = 600
     resync_seconds: float = 300.0
     log_level: str = "INFO"
@@ -338,6 +358,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         gateway_readiness_role=_parse_role_ref(get("GATEWAY_READINESS_ROLE", "")),
         guard_model=parse_guard_model(get("GUARD_MODEL", "")),
         rate_limiting=_parse_rate_limiting(get("RATE_LIMITING", "")),
+        usage_database=_parse_usage_database(get("USAGE_DATABASE", "")),
         progress_deadline_seconds=integer("PROGRESS_DEADLINE_SECONDS", 600, 10),
         resync_seconds=float(integer("RESYNC_SECONDS", 300, 0)),
         log_level=get("LOG_LEVEL", "INFO").upper(),
@@ -653,6 +674,31 @@ def _problems(exc: ValidationError, whole: str) -> str:
     )
 
 
+def _parse_usage_database(raw: str) -> UsageDatabase | None:
+    """Parse MODELPORT_USAGE_DATABASE (the Helm value usageDatabase as JSON); an empty
+    secretName means none."""
+    if not raw:
+        return None
+    where = f"{ENV_PREFIX}USAGE_DATABASE"
+    shape = '{"secretName": "modelport-usage-db", "secretKey": "dsn", "retentionDays": 90}'
+    data = _json_object("USAGE_DATABASE", raw, f"a JSON object such as {shape}")
+    _known(where, data, {"secretName", "secretKey", "retentionDays"})
+    name = _parse_object_name("USAGE_DATABASE.secretName", str(data.get("secretName") or ""))
+    if not name:
+        return None
+    key = data.get("secretKey", "dsn")
+    if not isinstance(key, str) or not re.match(r"^[-._a-zA-Z0-9]+$", key):
+        raise SettingsError(
+            f"{where}.secretKey={key!r} is not a Secret key; use letters, digits, '-', '_', '.'"
+        )
+    days = data.get("retentionDays", 90)
+    if isinstance(days, bool) or not isinstance(days, int) or days < 0:
+        raise SettingsError(
+            f"{where}.retentionDays={days!r}: give a whole number of days (0 keeps rows forever)"
+        )
+    return UsageDatabase(secret_name=name, secret_key=key, retention_days=days)
+
+
 def _known(where: str, data: Mapping[str, Any], fields: set[str]) -> None:
     if unknown := sorted(set(data) - fields):
         raise SettingsError(f"{where}: unknown field(s) {unknown}; use {sorted(fields)}")
@@ -762,6 +808,11 @@ _OPERATOR_FLAGS: list[tuple[str, str, str]] = [
     ),
     ("--guard-model", "GUARD_MODEL", "the guard model of guardrails' safety check (JSON)"),
     ("--rate-limiting", "RATE_LIMITING", "rate limits' shared store and behaviour (JSON)"),
+    (
+        "--usage-database",
+        "USAGE_DATABASE",
+        "the cluster's usage database: its DSN Secret and retention (JSON)",
+    ),
     ("--progress-deadline-seconds", "PROGRESS_DEADLINE_SECONDS", "Deployment progress deadline"),
     ("--resync-seconds", "RESYNC_SECONDS", "period of the safety-net reconcile (0: off)"),
     ("--log-level", "LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR"),

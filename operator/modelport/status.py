@@ -9,8 +9,10 @@
   current generation is not rolled out everywhere, NOT_UPDATING otherwise;
 - `config` is the config in force, `pendingConfig` the one rolling out, `traffic`
   the weights of `config`;
-- a missing Secret of a callers' API key fails the update (Degraded, SecretMissing)
-  but no entity: the gateway serves, it just refuses that key; a gateway that cannot
+- a missing Secret of a callers' API key, of the rate limit store's password or of a
+  database's connection string fails the update (Degraded, SecretMissing) but no
+  entity: the gateway serves, it just refuses that key, cannot count limits, or writes
+  no rows; a gateway that cannot
   verify ServiceAccount tokens (the cluster's TokenReview binding) makes the endpoint
   Degraded without failing the update, which nothing in the spec could fix;
 - rate limits that each gateway replica would count on its own (no shared store, more
@@ -95,7 +97,7 @@ class SecretProblem:
     missing: Literal["secret", "key"]
     consequence: str = ""
     """What an endpoint-wide Secret's absence does (an API key refused, the rate limit
-    store unreachable)."""
+    store unreachable, no usage or payload rows written)."""
 
     def message(self, namespace: str) -> str:
         """What is wrong and the command that fixes it (never a value)."""

@@ -1,9 +1,10 @@
 """The project image: built offline by hack/docker, it runs both commands, and its
 gateway serves a chat request from the very config and secret files the operator
-renders for an endpoint."""
+renders for an endpoint, and writes its usage and payload rows to PostgreSQL."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -19,11 +20,13 @@ import pytest
 
 from modelport.api import ServingEndpoint
 from modelport.render import render
-from modelport.settings import Settings
+from modelport.settings import Settings, UsageDatabase
 from tests.conftest import HACK
 from tests.integration.gateway.fakes import FakeProvider, Seen
 from tests.integration.gateway.openai_fake import serve_openai
 from tests.integration.operator.support import sample
+from tests.postgres import PostgresServer, create_database, query
+from tests.support import eventually
 
 FAKE_TOKEN = "test-key-not-real-image"
 CALLER_KEY = "test-caller-key-not-real-image"
@@ -66,12 +69,13 @@ def free_port() -> int:
 
 
 def kubelet_files(
-    rendered: list[dict[str, Any]], root: Path
+    rendered: list[dict[str, Any]], root: Path, files: dict[str, str] | None = None
 ) -> tuple[dict[str, Path | None], list[str]]:
     """Lay out the gateway pod's ConfigMap and Secret volumes as the kubelet would.
 
     Returns the host directory for each mount path (None for an emptyDir), and
-    the container's command.
+    the container's command. Secret files hold FAKE_TOKEN, or what ``files`` (and
+    CALLERS) say for their path.
     """
     config_map = next(c for c in rendered if c["kind"] == "ConfigMap")
     deployment = next(
@@ -98,7 +102,7 @@ def kubelet_files(
                 for item in source["secret"]["items"]:
                     path = host / item["path"]
                     path.parent.mkdir(parents=True, exist_ok=True)
-                    path.write_text(CALLERS.get(item["path"], FAKE_TOKEN))
+                    path.write_text({**CALLERS, **(files or {})}.get(item["path"], FAKE_TOKEN))
                     # With fsGroup the kubelet makes read-only volume files
                     # group-owned and group-readable: mode | 0440, group fsGroup.
                     os.chown(path, 0, pod["securityContext"]["fsGroup"])
@@ -122,6 +126,16 @@ def upstream() -> Iterator[FakeProvider]:
 def test_gateway_in_the_image_serves_the_rendered_files(
     image: str, upstream: FakeProvider, tmp_path: Path
 ) -> None:
+    postgres = PostgresServer().start()
+    try:
+        _serve_the_rendered_files(image, upstream, tmp_path, postgres)
+    finally:
+        postgres.close()
+
+
+def _serve_the_rendered_files(
+    image: str, upstream: FakeProvider, tmp_path: Path, postgres: PostgresServer
+) -> None:
     body = sample("custom")
     body["metadata"].update(namespace="team-a", uid=str(uuid.uuid4()))
     body["spec"]["servedEntities"][0]["externalModel"]["customProviderConfig"][
@@ -134,10 +148,15 @@ def test_gateway_in_the_image_serves_the_rendered_files(
             "apiKeys": [
                 {"secretKeyRef": {"name": "callers", "key": "image"}, "servicePrincipal": "e2e"}
             ],
-        }
+        },
+        "usageTrackingConfig": {"enabled": True},
+        "inferenceTableConfig": {"enabled": True},
     }
-    rendered = render(ServingEndpoint.parse(body), Settings())
-    mounts, command = kubelet_files(rendered.children, tmp_path)
+    # The cluster's usage database (the chart's usageDatabase), on the host's loopback.
+    settings = Settings(usage_database=UsageDatabase("usage-db", "dsn"))
+    rendered = render(ServingEndpoint.parse(body), settings)
+    dsn = create_database(postgres)
+    mounts, command = kubelet_files(rendered.children, tmp_path, {"usage-db/dsn": dsn})
     assert command[:2] == ["modelport", "gateway"]
 
     port = free_port()
@@ -180,8 +199,28 @@ def test_gateway_in_the_image_serves_the_rendered_files(
         assert reply.choices[0].message.content == "Hello from upstream"
         assert raw.headers["served-model-name"] == "in-house"
         assert upstream.seen, "the upstream was never called"
+        (row,) = eventually(
+            lambda: _rows(dsn, "SELECT * FROM modelport_usage WHERE status_code = 200"), 20
+        )
+        assert (row["endpoint_namespace"], row["endpoint_name"]) == ("team-a", "custom-chat")
+        assert (row["requester"], row["served_entity"]) == ("e2e", "in-house")
+        (payload,) = eventually(
+            lambda: _rows(dsn, "SELECT * FROM custom_chat_payload WHERE status_code = 200"), 20
+        )
+        assert payload["request_id"] == row["request_id"]
+        assert json.loads(payload["response"])["choices"][0]["message"]["content"] == (
+            "Hello from upstream"
+        )
         logs = docker("logs", name, check=False)
         assert FAKE_TOKEN not in logs.stdout + logs.stderr
         assert CALLER_KEY not in logs.stdout + logs.stderr
+        assert postgres.password not in logs.stdout + logs.stderr
     finally:
         docker("rm", "-f", name, check=False)
+
+
+def _rows(dsn: str, sql: str) -> list[dict[str, Any]] | None:
+    try:
+        return query(dsn, sql) or None
+    except Exception:  # the gateway creates the tables when it first connects
+        return None

@@ -197,6 +197,21 @@ def test_gateway_auth_reaches_the_operator() -> None:
     assert settings.gateway_tokenreview_binding == "mp-modelport-gateways"
 
 
+def test_the_usage_database_reaches_the_operator() -> None:
+    import json
+
+    from modelport.settings import UsageDatabase, from_env
+
+    default = operator_env(template())["MODELPORT_USAGE_DATABASE"]
+    assert from_env({"MODELPORT_USAGE_DATABASE": default}).usage_database is None
+    custom = operator_env(
+        template("usageDatabase.secretName=usage-db", "usageDatabase.retentionDays=30")
+    )["MODELPORT_USAGE_DATABASE"]
+    assert json.loads(custom) == {"secretName": "usage-db", "secretKey": "dsn", "retentionDays": 30}
+    settings = from_env({"MODELPORT_USAGE_DATABASE": custom})
+    assert settings.usage_database == UsageDatabase("usage-db", "dsn", 30)
+
+
 def test_the_operator_may_manage_gateway_service_accounts() -> None:
     role = by_name(template(), "ClusterRole")["mp-modelport"]
     rule = next(r for r in role["rules"] if "serviceaccounts" in r["resources"])
@@ -287,6 +302,8 @@ def test_service_monitor_scrapes_the_gateways_when_enabled() -> None:
         ("gatewayAuth.serviceAccountTokens.cacheSeconds=900", "cacheSeconds"),
         ("gatewayAuth.serviceAccountTokens.audience=x", "audience"),
         ("gatewayAuth.oidc.issuer=login.example.com", "/gatewayAuth/oidc"),
+        ("usageDatabase.secretName=Usage_DB", "/usageDatabase/secretName"),
+        ("usageDatabase.retentionDays=-1", "/usageDatabase/retentionDays"),
     ],
 )
 def test_values_schema_refuses_bad_values(value: str, complaint: str) -> None:

@@ -9,16 +9,21 @@ from typing import Annotated, Literal, Self
 from pydantic import ConfigDict, Field, model_validator
 
 from modelport.api.auth import GatewayAuth
-from modelport.api.meta import NAME, TEXT, ApiModel, CelRule, SecretValue, cel_rules
+from modelport.api.meta import NAME, SHORT, TEXT, ApiModel, CelRule, SecretValue, cel_rules
 
 RateLimitKey = Literal["user", "user_group", "service_principal", "endpoint"]
 PiiBehavior = Literal["NONE", "BLOCK", "MASK"]
 SinkType = Literal["log", "postgres"]
+SQL_NAME = r"^[a-z_][a-z0-9_-]*$"
+"""A PostgreSQL name the gateway creates (``-`` becomes ``_``)."""
+MAX_PREFIX = SHORT - len("_payload")
 
 
 class UsageTrackingConfig(ApiModel):
-    """Count requests and tokens per caller and entity (Prometheus metrics and, with a
-    postgres sink, the usage table)."""
+    """Count requests and tokens per caller and entity: Prometheus counters and, when the
+    cluster has a usage database (Helm value usageDatabase), one row per request in its
+    table modelport_usage (caller, entity, status, tokens, characters, timings, the
+    body's client_request_id and usage_context)."""
 
     enabled: bool = Field(default=False, description="Track usage.")
 
@@ -40,12 +45,14 @@ class InferenceTableSink(ApiModel):
 
     type: SinkType = Field(
         default="log",
-        description="log (one JSON line per request on the gateway's stdout, the default) "
-        "or postgres.",
+        description="log (one JSON line per request on the gateway's stdout, the default "
+        "of a sink without a type) or postgres.",
     )
     postgres_dsn: SecretValue | None = Field(
         default=None,
-        description="Secret key holding the PostgreSQL connection string (type postgres).",
+        description="Secret key holding the PostgreSQL connection string "
+        "(postgresql://user:password@host:5432/database), required with type postgres; it "
+        "overrides the cluster's usage database for this endpoint's payloads.",
     )
 
     @model_validator(mode="after")
@@ -59,22 +66,38 @@ class InferenceTableSink(ApiModel):
 
 
 class InferenceTableConfig(ApiModel):
-    """Log request and response payloads ("inference table")."""
+    """Log request and response payloads ("inference table"): one row per request with
+    both payloads (a stream aggregated into the response it amounts to), status,
+    timings, caller and entity; payloads over 1 MiB are marked, not stored."""
 
     enabled: bool = Field(default=False, description="Log payloads.")
     catalog_name: Annotated[str, Field(max_length=NAME)] | None = Field(
         default=None,
-        description="Catalog of the table (reference-service field; with a "
-        "postgres sink: the database schema's prefix).",
+        description="Catalog of the table (reference-service field; accepted and unused: "
+        "the database is the connection string's).",
     )
-    schema_name: Annotated[str, Field(max_length=NAME)] | None = Field(
-        default=None, description="Schema of the table (with a postgres sink: the schema)."
+    schema_name: Annotated[str, Field(max_length=SHORT, pattern=SQL_NAME)] | None = Field(
+        default=None,
+        description="PostgreSQL schema of the table (lower-case letters, digits, _ and -, "
+        "which becomes _; created when missing); default: the connection's search path "
+        "(public).",
     )
-    table_name_prefix: Annotated[str, Field(max_length=NAME)] | None = Field(
-        default=None, description="Prefix of the table name; default: the endpoint's name."
+    table_name_prefix: Annotated[str, Field(max_length=MAX_PREFIX, pattern=SQL_NAME)] | None = (
+        Field(
+            default=None,
+            description="The table is <prefix>_payload (lower-case letters, digits, _ and -, "
+            "which becomes _); default: the endpoint's name.",
+        )
     )
     sink: InferenceTableSink | None = Field(
-        default=None, description="Modelport extension: where the rows go; default: log."
+        default=None,
+        description="Modelport extension: where the rows go; default: the cluster's usage "
+        "database when it has one (Helm value usageDatabase), else log.",
+    )
+    sampling_fraction: Annotated[float, Field(ge=0, le=1)] | None = Field(
+        default=None,
+        description="Modelport extension: the fraction of requests whose payloads are "
+        "logged, from 0 to 1 (default 1: every request); recorded in each row.",
     )
 
 

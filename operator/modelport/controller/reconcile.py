@@ -140,7 +140,7 @@ class Reconciler:
             with self._slots_lock:
                 self._secrets[(namespace, name)] = frozenset()
             return self._invalid(namespace, name, raw, "; ".join(format_errors(exc)))
-        refs = secret_refs(endpoint, self.settings.rate_limiting)
+        refs = secret_refs(endpoint, self.settings.rate_limiting, self.settings.usage_database)
         with self._slots_lock:
             self._secrets[(namespace, name)] = frozenset(r.name for r in refs)
 

@@ -8,5 +8,6 @@ Layout, top-down:
 - ``upstream`` — all network I/O: pooled clients, token exchange, streaming.
 - ``providers/`` — one module per provider: pure translation only.
 - ``secrets`` — credential files, re-read when Kubernetes rotates them.
+- ``tables/`` — usage rows and inference tables (PostgreSQL), off the request path.
 - ``server`` — the ``modelport gateway`` command (uvicorn).
 """

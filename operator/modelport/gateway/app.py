@@ -44,9 +44,12 @@ from modelport.gateway.invocations import InvocationRequest
 from modelport.gateway.metrics import Metrics
 from modelport.gateway.pipeline import Pipeline, Tap
 from modelport.gateway.protocol import (
+    CLIENT_REQUEST_ID,
+    USAGE_CONTEXT,
     ChatRequest,
     CompletionRequest,
     EmbeddingRequest,
+    take_client_fields,
     validate,
 )
 from modelport.gateway.providers import REGISTRY
@@ -126,9 +129,11 @@ def default_pipeline(
     config: GatewayConfig, secrets_dir: Path, metrics: Metrics | None = None
 ) -> Pipeline:
     """The stages ``config`` asks for: caller authentication when it is enabled, rate
-    limits when there are any (their tap and settlement only with a token limit), and the
+    limits when there are any (their tap and settlement only with a token limit), the
     guardrails of each direction that has a check on (input after the limits: a request
-    over its limit is refused before any guard model is asked)."""
+    over its limit is refused before any guard model is asked), and the recording tap
+    (last, so it sees what the client gets) and the table writers when usage rows or an
+    inference table are on (``metrics`` counts their rows)."""
     ai = config.ai_gateway
     authenticator = None
     if ai.auth.enabled:
@@ -136,7 +141,8 @@ def default_pipeline(
 
         authenticator = build(ai.auth, secrets_dir, Fingerprinter())
     guardrails = ai.guardrails
-    if not ai.rate_limits and not (guardrails.input.active or guardrails.output.active):
+    tables = bool((ai.usage_tracking_enabled and ai.usage_table) or ai.inference_table)
+    if not (ai.rate_limits or guardrails.input.active or guardrails.output.active or tables):
         return Pipeline(authenticator=authenticator)
     admission: list[Any] = []
     taps: list[Any] = []
@@ -161,6 +167,12 @@ def default_pipeline(
             taps.insert(0, checks_out)
             if checks_out.judges:
                 judges.append(checks_out)
+    if tables:
+        from modelport.gateway.tables import stages
+
+        recorder, writers = stages.build(config, secrets_dir, metrics)
+        taps.extend(recorder)  # last: it records what the client gets
+        sinks.extend(writers)
     return Pipeline(
         authenticator=authenticator,
         admission=tuple(admission),
@@ -195,7 +207,10 @@ class GatewayApp:
             keepalive_seconds=keepalive_seconds,
         )
         self.router = router or Router(config)
-        self.metrics = Metrics()
+        usage_endpoint = None
+        if config.ai_gateway.usage_tracking_enabled:
+            usage_endpoint = f"{config.endpoint_namespace}/{config.endpoint_name}"
+        self.metrics = Metrics(usage_endpoint=usage_endpoint)
         if pipeline is None:
             pipeline = default_pipeline(config, secrets_dir, self.metrics)
         self.pipeline = pipeline
@@ -248,9 +263,11 @@ class GatewayApp:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self._started = False
-                for stage in self._stages():
-                    if hasattr(stage, "aclose"):
-                        await stage.aclose()
+                # Together: each sink drains within its own budget (a table writer's 10 s),
+                # and the pod's grace period must cover the longest, not their sum.
+                await asyncio.gather(
+                    *(stage.aclose() for stage in self._stages() if hasattr(stage, "aclose"))
+                )
                 if self.readiness is not None:
                     await self.readiness.aclose()
                 await self.upstream.aclose()
@@ -375,10 +392,13 @@ class GatewayApp:
             ctx.status, ctx.outcome = 499, "disconnected"
         request = call.request if call is not None else None
         # A custom model's usage is its rows, never tokens (ctx.tokens_apply is False).
-        if ctx.usage is None and ctx.status == 200 and request is not None:
-            if isinstance(request, InvocationRequest):
-                pass
-            elif exchange.body is not None:
+        if (
+            ctx.usage is None
+            and ctx.status == 200
+            and request is not None
+            and not isinstance(request, InvocationRequest)
+        ):
+            if exchange.body is not None:
                 ctx.usage = estimated(request, estimate_completion_of_body(exchange.body))
             else:
                 ctx.usage = estimated(request, exchange.chunks)
@@ -403,11 +423,14 @@ class GatewayApp:
             raise GatewayError(400, BAD_REQUEST, f"request body is not valid JSON: {exc}") from None
         if not isinstance(raw, dict):
             raise GatewayError(400, BAD_REQUEST, "request body must be a JSON object")
+        if CLIENT_REQUEST_ID in raw or USAGE_CONTEXT in raw:
+            ctx.client_request_id, ctx.usage_context = take_client_fields(raw)
         request = validate(REQUEST_MODELS[task], raw)
         if isinstance(request, InvocationRequest):
             ctx.tokens_apply, ctx.rows = False, request.check().rows()
         stream = bool(getattr(request, "stream", False))
         ctx.task, ctx.model, ctx.stream = task, request.model, stream
+        ctx.request, ctx.request_body = request, body
         plan = self.router.plan(request.model)
         options = getattr(request, "stream_options", None)
         call = Call(

@@ -13,10 +13,15 @@ import itertools
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
+from modelport.gateway.invocations import InvocationRequest
 from modelport.gateway.openai_format import Usage
+from modelport.gateway.protocol import Request
 from modelport.gatewayconfig import Task
+
+if TYPE_CHECKING:
+    from modelport.gateway.tables.aggregate import StreamAggregate
 
 PrincipalKind = Literal["user", "service_principal"]
 AuthMethod = Literal["api_key", "service_account", "oidc"]
@@ -105,6 +110,29 @@ class TokenUsage:
 
 
 @dataclass(slots=True)
+class Relayed:
+    """What went to the client, as far as usage rows and inference tables need it.
+
+    Filled by the recording tap (:mod:`modelport.gateway.tables.capture`) only when one of
+    those features is on; otherwise it stays None and costs nothing.
+    """
+
+    output_characters: int = 0
+    """Characters of a stream's generated text (content, text, tool-call arguments)."""
+    body: bytes | None = None
+    """A whole response body as sent (a reference, not a copy)."""
+    stream: StreamAggregate | None = None
+    """A stream's aggregate (:class:`~modelport.gateway.tables.aggregate.StreamAggregate`)
+    while payloads are captured and within the limit; None otherwise."""
+    response_bytes: int = 0
+    """Bytes of a stream's chunk payloads relayed (while captured: until the limit)."""
+    too_large: bool = False
+    """The response passed the payload limit: it is not stored, only marked."""
+    sampled: bool = False
+    """This request's payloads go to the inference table."""
+
+
+@dataclass(slots=True)
 class RequestContext:
     """One proxied request, from arrival to the last byte (or its failure)."""
 
@@ -140,6 +168,16 @@ class RequestContext:
     response_headers: list[tuple[bytes, bytes]] | None = None
     """Headers a stage adds to whatever response the request gets, success or error (the
     rate limits' ``x-ratelimit-*``); None when no stage adds any."""
+    request: Request | InvocationRequest | None = None
+    """The validated request (once parsed)."""
+    request_body: bytes | None = None
+    """The request body as received (a reference, not a copy), for payload rows."""
+    client_request_id: str | None = None
+    """The body's ``client_request_id`` (reference-service field), taken out of it."""
+    usage_context: dict[str, str] | None = None
+    """The body's ``usage_context`` (reference-service field), taken out of it."""
+    relayed: Relayed | None = None
+    """What the client got, when usage rows or payload rows need it."""
     guardrails: list[GuardrailDecision] | None = None
     """The guardrails that acted, in order; None when none did (the usual case)."""
 

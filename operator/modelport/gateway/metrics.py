@@ -36,6 +36,18 @@ Series (the names are an interface: dashboards, alerts and tests use them):
 - ``modelport_gateway_breaker_transitions_total{entity,state}`` and
   ``modelport_gateway_breaker_open{entity}`` (gauge, 1 while open or probing; the
   highest of the workers): each entity's circuit breaker, per worker process.
+- with usage tracking on (``Metrics(usage_endpoint=...)``):
+  ``modelport_gateway_usage_requests_total{endpoint,entity,principal_kind}`` and
+  ``modelport_gateway_usage_tokens_total{endpoint,entity,principal_kind,kind}``:
+  requests and tokens by endpoint (``<namespace>/<name>``), served entity and the
+  caller's kind (``user``, ``service_principal``, ``anonymous``); bounded by the entities.
+- with usage rows or an inference table (:meth:`Metrics.table`):
+  ``modelport_gateway_table_rows_total{table,result}``: rows ``written``, or dropped
+  (``dropped_queue_full``: the buffer was full while the database was slow or down;
+  ``dropped_rejected``: the database refused the row; ``dropped_shutdown``: not written
+  within the shutdown's drain time), and
+  ``modelport_gateway_payloads_not_stored_total{table}``: request or response payloads
+  over the limit, marked in their row instead of stored.
 - ``modelport_gateway_rate_limit_decisions_total{key,decision}``: rate-limit decisions by
   the limit's key kind (``endpoint``, ``user``, ``user_group``, ``service_principal``)
   and ``decision``: ``admitted`` (counted once for each kind that admitted the request),
@@ -136,7 +148,7 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 class Metrics:
     """Request counts, latencies and token usage of one gateway process (see the module)."""
 
-    def __init__(self, *, max_principals: int = 100) -> None:
+    def __init__(self, *, max_principals: int = 100, usage_endpoint: str | None = None) -> None:
         if max_principals < 0:
             raise ValueError(f"max_principals must be 0 or more, not {max_principals}")
         self.max_principals = max_principals
@@ -197,6 +209,34 @@ class Metrics:
             ("principal", "kind"),
             registry=family_registry,
         )
+        self._usage_endpoint = usage_endpoint
+        self._usage_requests = Counter(
+            "modelport_gateway_usage_requests",
+            "Finished requests by endpoint, served entity and the caller's kind (usage tracking).",
+            ("endpoint", "entity", "principal_kind"),
+            registry=family_registry,
+        )
+        self._usage_tokens = Counter(
+            "modelport_gateway_usage_tokens",
+            "Tokens by endpoint, served entity, the caller's kind and kind (prompt, "
+            "completion) (usage tracking).",
+            ("endpoint", "entity", "principal_kind", "kind"),
+            registry=family_registry,
+        )
+        self._table_rows = Counter(
+            "modelport_gateway_table_rows",
+            "Rows of usage and inference tables: written, or dropped (and why).",
+            ("table", "result"),
+            registry=family_registry,
+        )
+        self._payloads_not_stored = Counter(
+            "modelport_gateway_payloads_not_stored",
+            "Request and response payloads over the inference table's limit, marked "
+            "instead of stored.",
+            ("table",),
+            registry=family_registry,
+        )
+        self._usage_cells: dict[tuple[str, str], _UsageCells] = {}
         self._in_flight = Gauge(
             "modelport_gateway_in_flight_requests",
             "Requests being served now.",
@@ -311,10 +351,22 @@ class Metrics:
                 usage.completion_tokens,
                 estimated=usage.estimated,
             )
+        if self._usage_endpoint is not None:
+            self._count_usage(entity, ctx)
         if ctx.guardrails is not None or len(attempts) > 1:
             self._count_decisions(ctx)
         if self._dir is not None and ended - self._flushed_at >= FLUSH_SECONDS:
             self.flush()
+
+    def table(self, table: str) -> TableCounters:
+        """The row counters of one usage or inference table (its writer adds to them)."""
+        return TableCounters(
+            written=self._cell(self._table_rows.labels(table, "written")),
+            dropped_queue_full=self._cell(self._table_rows.labels(table, "dropped_queue_full")),
+            dropped_rejected=self._cell(self._table_rows.labels(table, "dropped_rejected")),
+            dropped_shutdown=self._cell(self._table_rows.labels(table, "dropped_shutdown")),
+            not_stored=self._cell(self._payloads_not_stored.labels(table)),
+        )
 
     def breaker_changed(self, entity: str, state: str) -> None:
         """An entity's circuit breaker moved to ``state`` (open, half_open, closed)."""
@@ -492,6 +544,30 @@ class Metrics:
             if completion > 0:
                 guessed[1].value += completion
 
+    def _count_usage(self, entity: str, ctx: RequestContext) -> None:
+        principal = ctx.principal
+        kind = principal.kind if principal is not None else ANONYMOUS
+        cells = self._usage_cells.get((entity, kind))
+        if cells is None:
+            endpoint = self._usage_endpoint or ""
+            cells = self._usage_cells[(entity, kind)] = _UsageCells(
+                self._cell(self._usage_requests.labels(endpoint, entity, kind)),
+                self._pair_of(self._usage_tokens, endpoint, entity, kind),
+            )
+        cells.requests.value += 1
+        usage = ctx.usage
+        if usage is not None:
+            if usage.prompt_tokens > 0:
+                cells.tokens[0].value += usage.prompt_tokens
+            if usage.completion_tokens > 0:
+                cells.tokens[1].value += usage.completion_tokens
+
+    def _pair_of(self, family: Counter, *labels: str) -> Pair:
+        return (
+            self._cell(family.labels(*labels, "prompt")),
+            self._cell(family.labels(*labels, "completion")),
+        )
+
     def _principal(self, principal: Principal | None) -> Pair:
         if principal is None:
             return self._fixed_principal(ANONYMOUS)
@@ -524,6 +600,61 @@ class _Cell:
 
 Pair = tuple[_Cell, _Cell]
 """The (prompt, completion) cells of one entity or principal."""
+
+
+class _UsageCells:
+    """The usage series of one (entity, principal kind)."""
+
+    __slots__ = ("requests", "tokens")
+
+    def __init__(self, requests: _Cell, tokens: Pair) -> None:
+        self.requests = requests
+        self.tokens = tokens
+
+
+class TableCounters:
+    """What a table's writer counts: rows written and dropped (by why), and payloads
+    over the limit. Plain cells: adding is a float add; :meth:`Metrics.flush` moves
+    them into the library's series. :meth:`detached` ones count for nobody (a writer
+    built without metrics, in tests)."""
+
+    __slots__ = (
+        "dropped_queue_full",
+        "dropped_rejected",
+        "dropped_shutdown",
+        "not_stored",
+        "written",
+    )
+
+    def __init__(
+        self,
+        *,
+        written: _Cell,
+        dropped_queue_full: _Cell,
+        dropped_rejected: _Cell,
+        dropped_shutdown: _Cell,
+        not_stored: _Cell,
+    ) -> None:
+        self.written = written
+        self.dropped_queue_full = dropped_queue_full
+        self.dropped_rejected = dropped_rejected
+        self.dropped_shutdown = dropped_shutdown
+        self.not_stored = not_stored
+
+    @classmethod
+    def detached(cls) -> TableCounters:
+        """Counters that nothing exposes."""
+
+        def cell() -> _Cell:
+            return _Cell(lambda _amount: None)
+
+        return cls(
+            written=cell(),
+            dropped_queue_full=cell(),
+            dropped_rejected=cell(),
+            dropped_shutdown=cell(),
+            not_stored=cell(),
+        )
 
 
 class _PendingHistogram:

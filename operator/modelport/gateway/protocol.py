@@ -255,6 +255,60 @@ class EmbeddingRequest(_Body):
 
 Request = ChatRequest | CompletionRequest | EmbeddingRequest
 
+CLIENT_REQUEST_ID = "client_request_id"
+USAGE_CONTEXT = "usage_context"
+MAX_CLIENT_REQUEST_ID = 256
+MAX_USAGE_CONTEXT_KEYS = 20
+MAX_USAGE_CONTEXT_KEY = 128
+MAX_USAGE_CONTEXT_VALUE = 1024
+
+
+def take_client_fields(body: dict[str, Any]) -> tuple[str | None, dict[str, str] | None]:
+    """Remove the reference service's ``client_request_id`` and ``usage_context`` from
+    ``body`` (no provider knows them) and return them, checked.
+
+    ``client_request_id`` is a string of at most 256 characters; ``usage_context`` an
+    object of at most 20 string values (keys up to 128 characters, values up to 1,024).
+    They end up in usage and payload rows, whose text columns cannot hold a NUL
+    character, so one is refused here rather than failing a row later.
+    """
+    request_id = body.pop(CLIENT_REQUEST_ID, None)
+    context = body.pop(USAGE_CONTEXT, None)
+    if request_id is not None:
+        if not isinstance(request_id, str) or not 0 < len(request_id) <= MAX_CLIENT_REQUEST_ID:
+            raise invalid(
+                CLIENT_REQUEST_ID,
+                f"'{CLIENT_REQUEST_ID}' must be a string of 1 to {MAX_CLIENT_REQUEST_ID} "
+                "characters",
+            )
+        _no_nul(CLIENT_REQUEST_ID, request_id)
+    if context is not None:
+        if not isinstance(context, dict) or len(context) > MAX_USAGE_CONTEXT_KEYS:
+            raise invalid(
+                USAGE_CONTEXT,
+                f"'{USAGE_CONTEXT}' must be an object of at most {MAX_USAGE_CONTEXT_KEYS} "
+                'string values, e.g. {"project": "search"}',
+            )
+        for key, value in context.items():
+            where = f"{USAGE_CONTEXT}.{key[:MAX_USAGE_CONTEXT_KEY]}"
+            if len(key) > MAX_USAGE_CONTEXT_KEY:
+                raise invalid(
+                    where, f"'{USAGE_CONTEXT}' keys are at most {MAX_USAGE_CONTEXT_KEY} characters"
+                )
+            if not isinstance(value, str) or len(value) > MAX_USAGE_CONTEXT_VALUE:
+                raise invalid(
+                    where,
+                    f"'{where}' must be a string of at most {MAX_USAGE_CONTEXT_VALUE} characters",
+                )
+            _no_nul(where, key)
+            _no_nul(where, value)
+    return request_id, context
+
+
+def _no_nul(field: str, value: str) -> None:
+    if "\x00" in value:
+        raise invalid(field, f"'{field}' must not contain a NUL character")
+
 
 _Validated = TypeVar("_Validated", bound=BaseModel)
 

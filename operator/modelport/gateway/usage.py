@@ -25,14 +25,21 @@ from typing import Any
 import orjson
 
 from modelport.gateway.context import TokenUsage
+from modelport.gateway.invocations import InvocationRequest
 from modelport.gateway.protocol import ChatRequest, CompletionRequest, EmbeddingRequest
 
 CHARS_PER_TOKEN = 4
 
 
-def estimate_prompt(request: ChatRequest | CompletionRequest | EmbeddingRequest) -> int:
-    """Estimated prompt tokens of a validated request."""
+def prompt_characters(
+    request: ChatRequest | CompletionRequest | EmbeddingRequest | InvocationRequest,
+) -> int:
+    """Characters of a validated request's text: message contents (text parts), the
+    prompt, or the embedding input (token ids count as :data:`CHARS_PER_TOKEN` each); 0
+    for a custom model's dataframe or tensor, which is not text."""
     chars = 0
+    if isinstance(request, InvocationRequest):
+        return 0
     if isinstance(request, ChatRequest):
         for message in request.messages:
             content = message.content
@@ -44,21 +51,49 @@ def estimate_prompt(request: ChatRequest | CompletionRequest | EmbeddingRequest)
         chars = _text_length(request.prompt)
     else:
         chars = _text_length(request.input)
-    return _tokens(chars)
+    return chars
+
+
+def estimate_prompt(request: ChatRequest | CompletionRequest | EmbeddingRequest) -> int:
+    """Estimated prompt tokens of a validated request."""
+    return _tokens(prompt_characters(request))
+
+
+def body_characters(body: bytes) -> int:
+    """Characters of generated text in a whole OpenAI-format response body: message
+    content or completion text, plus tool-call arguments (0 if unreadable, or for
+    embeddings, which generate no text)."""
+    try:
+        data: Any = orjson.loads(body)
+        chars = 0
+        for choice in data.get("choices") or ():
+            message = choice.get("message") or {}
+            chars += len(message.get("content") or choice.get("text") or "")
+            for call in message.get("tool_calls") or ():
+                chars += len((call.get("function") or {}).get("arguments") or "")
+    except (orjson.JSONDecodeError, AttributeError, TypeError):
+        return 0
+    return chars
+
+
+def chunk_characters(chunk: Any) -> int:
+    """Characters of generated text in one parsed stream chunk (as :func:`body_characters`
+    counts a whole body)."""
+    chars = 0
+    try:
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") or {}
+            chars += len(delta.get("content") or choice.get("text") or "")
+            for call in delta.get("tool_calls") or ():
+                chars += len((call.get("function") or {}).get("arguments") or "")
+    except (AttributeError, TypeError):
+        return chars
+    return chars
 
 
 def estimate_completion_of_body(body: bytes) -> int:
     """Estimated completion tokens of an OpenAI-format response body (0 if unreadable)."""
-    try:
-        data: Any = orjson.loads(body)
-        chars = 0
-        for choice in data.get("choices") or []:
-            message = choice.get("message") or {}
-            chars += len(message.get("content") or choice.get("text") or "")
-            for call in message.get("tool_calls") or []:
-                chars += len((call.get("function") or {}).get("arguments") or "")
-    except (orjson.JSONDecodeError, AttributeError, TypeError):
-        return 0
+    chars = body_characters(body)
     return _tokens(chars) if chars else 0
 
 

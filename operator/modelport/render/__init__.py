@@ -81,10 +81,11 @@ def render(endpoint: ServingEndpoint, settings: Settings) -> Rendered:
         settings.rate_limiting,
         guard=settings.guard_model,
         readiness=readiness,
+        database=settings.usage_database,
     )
     text = gc.dumps(config)
     config_hash = stable_hash(text, CONFIG_HASH_LEN)
-    refs = secret_refs(endpoint, settings.rate_limiting)
+    refs = secret_refs(endpoint, settings.rate_limiting, settings.usage_database)
     verifies_tokens = config.ai_gateway.auth.service_account_tokens is not None
     guard = settings.guard_model
     token_for_guard = guard is not None and guard.endpoint is not None and uses_guard(endpoint)

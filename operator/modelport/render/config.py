@@ -1,6 +1,6 @@
 """The gateway's config file, rendered from an endpoint: entities, routes, features.
 
-Credentials (provider keys and callers' API keys) become file paths
+Credentials (provider keys, callers' API keys, database connection strings) become file paths
 (`<secretName>/<key>` under the gateway's --secrets directory); the values themselves
 are never read here. `secret_refs` lists every Secret key an endpoint needs, with the
 field that names it, so that the pod spec can mount exactly those keys and status can
@@ -22,6 +22,7 @@ from modelport.api.meta import SecretKeySelector, SecretValue
 from modelport.api.providers import PROVIDER_CONFIG_FIELDS, ExternalModel
 from modelport.render.auth import auth_config
 from modelport.render.names import entity_name
+from modelport.render.tables import inference_table, table_secrets, usage_table
 from modelport.runtimes.catalog import (
     SOURCE_SCHEMES,
     SYSTEM_PREFIX,
@@ -29,7 +30,12 @@ from modelport.runtimes.catalog import (
     CatalogEntry,
     CatalogError,
 )
-from modelport.settings import GatewayAuthDefaults, GuardModelSetting, RateLimitingDefaults
+from modelport.settings import (
+    GatewayAuthDefaults,
+    GuardModelSetting,
+    RateLimitingDefaults,
+    UsageDatabase,
+)
 
 INFERENCE_PORT = 8000
 DEFAULT_TASK = gc.Task.CHAT
@@ -67,6 +73,10 @@ UNREACHABLE_STORE = (
     "under a limit with 503 (or admits them uncounted with failOpen)"
 )
 STORE_LOGIN_FIELD = "MODELPORT_RATE_LIMITING.store.passwordSecret (Helm: rateLimiting)"
+NO_ROWS_WRITTEN = (
+    "until then the gateway serves requests but writes no usage or payload rows (it keeps "
+    "them in memory up to a bound, then drops and counts them)"
+)
 
 
 def render_gateway_config(
@@ -77,13 +87,15 @@ def render_gateway_config(
     *,
     guard: GuardModelSetting | None = None,
     readiness: bool = False,
+    database: UsageDatabase | None = None,
 ) -> gc.GatewayConfig:
     """The `GatewayConfig` of `endpoint` (raises `RenderError` when it is not valid);
     `catalog` gives a self-hosted catalog model its task when the entity names none,
     `auth` holds the cluster's defaults for who may call (default: the built-in ones),
     `rate_limiting` how limits are enforced (default: in each gateway process), `guard`
-    the cluster's guard model for safety checks, and `readiness` whether the gateway may
-    watch its self-hosted entities' EndpointSlices (see `needs_readiness`)."""
+    the cluster's guard model for safety checks, `readiness` whether the gateway may
+    watch its self-hosted entities' EndpointSlices (see `needs_readiness`), and
+    `database` the cluster's usage database (default: none)."""
     spec = endpoint.spec
     namespace = endpoint.metadata.namespace or "default"
     entities = [
@@ -111,6 +123,7 @@ def render_gateway_config(
     try:
         return gc.GatewayConfig(
             endpointName=endpoint.metadata.name,
+            endpointNamespace=namespace,
             entities=entities,
             routes=[
                 gc.Route(
@@ -123,6 +136,8 @@ def render_gateway_config(
                 usageTrackingEnabled=bool(
                     ai and ai.usage_tracking_config and ai.usage_tracking_config.enabled
                 ),
+                usageTable=usage_table(endpoint, database),
+                inferenceTable=inference_table(endpoint, database),
                 rateLimits=rate_limits,
                 rateLimiting=_rate_limiting(
                     endpoint, rate_limiting or RateLimitingDefaults(), bool(rate_limits)
@@ -239,10 +254,14 @@ def rate_limits_per_replica(
 
 
 def secret_refs(
-    endpoint: ServingEndpoint, rate_limiting: RateLimitingDefaults | None = None
+    endpoint: ServingEndpoint,
+    rate_limiting: RateLimitingDefaults | None = None,
+    database: UsageDatabase | None = None,
 ) -> list[SecretRef]:
     """Every Secret key the endpoint refers to, sorted, without duplicates; with the
-    cluster's `rate_limiting`, the store's password too when the endpoint has limits."""
+    cluster's `rate_limiting`, the store's password too when the endpoint has limits;
+    with the cluster's usage `database`, its connection string when the endpoint writes
+    rows there."""
     refs: set[SecretRef] = set()
     for i, entity in enumerate(endpoint.spec.served_entities):
         where = f"spec.servedEntities[{i}]"
@@ -266,6 +285,8 @@ def secret_refs(
     password = rate_limiting.password_secret if rate_limiting else None
     if password and rate_limiting and rate_limiting.store_address and ai and ai.rate_limits:
         refs.add(SecretRef(*password, STORE_LOGIN_FIELD, "", consequence=UNREACHABLE_STORE))
+    for name, key, field in table_secrets(endpoint, database):
+        refs.add(SecretRef(name, key, field, "", consequence=NO_ROWS_WRITTEN))
     return sorted(refs)
 
 

@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.integration.gateway.fakes import FakeProvider, RunningGateway, start_gateway
 from tests.integration.gateway.redis_server import RedisServer
+from tests.postgres import PostgresServer, create_database
 
 
 @pytest.fixture
@@ -83,3 +84,19 @@ def provider_gateway(
     from tests.integration.gateway.feature_fakes import start_gateway
 
     return lambda name: start_gateway(name, provider, gateway, service_account_key[0])
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One private PostgreSQL server for the session (tests make databases of their own)."""
+    server = PostgresServer()
+    try:
+        yield server.start()
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def database(postgres: PostgresServer) -> str:
+    """A fresh database on the session's server; its connection string."""
+    return create_database(postgres)

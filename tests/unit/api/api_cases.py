@@ -256,6 +256,11 @@ CASES: list[Case] = [
          (s("spec.aiGateway.guardrails.input.pii.behavior", "REDACT"),), "behavior"),
     Case("postgres-sink-without-dsn", "mixed-traffic-fallback",
          (s("spec.aiGateway.inferenceTableConfig.sink", {"type": "postgres"}),), "postgresDsn"),
+    Case("table-prefix-not-a-sql-name", "mixed-traffic-fallback",
+         (s("spec.aiGateway.inferenceTableConfig.tableNamePrefix", "Chat Logs"),),
+         "tableNamePrefix"),
+    Case("sampling-fraction-above-one", "mixed-traffic-fallback",
+         (s("spec.aiGateway.inferenceTableConfig.samplingFraction", 1.5),), "samplingFraction"),
     Case("fallback-enabled-not-bool", "openai",
          (s("spec.aiGateway.fallbackConfig", {"enabled": "yes"}),), "enabled"),
     # --- callers (auth) ---------------------------------------------------------------
