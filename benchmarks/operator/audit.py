@@ -94,12 +94,19 @@ class AuditLog:
         return found
 
 
-def tally(events: list[dict[str, Any]], start: float, end: float) -> Tally:
-    """The requests that completed in [start, end) (epoch seconds)."""
+def tally(
+    events: list[dict[str, Any]],
+    start: float,
+    end: float,
+    *,
+    exclude: frozenset[str] = frozenset(),
+) -> Tally:
+    """The requests that completed in [start, end) (epoch seconds), but those whose verb
+    is in `exclude`."""
     out = Tally()
     for event in events:
         when = _timestamp(event.get("stageTimestamp"))
-        if when is not None and start <= when < end:
+        if when is not None and start <= when < end and event.get("verb") not in exclude:
             out.add(event)
     return out
 

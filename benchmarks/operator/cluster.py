@@ -11,6 +11,14 @@ to ``cluster-admin``), so the apiserver's audit log attributes every request to 
 them; everything else (the benchmark's own applies and watches, the controllers, kwok)
 is left out of the log. Not ``system:masters``: that group is exempt from API Priority
 and Fairness, which an operator in a real cluster is not.
+
+The gateways' TokenReview binding. As the chart does (``gatewayAuth``), the cluster
+gets a ClusterRole that may create TokenReviews and an empty ClusterRoleBinding to it
+(``TOKENREVIEW_BINDING``), and the operator the chart's rights on them (get, patch,
+update that binding; bind that role); the operator is told its name
+(MODELPORT_GATEWAY_TOKENREVIEW_BINDING), keeps every gateway's ServiceAccount in it,
+and its requests on it are counted with the rest. Each round starts from an empty
+binding (``reset_tokenreview_binding``), like a fresh install.
 """
 
 from __future__ import annotations
@@ -61,6 +69,8 @@ AUDIT_POLICY = {
         {"level": "None"},
     ],
 }
+TOKENREVIEW_BINDING = "modelport-bench-gateways"
+TOKENREVIEW_ROLE = "modelport-bench-gateway-tokenreview"
 PODS_PER_NODE = 1000
 GPUS_PER_NODE = 8
 GATEWAY_PODS_PER_CPU_NODE = 800
@@ -147,6 +157,9 @@ def up(max_gateway_pods: int, max_gpus: int, controller_qps: float, log: Any) ->
             f"--group={BENCH_GROUP}",
         )  # fmt: skip
         cluster.run_kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
+        cluster.run_kubectl(
+            "apply", "--server-side", "-f", "-", input_=json.dumps(tokenreview_objects())
+        )
         deadline = time.monotonic() + 60
         while True:  # `kubectl wait` fails while the new CRD has no conditions yet
             try:
@@ -180,6 +193,80 @@ def down(cluster: Cluster, log: Any) -> None:
     )  # fmt: skip
     shutil.rmtree(cluster.audit_log.parent, ignore_errors=True)
     log(f"private cluster down (rc {done.returncode})")
+
+
+def tokenreview_objects() -> dict[str, Any]:
+    """What the chart creates for the gateways' TokenReviews, and the operator's rights
+    on it (charts/modelport/templates/tokenreview.yaml and rbac.yaml)."""
+    operator_role = f"{TOKENREVIEW_BINDING}-operator"
+    items: list[dict[str, Any]] = [
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": TOKENREVIEW_ROLE},
+            "rules": [
+                {
+                    "apiGroups": ["authentication.k8s.io"],
+                    "resources": ["tokenreviews"],
+                    "verbs": ["create"],
+                }
+            ],
+        },
+        _empty_binding(),
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": operator_role},
+            "rules": [
+                {
+                    "apiGroups": ["rbac.authorization.k8s.io"],
+                    "resources": ["clusterrolebindings"],
+                    "resourceNames": [TOKENREVIEW_BINDING],
+                    "verbs": ["get", "patch", "update"],
+                },
+                {
+                    "apiGroups": ["rbac.authorization.k8s.io"],
+                    "resources": ["clusterroles"],
+                    "resourceNames": [TOKENREVIEW_ROLE],
+                    "verbs": ["bind"],
+                },
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": operator_role},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": operator_role,
+            },
+            "subjects": [
+                {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": OPERATOR_USER}
+            ],
+        },
+    ]
+    return {"apiVersion": "v1", "kind": "List", "items": items}
+
+
+def _empty_binding() -> dict[str, Any]:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": TOKENREVIEW_BINDING},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": TOKENREVIEW_ROLE,
+        },
+    }
+
+
+def reset_tokenreview_binding(cluster: Cluster) -> None:
+    """The binding with no subjects again (the last round's namespaces are gone, and
+    the next operator would leave their subjects alone)."""
+    cluster.run_kubectl("delete", "clusterrolebinding", TOKENREVIEW_BINDING, "--wait=true")
+    cluster.run_kubectl("create", "-f", "-", input_=json.dumps(_empty_binding()))
 
 
 def bench_nodes(max_gateway_pods: int, max_gpus: int) -> dict[str, Any]:

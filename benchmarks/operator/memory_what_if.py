@@ -21,6 +21,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from benchmarks.operator.as_shipped import without_kubernetes_client
+
 
 def _rss_mib() -> float:
     pages = int(Path("/proc/self/statm").read_text().split()[1])
@@ -54,6 +56,7 @@ def probe(*_: Any) -> None:
 def main() -> int:
     """Install the probe, then run `modelport`."""
     signal.signal(signal.SIGUSR1, probe)
+    without_kubernetes_client()  # as the image runs it (as_shipped.py)
     from modelport.cli import main as modelport_main
 
     return modelport_main(sys.argv[1:])

@@ -34,14 +34,23 @@ from benchmarks.gateway.procs import Processes, cpu_seconds, free_port, rss_mib
 from benchmarks.operator import workload
 from benchmarks.operator.api import Api
 from benchmarks.operator.audit import AuditLog, Tally, tally
-from benchmarks.operator.cluster import DIRECT_USER, OPERATOR_USER, OTHER_USERS, Cluster
+from benchmarks.operator.cluster import (
+    DIRECT_USER,
+    OPERATOR_USER,
+    OTHER_USERS,
+    TOKENREVIEW_BINDING,
+    Cluster,
+    reset_tokenreview_binding,
+)
 from modelport.settings import Settings
 
 SAMPLE_SECONDS = 0.25
 QUIET_S = 20.0
 """The settle window ends once the operator has made no request for this long: longer
-than the HPA controller's 15-s sync, whose first status write on each new HPA makes the
-operator reconcile every endpoint once more after READY."""
+than the HPA controller's 15-s sync, whose status writes made the operator before issue
+18 reconcile every endpoint once more after READY."""
+WATCH_VERBS = frozenset({"watch"})
+"""Requests that are the watches themselves (a watch is logged when it ends)."""
 WRITES = re.compile(r"writes=(\d+)")
 
 
@@ -171,7 +180,7 @@ class Context:
     settle_s: float
     largest: int
     steady_s: float
-    operator_threads: int
+    operator_workers: int
     operator_env: dict[str, str]
     memory_probe: bool
     work_dir: Path
@@ -299,6 +308,8 @@ def operator_round(ctx: Context, n: int, timeout_s: float, profile: Any = None) 
     burst = tally(events, t0, settle_from)
     settle = tally(events, settle_from, steady_from)
     steady = tally(events, steady_from, steady_to)
+    steady_beyond = tally(events, steady_from, steady_to, exclude=WATCH_VERBS)
+    last = tally(events, settle_from, steady_from, exclude=WATCH_VERBS).last
     minutes = max(steady_to - steady_from, 1e-9) / 60
     measured = bool(ready_at) and steady_s > 0
     result = {
@@ -331,9 +342,18 @@ def operator_round(ctx: Context, n: int, timeout_s: float, profile: Any = None) 
         "requests_per_endpoint": round(burst.requests / n, 2),
         "writes_per_endpoint": round(burst.writes / n, 2),
         "settle_window_s": round(steady_from - settle_from, 1),
+        # READY until the operator's last request (watches aside); 0: none after READY.
+        "quiet_after_ready_s": (
+            round(max(last - ready_at, 0.0), 1)
+            if ready_at and last is not None
+            else (0.0 if ready_at else None)
+        ),
         "steady_window_s": round(steady_to - steady_from, 1),
         "steady_writes_per_min": round(steady.writes / minutes, 2) if measured else None,
         "steady_requests_per_min": round(steady.requests / minutes, 2) if measured else None,
+        "steady_requests_beyond_watches_per_min": (
+            round(steady_beyond.requests / minutes, 2) if measured else None
+        ),
         "buckets_10s_after_ready": buckets(events, settle_from, steady_to, 10.0),
         "log_activity": {
             "to_ready": log_activity(log_path, t0, settle_from),
@@ -426,7 +446,8 @@ def rate(t: Tally) -> dict[str, Any]:
 
 def log_activity(log_path: Path, start: float, end: float) -> dict[str, Any]:
     """From the operator's JSON log, in [start, end): reconciles, the writes they
-    counted (``Kube.writes``), and which kinds of child events triggered handlers."""
+    counted, and the manager's activity: watch events by kind, and what queued reconciles
+    ("queued by <kind>")."""
     reconciles = writes = 0
     triggers: Counter[str] = Counter()
     for line in log_path.read_text(errors="replace").splitlines():
@@ -442,24 +463,29 @@ def log_activity(log_path: Path, start: float, end: float) -> dict[str, Any]:
             reconciles += 1
             found = WRITES.search(message)
             writes += int(found.group(1)) if found else 0
-        elif message.startswith("Handler ") and "succeeded" in message:
-            kind = (entry.get("object") or {}).get("kind", "?")
-            triggers[f"{message.split(chr(39))[1]} {kind}"] += 1
-    return {"reconciles": reconciles, "kube_writes": writes, "handlers": dict(triggers)}
+        elif message.startswith("activity: "):
+            for part in message.removeprefix("activity: ").split(";")[0].split(", "):
+                what, _, count = part.rpartition(" ")
+                if count.isdigit():
+                    triggers[what] += int(count)
+    return {"reconciles": reconciles, "kube_writes": writes, "activity": dict(triggers)}
 
 
 def start_operator(ctx: Context, procs: Processes, spaces: list[str], log_path: Path) -> Any:
     """``modelport operator`` with its defaults (resync 300 s, progress deadline 600 s,
-    INFO logs as JSON), watching ``spaces``, as the operator's own identity."""
+    INFO logs as JSON, 8 reconcile workers), watching ``spaces``, as the operator's own
+    identity, keeping the gateways' TokenReview binding as the chart would have it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELPORT_")}
     env["KUBECONFIG"] = str(ctx.cluster.kubeconfig(OPERATOR_USER))
     env["PYTHONUNBUFFERED"] = "1"
+    env["MODELPORT_GATEWAY_TOKENREVIEW_BINDING"] = TOKENREVIEW_BINDING
+    if ctx.operator_workers:
+        env["MODELPORT_RECONCILE_WORKERS"] = str(ctx.operator_workers)
     env.update(ctx.operator_env)
-    args = [sys.executable, "-m", "modelport.cli", "operator", "--log-format", "json"]
-    if ctx.operator_threads:
-        what_if = "benchmarks.operator.threads_what_if"
-        args[1:3] = ["-m", what_if, str(ctx.operator_threads)]
-    elif ctx.memory_probe:
+    # As the image runs it: without the `kubernetes` client (see as_shipped.py).
+    args = [sys.executable, "-m", "benchmarks.operator.as_shipped", "operator"]
+    args += ["--log-format", "json"]
+    if ctx.memory_probe:
         args[1:3] = ["-m", "benchmarks.operator.memory_what_if"]
         env["MODELPORT_BENCH_PROBE_OUT"] = str(log_path.with_suffix(".probe.json"))
     for ns in spaces:
@@ -495,9 +521,11 @@ def wait_watching(ctx: Context, proc: Any, log_path: Path, timeout: float = 60) 
 
 
 def cleanup(ctx: Context, spaces: list[str], timeout_s: float) -> float:
-    """Delete the namespaces and wait until they are gone; the seconds it took."""
+    """Delete the namespaces and wait until they are gone, and empty the TokenReview
+    binding; the seconds it took."""
     started = time.monotonic()
     workload.delete_namespaces(ctx.admin, spaces)
+    reset_tokenreview_binding(ctx.cluster)
     deadline = started + timeout_s
     for ns in spaces:
         while ctx.admin.request("GET", f"/api/v1/namespaces/{ns}") is not None:

@@ -44,9 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     usage_command.add_parser(sub)
 
-    from modelport import settings  # argparse only: Kopf is imported when `operator` runs
-
-    settings.add_operator_subcommand(sub)
+    # The operator parses its own flags (`modelport.controller.cli`): importing them
+    # would import Kopf and the controller, which the other subcommands never need.
+    operator = sub.add_parser(
+        "operator",
+        help="run the ServingEndpoint operator (flags: modelport operator --help)",
+        add_help=False,
+    )
+    operator.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    operator.set_defaults(run=_operator)
 
     from modelport.restapi import command as restapi_command  # argparse only
 
@@ -54,8 +60,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _operator(args: argparse.Namespace) -> int:
+    from modelport.controller import cli as operator_cli
+
+    return operator_cli.main(args.args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse `argv` and run the chosen subcommand; return its exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["operator"]:
+        return _operator(argparse.Namespace(args=argv[1:]))  # every flag is the operator's
     args = build_parser().parse_args(argv)
     run: Command = args.run
     return run(args)

@@ -1,8 +1,9 @@
 """Operator settings: what a cluster admin can tune, from flags or the environment.
 
 Every setting has an environment variable, so that `kopf run -m modelport.controller`
-(which knows none of our flags) and `modelport operator` (whose flags only set these
-variables) configure the operator the same way.
+(which knows none of our flags) and `modelport operator` (whose flags override the
+variables of the same name; `modelport.controller.cli`) configure the operator the
+same way.
 
 Each line: environment variable, `modelport operator` flag, default.
 
@@ -37,6 +38,7 @@ Each line: environment variable, `modelport operator` flag, default.
 - MODELPORT_LOG_LEVEL, --log-level: INFO
 - MODELPORT_LOG_FORMAT, --log-format (json or plain): json
 - MODELPORT_LIVENESS, --liveness (URL, or "off"): http://0.0.0.0:8081/healthz
+- MODELPORT_RECONCILE_WORKERS, --reconcile-workers: 8
 
 `MODELPORT_NAMESPACES` is a comma-separated list; empty means every namespace.
 `MODELPORT_GPU_PROFILES` is a JSON object ``{"GPU_MEDIUM": {"gpus": 1, "cpu": "8",
@@ -117,12 +119,12 @@ endpoints holds a Secret of that name (the operator never copies Secrets, and ne
 reads their values); an endpoint whose namespace lacks it says so in its status.
 `MODELPORT_RESYNC_SECONDS` is the period of the safety-net reconcile of every endpoint
 (0 turns it off); watches on children and Secrets do the real work, so it can stay
-long.
+long. `MODELPORT_RECONCILE_WORKERS` is how many endpoints are reconciled at once (each
+endpoint by one worker at a time; see `modelport.controller.queue`).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -135,6 +137,8 @@ from pydantic import ValidationError
 
 from modelport import __version__
 from modelport import gatewayconfig as gc
+from modelport.gpuprofiles import DEFAULT_GPU_RESOURCE, DEFAULT_PROFILES, GpuProfile
+from modelport.objects import is_quantity
 
 if TYPE_CHECKING:
     from modelport.runtimes.catalog import Catalog
@@ -149,7 +153,6 @@ DEFAULT_LLAMACPP_IMAGE = "ghcr.io/abetlen/llama-cpp-python:v0.3.36"
 # MLflow's own image: its scoring server and scikit-learn; docker/mlflow.Dockerfile builds
 # one that also carries XGBoost (see modelport.runtimes.mlflow).
 DEFAULT_MLFLOW_IMAGE = "ghcr.io/mlflow/mlflow:v3.17.2"
-DEFAULT_GPU_RESOURCE = "nvidia.com/gpu"
 DEFAULT_LIVENESS = "http://0.0.0.0:8081/healthz"
 DEFAULT_GATEWAY_RESOURCES: Mapping[str, Mapping[str, str]] = {
     "requests": {"cpu": "100m", "memory": "128Mi"},
@@ -159,12 +162,6 @@ DEFAULT_GATEWAY_RESOURCES: Mapping[str, Mapping[str, str]] = {
 _TOLERATION_FIELDS = frozenset({"key", "operator", "value", "effect", "tolerationSeconds"})
 _TOLERATION_OPERATORS = ("Exists", "Equal")
 _TOLERATION_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
-
-
-# A Kubernetes resource quantity: a number, then an optional SI/binary suffix or exponent.
-_QUANTITY = re.compile(
-    r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([numkMGTPE]|[KMGTPE]i|[eE][+-]?[0-9]+)?$"
-)
 
 
 # A Kubernetes object name (DNS-1123 subdomain).
@@ -228,29 +225,6 @@ class UsageDatabase:
     retention_days: int = 90
 
 
-@dataclass(frozen=True)
-class GpuProfile:
-    """The compute one replica of a workloadType gets.
-
-    `gpu_memory_gib` is the memory of one GPU, for the check that a catalog model
-    fits (0: unknown, nothing is checked); `tolerations` default to tolerating the
-    taint named like the GPU resource (`nvidia.com/gpu`) when the profile has GPUs.
-    """
-
-    gpus: int
-    cpu: str
-    memory: str
-    node_selector: Mapping[str, str] = field(default_factory=dict)
-    gpu_memory_gib: int = 0
-    resource_name: str = DEFAULT_GPU_RESOURCE
-    tolerations: tuple[Mapping[str, Any], ...] | None = None
-
-    @property
-    def total_gpu_memory_gib(self) -> int:
-        """GPU memory of one replica, all GPUs together."""
-        return self.gpus * self.gpu_memory_gib
-
-
 def _builtin_catalog() -> Catalog:
     from modelport.runtimes.catalog import load
 
@@ -291,6 +265,7 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "json"
     liveness: str = DEFAULT_LIVENESS
+    reconcile_workers: int = 8
 
     @property
     def clusterwide(self) -> bool:
@@ -300,7 +275,6 @@ class Settings:
 
 def from_env(env: Mapping[str, str] | None = None) -> Settings:
     """Read the settings from `env` (default: the process environment)."""
-    from modelport.render.profiles import DEFAULT_PROFILES
     from modelport.runtimes.catalog import CatalogError, load
 
     env = os.environ if env is None else env
@@ -364,6 +338,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         log_level=get("LOG_LEVEL", "INFO").upper(),
         log_format=log_format,
         liveness=get("LIVENESS", DEFAULT_LIVENESS),
+        reconcile_workers=integer("RECONCILE_WORKERS", 8, 1),
     )
     if settings.gateway_max_replicas < settings.gateway_min_replicas:
         raise SettingsError(
@@ -530,7 +505,7 @@ def _parse_resources(raw: str) -> Mapping[str, Mapping[str, str]]:
                     '"500m" or "256Mi"'
                 )
             text = str(quantity)
-            if not _QUANTITY.match(text):
+            if not is_quantity(text):
                 raise SettingsError(
                     f"{where}.{part}.{resource}={text!r} is not a Kubernetes quantity; "
                     'write e.g. "500m", "2" or "256Mi"'
@@ -766,87 +741,3 @@ def _parse_profiles(raw: str) -> dict[str, GpuProfile]:
                 "nodeSelector (object) and tolerations (list of objects)"
             ) from None
     return profiles
-
-
-# --- the `modelport operator` command line -----------------------------------------
-
-_OPERATOR_FLAGS: list[tuple[str, str, str]] = [
-    ("--gateway-image", "GATEWAY_IMAGE", "image of the gateway pods"),
-    ("--vllm-image", "VLLM_IMAGE", "default image of vLLM inference pods"),
-    ("--sglang-image", "SGLANG_IMAGE", "default image of SGLang inference pods"),
-    ("--llamacpp-image", "LLAMACPP_IMAGE", "default image of llama.cpp inference pods"),
-    ("--mlflow-image", "MLFLOW_IMAGE", "default image of custom (MLflow) model pods"),
-    ("--mlflow-tracking-uri", "MLFLOW_TRACKING_URI", "MLflow tracking server of custom models"),
-    ("--catalog", "CATALOG", "model catalog additions: YAML/JSON, or @file"),
-    ("--startup-seconds", "STARTUP_SECONDS", "time an inference pod may take to load weights"),
-    ("--gpu-profiles", "GPU_PROFILES", "GPU profiles: JSON, or @file holding JSON"),
-    ("--default-workload-type", "DEFAULT_WORKLOAD_TYPE", "profile when workloadType is unset"),
-    ("--gateway-min-replicas", "GATEWAY_MIN_REPLICAS", "gateway HPA minimum"),
-    ("--gateway-max-replicas", "GATEWAY_MAX_REPLICAS", "gateway HPA maximum"),
-    ("--gateway-node-selector", "GATEWAY_NODE_SELECTOR", "gateway pods' nodeSelector (JSON)"),
-    (
-        "--gateway-service-account-annotations",
-        "GATEWAY_SERVICE_ACCOUNT_ANNOTATIONS",
-        "annotations of every gateway ServiceAccount (JSON)",
-    ),
-    ("--gateway-tolerations", "GATEWAY_TOLERATIONS", "gateway pods' tolerations (JSON list)"),
-    (
-        "--gateway-resources",
-        "GATEWAY_RESOURCES",
-        "gateway container's resources (JSON requests/limits)",
-    ),
-    ("--gateway-auth", "GATEWAY_AUTH", "cluster defaults of spec.aiGateway.auth (JSON)"),
-    (
-        "--gateway-tokenreview-binding",
-        "GATEWAY_TOKENREVIEW_BINDING",
-        "ClusterRoleBinding that lets gateways create TokenReviews",
-    ),
-    (
-        "--gateway-readiness-role",
-        "GATEWAY_READINESS_ROLE",
-        "ClusterRole that lets gateways watch EndpointSlices (bound per namespace)",
-    ),
-    ("--guard-model", "GUARD_MODEL", "the guard model of guardrails' safety check (JSON)"),
-    ("--rate-limiting", "RATE_LIMITING", "rate limits' shared store and behaviour (JSON)"),
-    (
-        "--usage-database",
-        "USAGE_DATABASE",
-        "the cluster's usage database: its DSN Secret and retention (JSON)",
-    ),
-    ("--progress-deadline-seconds", "PROGRESS_DEADLINE_SECONDS", "Deployment progress deadline"),
-    ("--resync-seconds", "RESYNC_SECONDS", "period of the safety-net reconcile (0: off)"),
-    ("--log-level", "LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR"),
-    ("--log-format", "LOG_FORMAT", "json (default) or plain"),
-    ("--liveness", "LIVENESS", f"liveness endpoint URL, or 'off' (default {DEFAULT_LIVENESS})"),
-]
-
-
-def add_operator_subcommand(sub: Any) -> None:
-    """Register `modelport operator` on the `modelport` parser's subparsers."""
-    cmd = sub.add_parser("operator", help="run the ServingEndpoint operator")
-    cmd.add_argument(
-        "--namespace",
-        "-n",
-        action="append",
-        default=[],
-        help="watch this namespace (repeatable); default: all namespaces (MODELPORT_NAMESPACES)",
-    )
-    for flag, env, text in _OPERATOR_FLAGS:
-        cmd.add_argument(flag, dest=env.lower(), default=None, help=f"{text} (MODELPORT_{env})")
-    cmd.set_defaults(run=_run_operator)
-
-
-def _run_operator(args: argparse.Namespace) -> int:
-    """Set the environment from the flags, then import and run the controller."""
-    if args.namespace:
-        os.environ[ENV_PREFIX + "NAMESPACES"] = ",".join(args.namespace)
-    for _, env, _text in _OPERATOR_FLAGS:
-        value = getattr(args, env.lower())
-        if value is not None:
-            os.environ[ENV_PREFIX + env] = str(value)
-    try:
-        from modelport.controller.cli import main
-    except SettingsError as exc:
-        print(f"modelport operator: {exc}")
-        return 2
-    return main()

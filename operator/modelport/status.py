@@ -20,7 +20,9 @@
   failing the update: the spec is fine, the cluster's settings are not;
 - conditions Ready/Progressing/Degraded keep their `lastTransitionTime` while their
   status does not change, so an unchanged world computes an equal status (and the
-  operator skips the write).
+  operator skips the write);
+- a body that does not parse keeps its previous status, with the update failed and
+  Degraded (SpecInvalid) saying what to fix (`invalid_status`).
 """
 
 from __future__ import annotations
@@ -128,6 +130,9 @@ class Observed:
     secret_problems: Sequence[SecretProblem] = ()
     spec_error: str | None = None
     """Why the spec could not be rendered (nothing was applied for this generation)."""
+    spec_error_entity: str | None = None
+    """The served entity `spec_error` is about (`RenderError.entity`); None: the
+    endpoint as a whole."""
     token_review_problem: str | None = None
     """Why the gateway cannot verify ServiceAccount tokens (the cluster's binding)."""
     rate_limit_problem: str | None = None
@@ -185,10 +190,10 @@ def compute_status(
     gateway = deployment_view(observed.gateway, "gateway")
 
     views: dict[str, _EntityView] = {}
-    for index, entity in enumerate(spec.served_entities):
+    for entity in spec.served_entities:
         view = gateway
-        if observed.spec_error and observed.spec_error.startswith(f"spec.servedEntities[{index}]"):
-            # Render errors name the field first: the entity it names was refused.
+        if observed.spec_error and observed.spec_error_entity == entity.name:
+            # The entity the render error is about was refused; the others were not.
             views[entity.name] = _EntityView(FAILED, observed.spec_error, False, False)
             continue
         if entity.is_self_hosted:
@@ -316,6 +321,58 @@ def _config_of(
     )
 
 
+def invalid_status(
+    previous: ServingEndpointStatus | None,
+    name: str,
+    generation: int,
+    errors: str,
+    now: datetime,
+) -> ServingEndpointStatus:
+    """The status of an endpoint whose body does not parse (it slipped past admission):
+    the previous status, with the update failed and Degraded saying what to fix.
+
+    Nothing else can be computed without a spec, so readiness and the other
+    conditions stay as they were."""
+    previous = previous or ServingEndpointStatus()
+    text = f"spec is invalid: {errors}; fix the spec (kubectl edit servingendpoint {name})"
+    before = {c.type: c for c in previous.conditions or ()}
+    conditions = [c for c in previous.conditions or [] if c.type != "Degraded"]
+    conditions.append(_condition("Degraded", True, "SpecInvalid", text, generation, before, now))
+    return previous.model_copy(
+        update={
+            "observed_generation": generation,
+            "state": EndpointState(
+                ready=previous.state.ready if previous.state else "NOT_READY",
+                config_update="UPDATE_FAILED",
+            ),
+            "conditions": conditions,
+        }
+    )
+
+
+def _condition(
+    kind: str,
+    status: bool,
+    reason: str,
+    message: str,
+    generation: int,
+    before: dict[str, Condition],
+    now: datetime,
+) -> Condition:
+    """One condition; it keeps its `lastTransitionTime` while its status is unchanged."""
+    text: ConditionStatus = "True" if status else "False"
+    old = before.get(kind)
+    since = old.last_transition_time if old is not None and old.status == text else None
+    return Condition(
+        type=kind,
+        status=text,
+        reason=reason,
+        message=message[:32768],
+        observed_generation=generation,
+        last_transition_time=since or now,
+    )
+
+
 def _conditions(
     ready: str,
     update: str,
@@ -329,17 +386,7 @@ def _conditions(
     reason, problems = degraded
 
     def condition(kind: str, status: bool, reason: str, message: str) -> Condition:
-        text: ConditionStatus = "True" if status else "False"
-        old = before.get(kind)
-        since = old.last_transition_time if old is not None and old.status == text else None
-        return Condition(
-            type=kind,
-            status=text,
-            reason=reason,
-            message=message[:32768],
-            observed_generation=generation,
-            last_transition_time=since or now,
-        )
+        return _condition(kind, status, reason, message, generation, before, now)
 
     if ready == "READY":
         ready_message = "every entity with traffic is serving"

@@ -92,9 +92,9 @@ def test_chart_rbac_is_sufficient_and_least_privilege(
     )
 
     # What it needs, in the namespace it manages.
-    for verb, resource in [
+    for verb, resource, *extra in [
         ("watch", "servingendpoints.serving.modelport.io"),
-        ("patch", "servingendpoints.serving.modelport.io/status"),
+        ("patch", "servingendpoints.serving.modelport.io", "--subresource=status"),
         ("create", "deployments.apps"),
         ("delete", "horizontalpodautoscalers.autoscaling"),
         ("get", "secrets"),
@@ -105,7 +105,7 @@ def test_chart_rbac_is_sufficient_and_least_privilege(
         ("create", "rolebindings.rbac.authorization.k8s.io"),
         ("bind", f"roles.rbac.authorization.k8s.io/{release}-modelport-gateway-readiness"),
     ]:
-        assert can_i(as_operator, verb, resource, "-n", namespace), (verb, resource)
+        assert can_i(as_operator, verb, resource, *extra, "-n", namespace), (verb, resource)
     # Its one cluster-scoped right: the subjects of the gateways' TokenReview binding.
     rbac = "rbac.authorization.k8s.io"
     for verb, resource in [
@@ -121,6 +121,8 @@ def test_chart_rbac_is_sufficient_and_least_privilege(
         ("create", "secrets", namespace),
         ("update", "secrets", namespace),
         ("delete", "servingendpoints.serving.modelport.io", namespace),
+        # It writes an endpoint's status only, never the endpoint (no Kopf annotations).
+        ("patch", "servingendpoints.serving.modelport.io", namespace),
         ("create", "servingendpoints.serving.modelport.io", namespace),
         ("create", "roles.rbac.authorization.k8s.io", namespace),
         ("create", "pods", namespace),
@@ -178,7 +180,12 @@ def test_chart_rbac_is_sufficient_and_least_privilege(
     bound_pvc(cluster, namespace, "model-cache")
 
     log = tmp_path / "operator.log"
-    operator = Operator(as_operator, [namespace], log, binding=binding).start()
+    # As the chart runs it: with the readiness role it creates (MODELPORT_GATEWAY_READINESS_ROLE).
+    readiness = f"Role/{release}-modelport-gateway-readiness"
+    operator = Operator(
+        as_operator, [namespace], log, "--liveness", "off", "--gateway-readiness-role", readiness,
+        binding=binding,
+    ).start()  # fmt: skip
     try:
         names = []
         for name in SAMPLE_NAMES:

@@ -46,7 +46,7 @@ each one; keep the two in step.
 {{- define "modelport.namespacedRules" -}}
 - apiGroups: [serving.modelport.io]
   resources: [servingendpoints]
-  verbs: [get, list, watch, patch]
+  verbs: [get, list, watch]
 - apiGroups: [serving.modelport.io]
   resources: [servingendpoints/status]
   verbs: [get, patch, update]

@@ -1,55 +1,63 @@
-"""The only code that talks to the Kubernetes API.
+"""The only code that talks to the Kubernetes API (besides Kopf's own watches).
 
-Everything here is blocking (the official `kubernetes` client): call it from sync
-Kopf handlers (they run in Kopf's thread pool), never from `async def`.
+Asynchronous, on one `aiohttp` session per operator process: a reconcile awaits its
+requests on the event loop that runs Kopf, so no thread waits on the network and
+many endpoints' requests are in flight at once. (The generated `kubernetes` client
+is not used: the operator makes a handful of calls, and the client's models cost ~47 MiB of
+resident memory in every operator process.)
 
-- `Kube.apply` is server-side apply under the one field manager `modelport`;
-  `needs_apply` (in `modelport.kube.compare`) decides beforehand whether there is
-  anything to write, so an unchanged endpoint costs reads only.
-- `Kube.children` lists an endpoint's children by label; `Kube.prune` deletes the
-  ones no longer desired.
-- `Kube.secret_key_state` reads a Secret only to say whether a key exists; the
-  value never leaves this function.
+What a reconcile reads comes from Kopf's watches (`modelport.controller.cache`);
+here are the writes, and the one object no watch covers (the binding):
+
+- `Kube.apply` is server-side apply under the one field manager `modelport`
+  (`modelport.kube.compare` decides beforehand whether there is anything to write,
+  and hashes what our field manager owns on the result);
+- `Kube.delete` deletes a child no longer desired, only if it is still the object we
+  saw (uid precondition);
+- `Kube.apply_status` writes the endpoint's status (apply to the status subresource);
+- `Kube.event` records an event on the endpoint;
 - `Kube.get_cluster_role_binding` / `Kube.replace_cluster_role_binding` read and
   replace (with its resourceVersion: optimistic concurrency) the one
   ClusterRoleBinding the operator maintains; `modelport.kube.binding` decides what.
-- `Kube.writes` counts every write request made (apply, delete, status, event), so
-  tests and logs can show that an unchanged endpoint costs none.
+
+Every method raises `KubeError` (with the HTTP status, 0 when none came back) whose
+message is the apiserver's, never the request body.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import json
 import logging
-import threading
+import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 from urllib.parse import quote
 
-from kubernetes import client, config
-from kubernetes.client.exceptions import ApiException
+import aiohttp
+import orjson
 
 from modelport.api import GROUP, PLURAL, VERSION
-from modelport.kube.compare import APPLIED_HASH_ANNOTATION, needs_apply, with_applied_hash
-from modelport.render import Manifest
-from modelport.render.names import ENDPOINT_LABEL, MANAGED_BY, MANAGER, label_value
+from modelport.kube.compare import FIELD_MANAGER, with_applied_hash
+from modelport.objects import Manifest
 
 __all__ = [
-    "APPLIED_HASH_ANNOTATION",
     "CHILD_KINDS",
     "FIELD_MANAGER",
     "ChildKey",
+    "Credentials",
     "Kube",
     "KubeError",
     "NamespaceGoneError",
-    "connect",
-    "needs_apply",
 ]
 
-FIELD_MANAGER = "modelport"
 log = logging.getLogger(__name__)
+REQUEST_TIMEOUT_SECONDS = 30
+CONNECTIONS = 32
+"""Connections to the apiserver at most: more than the reconcile workers, so that
+events and the binding's writes never wait for a reconcile's request."""
 
 
 @dataclass(frozen=True)
@@ -94,31 +102,76 @@ class NamespaceGoneError(KubeError):
     """The namespace is gone or terminating: nothing can be created in it any more."""
 
 
-def connect() -> Kube:
-    """A `Kube` from the in-cluster service account, else from the kubeconfig."""
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        config.load_kube_config()
-    return Kube(client.ApiClient())
+class Credentials(Protocol):
+    """Where the apiserver is and how to authenticate (`kopf.ConnectionInfo` is one)."""
+
+    @property
+    def server(self) -> str:
+        """The apiserver's URL."""
+        ...
+
+    def as_ssl_context(self) -> ssl.SSLContext:
+        """CA and client certificate."""
+        ...
+
+    def as_http_headers(self) -> dict[str, str]:
+        """The Authorization header, if any."""
+        ...
 
 
 class Kube:
-    """Typed-enough access to the API for one operator process (thread-safe)."""
+    """The API calls of one operator process, on one connection pool.
 
-    def __init__(self, api: Any) -> None:
-        self._api = api
-        self._lock = threading.Lock()
-        self.writes = 0
+    `login` gives fresh credentials; it is called at the first request and again
+    after a 401 (a rotated ServiceAccount token), once per failed request.
+    """
+
+    def __init__(
+        self,
+        login: Callable[[], Credentials],
+        *,
+        timeout: float = REQUEST_TIMEOUT_SECONDS,
+        connections: int = CONNECTIONS,
+    ) -> None:
+        self._login = login
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._connections = connections
+        self._session: aiohttp.ClientSession | None = None
+        self._server = ""
+        self._auth: dict[str, str] = {}
+        self._lock = asyncio.Lock()
+
+    async def close(self) -> None:
+        """Close the connections (at the operator's shutdown)."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # --- children --------------------------------------------------------------
+
+    async def apply(self, manifest: Manifest) -> dict[str, Any]:
+        """Server-side apply one child (with its applied-hash annotation); the result."""
+        kind = CHILD_KINDS[manifest["kind"]]
+        meta = manifest["metadata"]
+        path = f"{kind.collection(meta['namespace'])}/{quote(meta['name'])}"
+        return await self._write("PATCH", path, with_applied_hash(manifest), apply=True) or {}
+
+    async def delete(self, kind: str, namespace: str, name: str, uid: str) -> None:
+        """Delete a child, only if it is still the object we saw (uid precondition)."""
+        path = f"{CHILD_KINDS[kind].collection(namespace)}/{quote(name)}"
+        body = {"preconditions": {"uid": uid}, "propagationPolicy": "Background"}
+        try:
+            await self._write("DELETE", path, body)
+        except KubeError as exc:
+            if exc.status not in (404, 409):  # gone already, or replaced meanwhile
+                raise
 
     # --- endpoints -------------------------------------------------------------
 
-    def get_endpoint(self, namespace: str, name: str) -> dict[str, Any] | None:
-        """The endpoint's raw body, or None when it does not exist."""
-        return self._get(f"{_ENDPOINTS.collection(namespace)}/{quote(name)}")
-
-    def apply_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        """Server-side apply `status` to the status subresource.
+    async def apply_status(
+        self, namespace: str, name: str, status: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Server-side apply `status` to the status subresource; the endpoint after it.
 
         Apply (not merge) so that fields we set before and no longer set (a finished
         pendingConfig) are removed without writing nulls.
@@ -130,77 +183,9 @@ class Kube:
             "status": status,
         }
         path = f"{_ENDPOINTS.collection(namespace)}/{quote(name)}/status"
-        self._write("PATCH", path, body, apply=True)
+        return await self._write("PATCH", path, body, apply=True) or {}
 
-    # --- children --------------------------------------------------------------
-
-    def children(self, namespace: str, endpoint: str) -> dict[ChildKey, dict[str, Any]]:
-        """Every child of `endpoint` (by label), keyed by (kind, name)."""
-        selector = f"{MANAGED_BY}={MANAGER},{ENDPOINT_LABEL}={label_value(endpoint)}"
-        found: dict[ChildKey, dict[str, Any]] = {}
-        for kind in CHILD_KINDS.values():
-            listing = self._get(kind.collection(namespace), {"labelSelector": selector})
-            for item in (listing or {}).get("items", []):
-                # Items of a list come without apiVersion and kind; put them back so
-                # that a child compares equal to its rendered manifest.
-                item.update(apiVersion=kind.api_version, kind=kind.kind)
-                found[(kind.kind, item["metadata"]["name"])] = item
-        return found
-
-    def apply(self, manifest: Manifest) -> dict[str, Any]:
-        """Server-side apply one child (with its applied-hash annotation); the result."""
-        kind = CHILD_KINDS[manifest["kind"]]
-        meta = manifest["metadata"]
-        path = f"{kind.collection(meta['namespace'])}/{quote(meta['name'])}"
-        result = self._write("PATCH", path, with_applied_hash(manifest), apply=True)
-        return result or {}
-
-    def delete(self, kind: str, namespace: str, name: str, uid: str) -> None:
-        """Delete a child, only if it is still the object we saw (uid precondition)."""
-        path = f"{CHILD_KINDS[kind].collection(namespace)}/{quote(name)}"
-        body = {"preconditions": {"uid": uid}, "propagationPolicy": "Background"}
-        try:
-            self._write("DELETE", path, body)
-        except KubeError as exc:
-            if exc.status not in (404, 409):  # gone already, or replaced meanwhile
-                raise
-
-    def pods(self, namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]:
-        """Pods matching `selector` (to explain why a Deployment is not ready)."""
-        text = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
-        listing = self._get(f"/api/v1/namespaces/{quote(namespace)}/pods", {"labelSelector": text})
-        items: list[dict[str, Any]] = (listing or {}).get("items", [])
-        return items
-
-    # --- secrets ---------------------------------------------------------------
-
-    def secret_key_state(
-        self, namespace: str, name: str, key: str
-    ) -> Literal["ok", "missing-secret", "missing-key"]:
-        """Whether Secret `name` exists and holds `key`. The value is never returned,
-        logged or kept: only the key's presence leaves this function."""
-        secret = self._get(f"/api/v1/namespaces/{quote(namespace)}/secrets/{quote(name)}")
-        if secret is None:
-            return "missing-secret"
-        present = key in (secret.get("data") or {}) or key in (secret.get("stringData") or {})
-        del secret
-        return "ok" if present else "missing-key"
-
-    # --- the TokenReview ClusterRoleBinding -------------------------------------
-
-    def get_cluster_role_binding(self, name: str) -> dict[str, Any] | None:
-        """The ClusterRoleBinding `name`, or None when it does not exist."""
-        return self._get(f"{_CLUSTER_ROLE_BINDINGS}/{quote(name)}")
-
-    def replace_cluster_role_binding(self, body: dict[str, Any]) -> dict[str, Any]:
-        """Replace a ClusterRoleBinding (PUT). `body` carries the resourceVersion it was
-        read at, so a concurrent change makes this fail with 409 instead of being lost."""
-        path = f"{_CLUSTER_ROLE_BINDINGS}/{quote(body['metadata']['name'])}"
-        return self._write("PUT", path, body) or {}
-
-    # --- events ----------------------------------------------------------------
-
-    def event(
+    async def event(
         self,
         namespace: str,
         endpoint: str,
@@ -208,8 +193,9 @@ class Kube:
         type_: Literal["Normal", "Warning"],
         reason: str,
         message: str,
-    ) -> None:
-        """Record an event on the endpoint (what `kubectl describe` shows)."""
+    ) -> bool:
+        """Record an event on the endpoint (what `kubectl describe` shows); whether it
+        was recorded (an event is a courtesy: losing one fails nothing)."""
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         body = {
             "apiVersion": "v1",
@@ -233,72 +219,106 @@ class Kube:
             "count": 1,
         }
         try:
-            self._write("POST", f"/api/v1/namespaces/{quote(namespace)}/events", body)
+            await self._write("POST", f"/api/v1/namespaces/{quote(namespace)}/events", body)
         except KubeError as exc:
-            # An event is a courtesy; losing one must not fail the reconcile.
             log.warning("could not record event %s on %s/%s: %s", reason, namespace, endpoint, exc)
+            return False
+        return True
+
+    # --- the TokenReview ClusterRoleBinding -------------------------------------
+
+    async def get_cluster_role_binding(self, name: str) -> dict[str, Any] | None:
+        """The ClusterRoleBinding `name`, or None when it does not exist."""
+        return await self._get(f"{_CLUSTER_ROLE_BINDINGS}/{quote(name)}")
+
+    async def replace_cluster_role_binding(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Replace a ClusterRoleBinding (PUT). `body` carries the resourceVersion it was
+        read at, so a concurrent change makes this fail with 409 instead of being lost."""
+        path = f"{_CLUSTER_ROLE_BINDINGS}/{quote(body['metadata']['name'])}"
+        return await self._write("PUT", path, body) or {}
 
     # --- plumbing --------------------------------------------------------------
 
-    def _get(self, path: str, query: dict[str, str] | None = None) -> dict[str, Any] | None:
+    async def _get(self, path: str, query: dict[str, str] | None = None) -> dict[str, Any] | None:
         try:
-            return self._call("GET", path, query=query)
+            return await self._call("GET", path, query=query)
         except KubeError as exc:
             if exc.status == 404:
                 return None
             raise
 
-    def _write(
+    async def _write(
         self, method: str, path: str, body: dict[str, Any], *, apply: bool = False
     ) -> dict[str, Any] | None:
-        with self._lock:
-            self.writes += 1
         query = {"fieldManager": FIELD_MANAGER}
         if apply:
             query["force"] = "true"  # we are the only manager of what we render
-        headers = {"Content-Type": "application/apply-patch+yaml"} if apply else None
-        return self._call(method, path, query=query, body=body, headers=headers)
+        content = "application/apply-patch+yaml" if apply else "application/json"
+        return await self._call(method, path, query=query, body=body, content_type=content)
 
-    def _call(
+    async def _call(
         self,
         method: str,
         path: str,
         *,
         query: dict[str, str] | None = None,
         body: dict[str, Any] | None = None,
-        headers: dict[str, str] | None = None,
+        content_type: str = "application/json",
     ) -> dict[str, Any] | None:
-        header_params = {"Accept": "application/json", **(headers or {})}
-        if body is not None and "Content-Type" not in header_params:
-            header_params["Content-Type"] = "application/json"
-        try:
-            response = self._api.call_api(
-                path,
-                method,
-                query_params=list((query or {}).items()),
-                header_params=header_params,
-                body=body,
-                auth_settings=["BearerToken"],
-                _return_http_data_only=True,
-                _preload_content=False,
-                _request_timeout=30,
-            )
-        except ApiException as exc:
-            raise _error(method, path, exc) from None
-        data = response.data
-        if not data:
-            return None
-        parsed: dict[str, Any] = json.loads(data)
-        return parsed
+        data = orjson.dumps(body) if body is not None else None
+        headers = {"Accept": "application/json"}
+        if data is not None:
+            headers["Content-Type"] = content_type
+        for attempt in (1, 2):
+            session = await self._connect(renew=attempt == 2)
+            try:
+                async with session.request(
+                    method,
+                    self._server + path,
+                    params=query,
+                    data=data,
+                    headers={**headers, **self._auth},
+                ) as response:
+                    payload = await response.read()
+                    status = response.status
+                    reason = response.reason or ""
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise KubeError(f"{method} {path}: {type(exc).__name__}: {exc}") from None
+            if status == 401 and attempt == 1:
+                continue  # a rotated token: log in again, once
+            if status >= 400:
+                raise _error(method, path, status, reason, payload)
+            if not payload:
+                return None
+            parsed: dict[str, Any] = orjson.loads(payload)
+            return parsed
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _connect(self, *, renew: bool) -> aiohttp.ClientSession:
+        """The session; with `renew`, fresh credentials first (the headers only: the
+        connections in use stay open)."""
+        async with self._lock:
+            if self._session is not None and not renew:
+                return self._session
+            credentials = await asyncio.to_thread(self._login)  # it reads files
+            self._auth = credentials.as_http_headers()
+            if self._session is None:
+                self._server = credentials.server.rstrip("/")
+                self._session = aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(
+                        ssl=credentials.as_ssl_context(), limit=self._connections
+                    ),
+                    timeout=self._timeout,
+                )
+            return self._session
 
 
-def _error(method: str, path: str, exc: ApiException) -> KubeError:
+def _error(method: str, path: str, status: int, reason: str, payload: bytes) -> KubeError:
     """A KubeError with the apiserver's message (never the request body)."""
-    message = exc.reason or ""
-    with contextlib.suppress(ValueError, AttributeError):
-        message = json.loads(exc.body or "{}").get("message") or message
-    text = f"{method} {path}: {exc.status} {message}"
-    status = int(exc.status or 0)
+    message = reason
+    with contextlib.suppress(ValueError, AttributeError, TypeError):
+        message = orjson.loads(payload or b"{}").get("message") or message
+    text = f"{method} {path}: {status} {message}"
     if status == 404 and "namespaces" in message and "not found" in message:
         return NamespaceGoneError(text, status)
     if status == 403 and "being terminated" in message:

@@ -105,9 +105,12 @@ def render(endpoint: ServingEndpoint, settings: Settings) -> Rendered:
     )
     for index, entity in enumerate(endpoint.spec.served_entities):
         if entity.is_self_hosted:
-            children += entity_children(
-                meta.name, namespace, owner, index, entity, settings, endpoint.spec.task
-            )
+            try:
+                children += entity_children(
+                    meta.name, namespace, owner, index, entity, settings, endpoint.spec.task
+                )
+            except RenderError as exc:
+                raise exc.about(entity.name)  # noqa: B904 - the same error, said of its entity
     account = gateway_service_account_name(meta.name) if verifies_tokens else None
     warning = rate_limits_per_replica(
         endpoint, settings.rate_limiting, settings.gateway_max_replicas

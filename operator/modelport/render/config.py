@@ -45,7 +45,21 @@ volume, so the gateway re-reads it when the kubelet rotates it)."""
 
 
 class RenderError(ValueError):
-    """The endpoint cannot be rendered; the message names the field and the fix."""
+    """The endpoint cannot be rendered; the message names the field and the fix.
+
+    `entity` is the served entity it is about (None: the endpoint as a whole), so that
+    status can fail that entity and no other without reading the message.
+    """
+
+    def __init__(self, message: str, entity: str | None = None) -> None:
+        super().__init__(message)
+        self.entity = entity
+
+    def about(self, entity: str) -> RenderError:
+        """This error, said of `entity` unless it already names one."""
+        if self.entity is None:
+            self.entity = entity
+        return self
 
 
 @dataclass(frozen=True, order=True)
@@ -386,7 +400,9 @@ def _entity_config(
             )
         return _external_config(entity.name, entity.external_model)
     except ValidationError as exc:
-        raise RenderError(f"spec.servedEntities[{entity.name}]: {_describe(exc)}") from None
+        raise RenderError(
+            f"spec.servedEntities[{entity.name}]: {_describe(exc)}", entity.name
+        ) from None
 
 
 def _external_config(name: str, model: ExternalModel) -> gc.EntityConfig:
@@ -473,7 +489,8 @@ def _external_config(name: str, model: ExternalModel) -> gc.EntityConfig:
     # The API model guarantees exactly one block; this names a new provider's gap.
     raise RenderError(
         f"spec.servedEntities[{name}].externalModel.provider {model.provider!r} is not "
-        "supported by this operator version; upgrade the operator"
+        "supported by this operator version; upgrade the operator",
+        name,
     )
 
 

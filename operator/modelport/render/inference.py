@@ -19,6 +19,8 @@ from __future__ import annotations
 import math
 
 from modelport.api.entities import ServedEntity
+from modelport.gpuprofiles import GpuProfile
+from modelport.objects import whole_units
 from modelport.render.config import INFERENCE_PORT, RenderError, entity_task, is_mlflow_entity
 from modelport.render.manifest import Manifest, OwnerRef, metadata
 from modelport.render.names import (
@@ -33,7 +35,7 @@ from modelport.runtimes import RUNTIMES, InferenceRuntime
 from modelport.runtimes.base import MODELS_DIR, ModelPlan, UnsupportedModelError, pod_parts
 from modelport.runtimes.catalog import CatalogEntry, CatalogError
 from modelport.runtimes.mlflow import REGISTRY_SCHEMES, registered_model_uri
-from modelport.settings import GpuProfile, Settings
+from modelport.settings import Settings
 
 # Concurrent requests one replica is sized for; workloadSize Small (4) is one replica.
 CONCURRENCY_PER_REPLICA = 4
@@ -176,7 +178,7 @@ def _resources(entity: ServedEntity, profile: GpuProfile) -> tuple[Manifest, int
         limits.update({k: _quantity(v) for k, v in (custom.limits or {}).items()})
         if gpu in limits and gpu not in (custom.requests or {}):
             requests[gpu] = limits[gpu]
-    gpus = int(float(limits.get(gpu, "0")))
+    gpus = whole_units(limits.get(gpu, "0"))
     return {"requests": dict(sorted(requests.items())), "limits": dict(sorted(limits.items()))}, (
         gpus
     )

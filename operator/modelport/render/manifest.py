@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-Manifest = dict[str, Any]
+from modelport.objects import Manifest as Manifest  # the one type, used here by name
 
 
 @dataclass(frozen=True)

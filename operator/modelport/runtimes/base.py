@@ -17,9 +17,9 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar
 
-Manifest = dict[str, Any]
+from modelport.objects import Manifest as Manifest  # the one type, used here by name
 
 CACHE_DIR = "/cache"
 MODELS_DIR = "/models"

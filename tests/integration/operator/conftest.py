@@ -4,6 +4,7 @@ would dominate the run time)."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Iterator
@@ -48,12 +49,38 @@ def make_namespace(cluster: Cluster, prefix: str) -> str:
     return name
 
 
+@contextlib.contextmanager
+def scratch_namespace(cluster: Cluster, prefix: str) -> Iterator[str]:
+    """A fresh namespace, deleted (without waiting) when done."""
+    name = make_namespace(cluster, prefix)
+    try:
+        yield name
+    finally:
+        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@contextlib.contextmanager
+def running_operator(
+    cluster: Cluster,
+    namespaces: list[str],
+    tmp_path_factory: pytest.TempPathFactory,
+    *extra: str,
+    binding: str,
+) -> Iterator[Operator]:
+    """`modelport operator` watching `namespaces` (flags `extra`), stopped when done."""
+    log = Path(tmp_path_factory.mktemp("operator")) / "operator.log"
+    op = Operator(cluster, namespaces, log, *extra, binding=binding).start()
+    try:
+        yield op
+    finally:
+        op.stop()
+
+
 @pytest.fixture(scope="module")
 def op_namespace(crd: Cluster) -> Iterator[str]:
     """A namespace for the module's endpoints, deleted at the module's end."""
-    name = make_namespace(crd, "op")
-    yield name
-    crd.kubectl("delete", "namespace", name, "--wait=false", check=False)
+    with scratch_namespace(crd, "op") as name:
+        yield name
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +92,5 @@ def operator(
 ) -> Iterator[Operator]:
     """`modelport operator` watching the module's namespace, keeping the session's
     TokenReview binding."""
-    log = Path(tmp_path_factory.mktemp("operator")) / "operator.log"
-    op = Operator(crd, [op_namespace], log, binding=tokenreview_binding).start()
-    yield op
-    op.stop()
+    with running_operator(crd, [op_namespace], tmp_path_factory, binding=tokenreview_binding) as op:
+        yield op

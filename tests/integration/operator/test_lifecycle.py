@@ -12,13 +12,12 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import Cluster
-from tests.integration.operator.conftest import make_namespace
+from tests.integration.operator.conftest import running_operator, scratch_namespace
 from tests.integration.operator.support import (
     FAKE_SECRET_PREFIX,
     WRITES,
@@ -53,9 +52,8 @@ LIVENESS_PORT = _free_port()
 @pytest.fixture(scope="module")
 def doomed_namespace(crd: Cluster) -> Iterator[str]:
     """A second watched namespace, which a test deletes under the operator's feet."""
-    name = make_namespace(crd, "doomed")
-    yield name
-    crd.kubectl("delete", "namespace", name, "--wait=false", check=False)
+    with scratch_namespace(crd, "doomed") as name:
+        yield name
 
 
 @pytest.fixture(scope="module")
@@ -67,17 +65,12 @@ def operator(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Operator]:
     """This module's operator watches two namespaces and serves its liveness endpoint."""
-    log = Path(tmp_path_factory.mktemp("operator")) / "operator.log"
-    op = Operator(
-        crd,
-        [op_namespace, doomed_namespace],
-        log,
-        "--liveness",
-        f"http://127.0.0.1:{LIVENESS_PORT}/healthz",
+    liveness = f"http://127.0.0.1:{LIVENESS_PORT}/healthz"
+    with running_operator(
+        crd, [op_namespace, doomed_namespace], tmp_path_factory, "--liveness", liveness,
         binding=tokenreview_binding,
-    ).start()
-    yield op
-    op.stop()
+    ) as op:  # fmt: skip
+        yield op
 
 
 @pytest.fixture(scope="module")

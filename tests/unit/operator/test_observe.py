@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelport.kube.observe import observe_deployment, pod_problems, pod_progress
+from modelport.observe import observe_deployment, pod_problems, pod_progress
 from modelport.status import deployment_view
 
 UNSCHEDULABLE = (

@@ -114,15 +114,11 @@ def test_gateway_placement_and_resources() -> None:
     assert settings.gateway_resources == {"requests": {"cpu": "0.05", "memory": "64Mi"}}
 
 
-def test_gateway_flags_set_the_variables(monkeypatch: pytest.MonkeyPatch) -> None:
-    import argparse
+def test_gateway_flags_set_the_variables() -> None:
+    from modelport.controller.cli import build_parser, settings_from
 
-    from modelport.settings import add_operator_subcommand
-
-    parser = argparse.ArgumentParser()
-    add_operator_subcommand(parser.add_subparsers())
-    args = parser.parse_args(
-        ["operator", "--gateway-node-selector", '{"a": "b"}', "--gateway-tolerations", "[]",
+    args = build_parser().parse_args(
+        ["--gateway-node-selector", '{"a": "b"}', "--gateway-tolerations", "[]",
          "--gateway-resources", '{"limits": {"cpu": "1"}}']
     )  # fmt: skip
     assert (args.gateway_node_selector, args.gateway_tolerations, args.gateway_resources) == (
@@ -130,6 +126,13 @@ def test_gateway_flags_set_the_variables(monkeypatch: pytest.MonkeyPatch) -> Non
         "[]",
         '{"limits": {"cpu": "1"}}',
     )
+    # A flag wins over its variable; the environment itself is left alone.
+    env = {"MODELPORT_GATEWAY_NODE_SELECTOR": '{"x": "y"}', "MODELPORT_GATEWAY_IMAGE": "gw:2"}
+    settings = settings_from(args, env)
+    assert settings.gateway_node_selector == {"a": "b"}
+    assert settings.gateway_image == "gw:2"
+    assert settings.gateway_resources == {"limits": {"cpu": "1"}}
+    assert env["MODELPORT_GATEWAY_NODE_SELECTOR"] == '{"x": "y"}'
 
 
 def test_gateway_auth_defaults_are_secure() -> None:
@@ -194,20 +197,19 @@ def test_tokenreview_binding_must_be_an_object_name() -> None:
 
 
 def test_gateway_auth_flags_set_the_variables() -> None:
-    import argparse
+    from modelport.controller.cli import build_parser, settings_from
 
-    from modelport.settings import add_operator_subcommand
-
-    parser = argparse.ArgumentParser()
-    add_operator_subcommand(parser.add_subparsers())
-    args = parser.parse_args(
-        ["operator", "--gateway-auth", '{"enabled": false}',
+    args = build_parser().parse_args(
+        ["--gateway-auth", '{"enabled": false}',
          "--gateway-tokenreview-binding", "mp-gateways"]
     )  # fmt: skip
     assert (args.gateway_auth, args.gateway_tokenreview_binding) == (
         '{"enabled": false}',
         "mp-gateways",
     )
+    settings = settings_from(args, {})
+    assert settings.gateway_auth.enabled is False
+    assert settings.gateway_tokenreview_binding == "mp-gateways"
 
 
 def test_rate_limiting_defaults_count_in_each_process_and_fail_closed() -> None:

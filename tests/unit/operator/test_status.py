@@ -251,7 +251,7 @@ def test_a_refused_entity_carries_the_render_error() -> None:
         "spec.servedEntities[1].workloadType 'GPU_SMALL': system.ai.x needs at least 160 GiB "
         "of GPU memory and GPU_SMALL gives 1 x 16 GiB = 16 GiB; use workloadType GPU_LARGE_2"
     )
-    status = compute_status(MIXED, _observed(spec_error=error), None, T0)
+    status = compute_status(MIXED, _observed(spec_error=error, spec_error_entity="llama"), None, T0)
     by_name = {e.name: e.state for e in status.served_entities or []}
     assert by_name["llama"].deployment == "DEPLOYMENT_FAILED"
     assert by_name["llama"].deployment_state_message == error
