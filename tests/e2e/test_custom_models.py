@@ -56,7 +56,7 @@ pytestmark = pytest.mark.cluster
 # Outside /root: the model pods' non-root user must be able to read the files.
 MODELS_ROOT = Path("/var/lib/modelport-models/e2e-mlflow")
 REGISTERED = "iris"
-READY_SECONDS = 240
+READY_SECONDS = 360  # six model servers starting on two shared cores
 
 
 @contextlib.contextmanager
