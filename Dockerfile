@@ -1,4 +1,6 @@
-# One image for both Modelport commands: `modelport operator` and `modelport gateway`.
+# One image for every Modelport command: `modelport operator`, `gateway`, `api`, `console`.
+# It has the `tracing` extra (the OpenTelemetry SDK and OTLP exporter, about 8 MB with
+# protobuf), which the gateway imports only when a collector is configured.
 #
 #   docker build -t modelport/modelport:0.1.0 .
 #
@@ -15,7 +17,7 @@ ENV PIP_NO_INDEX=${PIP_NO_INDEX} \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY . /src
 RUN python3 -m venv /opt/modelport \
- && /opt/modelport/bin/pip install --find-links /src/.local/wheels /src \
+ && /opt/modelport/bin/pip install --find-links /src/.local/wheels "/src[tracing]" \
  && /opt/modelport/bin/pip uninstall --yes pip \
  && find /opt/modelport -name '__pycache__' -prune -exec rm -rf {} + \
  && /opt/modelport/bin/python -m compileall -q /opt/modelport/lib

@@ -85,7 +85,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "and -Nw: that, plus a per-user calls limit counted in a redis-server the run starts; "
         "modelport-tables-1w and -Nw: auth off, usage rows and payload logging to a "
         "PostgreSQL the run starts; "
-        "modelport-pii-1w and -Nw: caller auth off, guardrails' PII MASK on input and output",
+        "modelport-pii-1w and -Nw: caller auth off, guardrails' PII MASK on input and output; "
+        "modelport-traced-1w and -Nw: caller auth off, every request traced and its spans "
+        "exported over OTLP (to a collector that drops them)",
     )
     p.add_argument(
         "--points",
@@ -288,6 +290,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             starters[f"modelport-pii-{w}w"] = lambda w=w, cpus=cpus: start_modelport(
                 procs, workdir, upstream, w, cpus, pii=True
+            )
+            starters[f"modelport-traced-{w}w"] = lambda w=w, cpus=cpus: start_modelport(
+                procs, workdir, upstream, w, cpus, traces=True
             )
             if store is not None:
                 starters[f"modelport-ratelimit-{w}w"] = lambda w=w, cpus=cpus: start_modelport(

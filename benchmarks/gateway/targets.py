@@ -157,6 +157,7 @@ def start_modelport(
     rate_limit_store: str | None = None,
     pii: bool = False,
     tables_dsn: str | None = None,
+    traces: bool = False,
 ) -> Target:
     """``modelport gateway`` with ``workers`` uvicorn workers, self-hosted entities.
 
@@ -172,7 +173,9 @@ def start_modelport(
     and output (every request and every answer, streamed chunk by chunk, is checked).
     ``tables_dsn``, as target ``modelport-tables-Nw``: auth off, usage rows and payload
     rows (every request, streams aggregated) written to the PostgreSQL at that connection
-    string.
+    string. With ``traces``, as target ``modelport-traced-Nw``: auth off, every request
+    traced (sample ratio 1) and its spans exported over OTLP to the upstream's
+    ``/v1/traces``, which accepts and drops them.
     """
     kind = (
         "baseline"
@@ -185,6 +188,8 @@ def start_modelport(
         if pii
         else "modelport-tables"
         if tables_dsn
+        else "modelport-traced"
+        if traces
         else "modelport"
     )
     api_key = api_key or rate_limit_store is not None
@@ -240,6 +245,9 @@ def start_modelport(
         }
     elif _knows_auth(code):
         config["aiGateway"] = {"auth": {"enabled": False}}
+    if traces:
+        config["aiGateway"] = {"auth": {"enabled": False}}
+        config["tracing"] = {"endpoint": f"http://127.0.0.1:{upstream.port}", "sampleRatio": 1}
     if pii:
         mask = {"pii": "MASK"}
         config["aiGateway"] = {

@@ -11,7 +11,9 @@ in one of three modes, chosen per request so that one process serves every bench
 
 Responses are prebuilt bytes, and the request is only scanned, not decoded, so the
 upstream costs a few microseconds a request and is never what a benchmark measures.
-Anything else (a bad method or path) gets a 404, so a misrouted target shows as errors.
+``POST /v1/traces`` is a collector that accepts OTLP/HTTP spans and keeps nothing (the
+``modelport-traced`` targets export there). Anything else (a bad method or path) gets a
+404, so a misrouted target shows as errors.
 """
 
 from __future__ import annotations
@@ -77,6 +79,9 @@ def _chunk(i: int) -> dict[str, object]:
 
 FAST = _response(_completion("fast"))
 DELAYED = _response(_completion("delay50"))
+TRACES_ACCEPTED = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n"
+)
 NOT_FOUND = b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"
 SSE_HEAD = (
     b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
@@ -146,6 +151,10 @@ class UpstreamProtocol(asyncio.Protocol):
     def _next(self) -> None:
         while self.pending and self.transport is not None:
             request, body = self.pending.popleft()
+            if request == b"POST /v1/traces":
+                # An OTLP/HTTP collector that keeps nothing (the modelport-traced targets).
+                self.transport.write(TRACES_ACCEPTED)
+                continue
             if not (request.startswith(b"POST ") and request.endswith(b"/chat/completions")):
                 self.transport.write(NOT_FOUND)
                 continue

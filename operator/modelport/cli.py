@@ -57,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     from modelport.restapi import command as restapi_command  # argparse only
 
     restapi_command.add_parsers(sub)
+
+    from modelport.console import command as console_command  # argparse only
+
+    console_command.add_parser(sub)
     return parser
 
 

@@ -80,6 +80,8 @@ Example (``gateway.json``; YAML shown for readability, the file is JSON)::
     readiness:                              # fallback skips self-hosted entities with no ready pod
       namespace: team-a
       services: {llama-8b: chat-llama-8b}   # entity -> its Service (EndpointSlices watched)
+    tracing: {endpoint: "http://otel-collector.monitoring:4318", sampleRatio: 1.0}  # OTLP spans
+    accessLog: true                         # one line per finished request, with its trace id
 
 The file is parsed and validated here and nowhere else; this module deliberately imports
 nothing from ``modelport.api`` so the gateway image and the operator can evolve the CRD
@@ -659,6 +661,32 @@ class InferenceTable(_Strict):
         return self
 
 
+class Tracing(_Strict):
+    """Where the gateway sends its request spans (OTLP over HTTP), the cluster's setting
+    ``MODELPORT_TRACING`` (Helm value ``tracing``). Absent: no spans, and no cost."""
+
+    endpoint: str = Field(
+        description="The collector's OTLP/HTTP base URL, e.g. http://otel-collector:4318 "
+        "(spans go to <endpoint>/v1/traces)."
+    )
+    sample_ratio: float = Field(
+        default=1.0,
+        alias="sampleRatio",
+        ge=0,
+        le=1,
+        description="Share of new traces kept; a request that arrives with a W3C traceparent "
+        "follows its sampled flag.",
+    )
+    service_name: str = Field(default="modelport-gateway", alias="serviceName", min_length=1)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"tracing endpoint {value!r} must start with http:// or https://")
+        return value.rstrip("/")
+
+
 class AiGatewayConfig(_Strict):
     """The seam for the AI-gateway features; the gateway reads these through one policy hook."""
 
@@ -698,6 +726,13 @@ class GatewayConfig(_Strict):
         default=None,
         description="Where the gateway learns which self-hosted entities have a ready pod "
         "(fallback skips those that have none); unset: every entity counts as ready.",
+    )
+    tracing: Tracing | None = None
+    access_log: bool = Field(
+        default=False,
+        alias="accessLog",
+        description="One log line per finished request (request and trace id, caller, "
+        "entity, status, timings, tokens), written off the request path.",
     )
 
     @model_validator(mode="after")

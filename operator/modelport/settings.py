@@ -33,11 +33,14 @@ Each line: environment variable, `modelport operator` flag, default.
 - MODELPORT_RATE_LIMITING, --rate-limiting (JSON): no shared store (each gateway process
   counts on its own); fail closed; 512 completion tokens reserved without max_tokens
 - MODELPORT_USAGE_DATABASE, --usage-database (JSON): none (usage is only counted)
+- MODELPORT_TRACING, --tracing (JSON): none (gateways export no spans)
+- MODELPORT_GATEWAY_ACCESS_LOG, --gateway-access-log (true/false): false
 - MODELPORT_PROGRESS_DEADLINE_SECONDS, --progress-deadline-seconds: 600
 - MODELPORT_RESYNC_SECONDS, --resync-seconds: 300
 - MODELPORT_LOG_LEVEL, --log-level: INFO
 - MODELPORT_LOG_FORMAT, --log-format (json or plain): json
 - MODELPORT_LIVENESS, --liveness (URL, or "off"): http://0.0.0.0:8081/healthz
+- MODELPORT_METRICS_PORT, --metrics-port: 0 (no metrics server; the chart sets 8082)
 - MODELPORT_RECONCILE_WORKERS, --reconcile-workers: 8
 
 `MODELPORT_NAMESPACES` is a comma-separated list; empty means every namespace.
@@ -109,6 +112,11 @@ endpoint's namespace* (a pod mounts only Secrets of its own namespace); the gate
 it as a file. `failOpen: true` admits requests while the store cannot be reached
 (default: refuse them with 503). `reserveCompletionTokens` is what a request without
 `max_tokens` reserves of a token limit until its usage is known.
+`MODELPORT_TRACING` is where every gateway sends its request spans (the Helm value
+``tracing``): ``{"endpoint": "http://otel-collector.monitoring:4318", "sampleRatio":
+1.0}`` (OTLP over HTTP; ``serviceName`` too). Empty, or no endpoint: no spans, and
+nothing on the request path. `MODELPORT_GATEWAY_ACCESS_LOG` (``true``) makes every
+gateway log one line per finished request, with its request and trace ids.
 `MODELPORT_USAGE_DATABASE` names the cluster's usage database, the Helm value
 `usageDatabase`: ``{"secretName": "modelport-usage-db", "secretKey": "dsn",
 "retentionDays": 90}``. The Secret key holds a PostgreSQL connection string; gateways
@@ -260,11 +268,15 @@ class Settings:
     guard_model: GuardModelSetting | None = None
     rate_limiting: RateLimitingDefaults = field(default_factory=RateLimitingDefaults)
     usage_database: UsageDatabase | None = None
+    tracing: gc.Tracing | None = None
+    gateway_access_log: bool = False
     progress_deadline_seconds: int = 600
     resync_seconds: float = 300.0
     log_level: str = "INFO"
     log_format: str = "json"
     liveness: str = DEFAULT_LIVENESS
+    metrics_port: int = 0
+    """Port of the operator's Prometheus metrics (``modelport.operatormetrics``); 0: off."""
     reconcile_workers: int = 8
 
     @property
@@ -333,11 +345,14 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         guard_model=parse_guard_model(get("GUARD_MODEL", "")),
         rate_limiting=_parse_rate_limiting(get("RATE_LIMITING", "")),
         usage_database=_parse_usage_database(get("USAGE_DATABASE", "")),
+        tracing=_parse_tracing(get("TRACING", "")),
+        gateway_access_log=_parse_flag("GATEWAY_ACCESS_LOG", get("GATEWAY_ACCESS_LOG", "false")),
         progress_deadline_seconds=integer("PROGRESS_DEADLINE_SECONDS", 600, 10),
         resync_seconds=float(integer("RESYNC_SECONDS", 300, 0)),
         log_level=get("LOG_LEVEL", "INFO").upper(),
         log_format=log_format,
         liveness=get("LIVENESS", DEFAULT_LIVENESS),
+        metrics_port=integer("METRICS_PORT", 0, 0),
         reconcile_workers=integer("RECONCILE_WORKERS", 8, 1),
     )
     if settings.gateway_max_replicas < settings.gateway_min_replicas:
@@ -672,6 +687,28 @@ def _parse_usage_database(raw: str) -> UsageDatabase | None:
             f"{where}.retentionDays={days!r}: give a whole number of days (0 keeps rows forever)"
         )
     return UsageDatabase(secret_name=name, secret_key=key, retention_days=days)
+
+
+def _parse_tracing(raw: str) -> gc.Tracing | None:
+    """Parse MODELPORT_TRACING (the Helm value ``tracing`` as JSON); no endpoint: none."""
+    if not raw:
+        return None
+    shape = '{"endpoint": "http://otel-collector.monitoring:4318", "sampleRatio": 1.0}'
+    data = _json_object("TRACING", raw, f"a JSON object such as {shape}")
+    if not data.get("endpoint"):
+        return None
+    try:
+        return gc.Tracing.model_validate(data)
+    except ValidationError as exc:
+        raise SettingsError(f"{ENV_PREFIX}TRACING: {_problems(exc, 'tracing')}") from None
+
+
+def _parse_flag(name: str, raw: str) -> bool:
+    """A true/false setting."""
+    value = raw.strip().lower()
+    if value not in ("true", "false", "1", "0", "yes", "no"):
+        raise SettingsError(f"{ENV_PREFIX}{name}={raw!r}: give true or false")
+    return value in ("true", "1", "yes")
 
 
 def _known(where: str, data: Mapping[str, Any], fields: set[str]) -> None:

@@ -496,3 +496,42 @@ def test_the_rest_api_pod_meets_the_restricted_pod_security_standard() -> None:
     assert container["allowPrivilegeEscalation"] is False
     assert container["capabilities"]["drop"] == ["ALL"]
     assert pod["serviceAccountName"] == "mp-modelport-api"
+
+
+def test_the_console_is_off_by_default_and_reads_only_when_on() -> None:
+    assert not [d for d in template() if "-console" in d["metadata"]["name"]]
+    docs = [d for d in template("console.enabled=true") if "-console" in d["metadata"]["name"]]
+    assert {d["kind"] for d in docs} == {
+        "ServiceAccount", "Deployment", "Service", "ClusterRole", "ClusterRoleBinding",
+    }  # fmt: skip
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == ["console"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    rules = [r for d in docs if d["kind"] == "ClusterRole" for r in d["rules"]]
+    for rule in rules:
+        resources = set(rule["resources"])
+        if resources <= {"tokenreviews", "subjectaccessreviews"}:
+            assert rule["verbs"] == ["create"]
+        else:
+            assert set(rule["verbs"]) <= {"get", "list"}, rule
+            assert "secrets" not in resources
+    # Watching named namespaces: Roles there, no cluster-wide read.
+    scoped = template("console.enabled=true", "watchNamespaces={team-a}")
+    roles = [d for d in scoped if "-console" in d["metadata"]["name"] and d["kind"] == "Role"]
+    assert [r["metadata"]["namespace"] for r in roles] == ["team-a"]
+
+
+def test_tracing_and_operator_metrics_reach_the_operator() -> None:
+    docs = template("tracing.endpoint=http://otel.monitoring:4318", "gateway.accessLog=true")
+    (operator,) = [d for d in docs if d["kind"] == "Deployment"]
+    env = {
+        e["name"]: e.get("value")
+        for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert '"endpoint":"http://otel.monitoring:4318"' in env["MODELPORT_TRACING"]
+    assert env["MODELPORT_GATEWAY_ACCESS_LOG"] == "true"
+    assert env["MODELPORT_METRICS_PORT"] == "8082"
+    plain = next(d for d in template() if d["kind"] == "Deployment")
+    names = {e["name"] for e in plain["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert "MODELPORT_TRACING" not in names

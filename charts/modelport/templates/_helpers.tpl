@@ -173,3 +173,23 @@ password the chart's Secret.
 {{- end -}}
 {{- dict "store" $store "failOpen" $rl.failOpen "reserveCompletionTokens" $rl.reserveCompletionTokens | toJson -}}
 {{- end -}}
+
+{{/*
+The web console's labels and its rights in each namespace it shows: read endpoints,
+their events, and the gateway pods' addresses (for their metrics when there is no
+Prometheus). It never writes; callers' rights are checked with SubjectAccessReviews.
+*/}}
+{{- define "modelport.consoleSelectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: console
+{{- end -}}
+
+{{- define "modelport.consoleNamespacedRules" -}}
+- apiGroups: [serving.modelport.io]
+  resources: [servingendpoints]
+  verbs: [get, list]
+- apiGroups: [""]
+  resources: [events, pods]
+  verbs: [list]
+{{- end -}}

@@ -68,6 +68,9 @@ OPERATOR_FLAGS: list[tuple[str, str, str]] = [
     ("--log-format", "LOG_FORMAT", "json (default) or plain"),
     ("--liveness", "LIVENESS", f"liveness endpoint URL, or 'off' (default {DEFAULT_LIVENESS})"),
     ("--reconcile-workers", "RECONCILE_WORKERS", "endpoints reconciled at once"),
+    ("--tracing", "TRACING", "the OTLP collector gateways send their spans to (JSON)"),
+    ("--gateway-access-log", "GATEWAY_ACCESS_LOG", "gateways log one line per request"),
+    ("--metrics-port", "METRICS_PORT", "port of the Prometheus metrics (default 0: off)"),
 ]
 
 

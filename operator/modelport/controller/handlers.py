@@ -24,6 +24,7 @@ from typing import Any
 
 import kopf
 
+from modelport import operatormetrics
 from modelport.api import GROUP, PLURAL, VERSION
 from modelport.controller.cache import (
     Cache,
@@ -122,6 +123,9 @@ async def start(
         resync_seconds=config.resync_seconds,
     )
     manager.start()
+    if config.metrics_port and not memo.get("metrics_served"):
+        operatormetrics.serve(config.metrics_port)  # a thread; lives as long as the process
+        memo["metrics_served"] = True
     memo["settings"] = config
     memo["kube"] = kube
     memo["manager"] = manager

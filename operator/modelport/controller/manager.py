@@ -31,6 +31,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from modelport import operatormetrics as metrics
 from modelport.controller.cache import Cache, EndpointKey, owner_of
 from modelport.controller.queue import DEBOUNCE_SECONDS, WorkQueue
 from modelport.controller.reconcile import Reconciler, Seen
@@ -73,6 +74,7 @@ class Manager:
         self._tasks: list[asyncio.Task[None]] = []
         self._ready = False
         reconciler.requeue = lambda key: self._queue(key, 0.0, "binding")
+        metrics.QUEUE_DEPTH.set_function(lambda: len(self.queue))
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -191,11 +193,14 @@ class Manager:
     async def _work(self) -> None:
         while True:
             key = await self.queue.get()
+            started = time.monotonic()
             try:
                 result = await self.reconciler.reconcile(*key)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                metrics.RECONCILES.labels("error").inc()
+                metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
                 retry = self.queue.done(key, failed=True)
                 self.stats["reconciles failed"] += 1
                 failures = self.queue.failures(key)
@@ -211,7 +216,10 @@ class Manager:
                     )  # fmt: skip
                 continue
             self.stats["reconciles"] += 1
+            metrics.RECONCILES.labels("ok").inc()
+            metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
             if result.seen is None:
+                metrics.endpoint_gone(*key)
                 self.seen.pop(key, None)
                 self.queue.forget(key)
             else:

@@ -31,6 +31,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import ValidationError
 
+from modelport import operatormetrics as metrics
 from modelport.api import ServingEndpoint, ServingEndpointStatus, format_errors
 from modelport.api.meta import Condition
 from modelport.controller.cache import (
@@ -255,6 +256,7 @@ class Reconciler:
             problem = None if result.ok else result.problem(namespace, account)
             observed = dataclasses.replace(observed, token_review_problem=problem)
             status = compute_status(endpoint, observed, endpoint.status, self._now())
+        metrics.endpoint_ready(namespace, name, _ready(status))
         again_at = None
         write = _body(status) != _body(endpoint.status)
         if write:

@@ -133,7 +133,9 @@ def default_pipeline(
     guardrails of each direction that has a check on (input after the limits: a request
     over its limit is refused before any guard model is asked), and the recording tap
     (last, so it sees what the client gets) and the table writers when usage rows or an
-    inference table are on (``metrics`` counts their rows)."""
+    inference table are on (``metrics`` counts their rows), and, when the cluster asks
+    for them, the trace context (an opener and an attempt hook) with its span exporter,
+    and the access log (sinks)."""
     ai = config.ai_gateway
     authenticator = None
     if ai.auth.enabled:
@@ -142,12 +144,29 @@ def default_pipeline(
         authenticator = build(ai.auth, secrets_dir, Fingerprinter())
     guardrails = ai.guardrails
     tables = bool((ai.usage_tracking_enabled and ai.usage_table) or ai.inference_table)
-    if not (ai.rate_limits or guardrails.input.active or guardrails.output.active or tables):
+    observed = config.tracing is not None or config.access_log
+    if not (
+        ai.rate_limits or guardrails.input.active or guardrails.output.active or tables or observed
+    ):
         return Pipeline(authenticator=authenticator)
+    openers: list[Any] = []
     admission: list[Any] = []
+    attempt_hooks: list[Any] = []
     taps: list[Any] = []
     sinks: list[Any] = []
     judges: list[Any] = []
+    if config.tracing is not None:
+        from modelport.gateway.tracing import otlp
+        from modelport.gateway.tracing.stages import TraceStart
+
+        start = TraceStart(config.tracing.sample_ratio)
+        openers.append(start)
+        attempt_hooks.append(start)
+        sinks.append(otlp.build(config, config.tracing))
+    if config.access_log:
+        from modelport.gateway.accesslog import AccessLog
+
+        sinks.append(AccessLog())
     if ai.rate_limits:
         from modelport.gateway import ratelimit
 
@@ -175,7 +194,9 @@ def default_pipeline(
         sinks.extend(writers)
     return Pipeline(
         authenticator=authenticator,
+        openers=tuple(openers),
         admission=tuple(admission),
+        attempt_hooks=tuple(attempt_hooks),
         taps=tuple(taps),
         sinks=tuple(sinks),
         judges=tuple(judges),
@@ -279,7 +300,15 @@ class GatewayApp:
         """Every configured stage; those with a lifetime of their own (sinks, verifiers)
         have ``start`` and/or ``aclose``, called at start-up and shutdown."""
         p = self.pipeline
-        stages = [p.authenticator, *p.admission, *p.attempt_hooks, *p.taps, *p.judges, *p.sinks]
+        stages = [
+            p.authenticator,
+            *p.openers,
+            *p.admission,
+            *p.attempt_hooks,
+            *p.taps,
+            *p.judges,
+            *p.sinks,
+        ]
         # One object may be several stages (the rate limiter; output guardrails, a tap and
         # a judge): started and closed once.
         return list({id(s): s for s in stages if s is not None}.values())
@@ -366,6 +395,9 @@ class GatewayApp:
         exchange = _Exchange()
         call: Call | None = None
         self.metrics.request_started()
+        if self.pipeline.openers:
+            for opener in self.pipeline.openers:
+                opener.open(ctx, scope["headers"])
         try:
             try:
                 auth = self.pipeline.authenticator

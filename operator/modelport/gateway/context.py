@@ -64,6 +64,21 @@ class Principal:
 
 
 @dataclass(slots=True)
+class TraceIds:
+    """The W3C trace context of a traced request (hex ids, as ``traceparent`` writes
+    them). Set by the tracing stage only when tracing is configured."""
+
+    trace_id: str
+    """32 hex digits: the caller's (from its ``traceparent``) or a new one."""
+    span_id: str
+    """16 hex digits: the gateway's own span of the request."""
+    parent_span_id: str | None = None
+    """The caller's span, when it sent a ``traceparent``."""
+    sampled: bool = True
+    """Whether the spans are exported (the caller's flag, or the sample ratio's draw)."""
+
+
+@dataclass(slots=True)
 class Attempt:
     """One try of one served entity (several with fallback)."""
 
@@ -76,6 +91,9 @@ class Attempt:
     error_code: str | None = None
     skipped: str | None = None
     """Why no request was sent (``not_ready``, ``breaker_open``); None when one was."""
+    span_id: str | None = None
+    """The span id of this attempt's upstream call, when the request is traced: sent
+    upstream in ``traceparent`` (16 hex digits); None otherwise."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +198,8 @@ class RequestContext:
     """What the client got, when usage rows or payload rows need it."""
     guardrails: list[GuardrailDecision] | None = None
     """The guardrails that acted, in order; None when none did (the usual case)."""
+    trace: TraceIds | None = None
+    """The request's trace context when tracing is configured; None otherwise."""
 
     def record(self, decision: GuardrailDecision) -> None:
         """Add a guardrail's decision."""

@@ -2,8 +2,10 @@
 
 ::
 
-    authenticate ─► parse ─► admit ─► plan ─► attempt(s) ─► relay (taps) ─► finish ─► sinks
+    open ─► authenticate ─► parse ─► admit ─► plan ─► attempt(s) ─► relay (taps) ─► finish ─► sinks
 
+- ``open`` (:class:`Opener`): sees the headers as the request arrives, before anything
+  can refuse it (the trace context: a refused request is traced too).
 - ``authenticate`` (:class:`Authenticator`): once, from the headers, before the body is
   read; sets ``ctx.principal`` or raises a 401/403 :class:`GatewayError`.
 - ``admit`` (:class:`Admission`): once per request, after parsing and *outside* the
@@ -40,6 +42,14 @@ log = logging.getLogger("modelport.gateway")
 
 Headers = Sequence[tuple[bytes, bytes]]
 """The request's raw header pairs, names lower-case (as ASGI gives them)."""
+
+
+class Opener(Protocol):
+    """Sees a request's headers first, before it can be refused."""
+
+    def open(self, ctx: RequestContext, headers: Headers) -> None:
+        """Record what the request brings (never refuses; must not block)."""
+        ...
 
 
 class Authenticator(Protocol):
@@ -115,6 +125,7 @@ class Pipeline:
     """The configured stages of one gateway; empty tuples cost nothing."""
 
     authenticator: Authenticator | None = None
+    openers: tuple[Opener, ...] = ()
     admission: tuple[Admission, ...] = ()
     attempt_hooks: tuple[AttemptHook, ...] = ()
     taps: tuple[TapFactory, ...] = ()

@@ -229,7 +229,10 @@ class Upstream:
         redactions = [v for v in secrets.values() if len(v) >= 4]
         if auth.token:
             redactions.append(auth.token)
-        return provider.build_request(call, auth), redactions
+        request = provider.build_request(call, auth)
+        if call.traceparent is not None:
+            request.headers["traceparent"] = call.traceparent
+        return request, redactions
 
     async def _send(
         self, call: Call, provider: Provider, request: UpstreamRequest

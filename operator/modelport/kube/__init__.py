@@ -42,6 +42,7 @@ import orjson
 from modelport.api import GROUP, PLURAL, VERSION
 from modelport.kube.compare import FIELD_MANAGER, with_applied_hash
 from modelport.objects import Manifest
+from modelport.operatormetrics import API_REQUESTS
 
 __all__ = [
     "CHILD_KINDS",
@@ -283,7 +284,9 @@ class Kube:
                     status = response.status
                     reason = response.reason or ""
             except (aiohttp.ClientError, TimeoutError) as exc:
+                API_REQUESTS.labels(method, "0").inc()
                 raise KubeError(f"{method} {path}: {type(exc).__name__}: {exc}") from None
+            API_REQUESTS.labels(method, str(status)).inc()
             if status == 401 and attempt == 1:
                 continue  # a rotated token: log in again, once
             if status >= 400:

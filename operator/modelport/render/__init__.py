@@ -82,6 +82,8 @@ def render(endpoint: ServingEndpoint, settings: Settings) -> Rendered:
         guard=settings.guard_model,
         readiness=readiness,
         database=settings.usage_database,
+        tracing=settings.tracing,
+        access_log=settings.gateway_access_log,
     )
     text = gc.dumps(config)
     config_hash = stable_hash(text, CONFIG_HASH_LEN)

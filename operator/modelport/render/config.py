@@ -102,14 +102,17 @@ def render_gateway_config(
     guard: GuardModelSetting | None = None,
     readiness: bool = False,
     database: UsageDatabase | None = None,
+    tracing: gc.Tracing | None = None,
+    access_log: bool = False,
 ) -> gc.GatewayConfig:
     """The `GatewayConfig` of `endpoint` (raises `RenderError` when it is not valid);
     `catalog` gives a self-hosted catalog model its task when the entity names none,
     `auth` holds the cluster's defaults for who may call (default: the built-in ones),
     `rate_limiting` how limits are enforced (default: in each gateway process), `guard`
     the cluster's guard model for safety checks, `readiness` whether the gateway may
-    watch its self-hosted entities' EndpointSlices (see `needs_readiness`), and
-    `database` the cluster's usage database (default: none)."""
+    watch its self-hosted entities' EndpointSlices (see `needs_readiness`),
+    `database` the cluster's usage database (default: none), `tracing` the collector
+    the gateway sends its spans to, and `access_log` whether it logs each request."""
     spec = endpoint.spec
     namespace = endpoint.metadata.namespace or "default"
     entities = [
@@ -160,6 +163,8 @@ def render_gateway_config(
                 guardrails=_guardrails(endpoint, guard),
             ),
             readiness=_readiness(endpoint, namespace) if readiness else None,
+            tracing=tracing,
+            accessLog=access_log,
         )
     except ValidationError as exc:
         raise RenderError(f"spec cannot be served by the gateway: {_describe(exc)}") from None

@@ -18,4 +18,7 @@ what. Layout, top-down:
 - ``app`` — the routes (aiohttp), thin; ``server`` runs them; ``command`` is the CLI.
 
 Nothing here imports the controller or Kopf, and the gateway never imports this package.
+The web console (``modelport.console``) reuses ``kube``, ``auth``, ``access`` and
+``invocations`` (who the caller is, what RBAC lets them see, the way to a gateway);
+nothing here imports the console.
 """

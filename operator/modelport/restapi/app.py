@@ -117,7 +117,7 @@ class RestApi:
         _, namespace = await self._allowed(request, Operation.LIST)
         found = []
         for raw in await self._kube(self.kube.list_endpoints(namespace)):
-            endpoint = _parse_or_none(raw)
+            endpoint = views.parse_or_none(raw)
             if endpoint is not None:
                 found.append(views.summary(endpoint))
         return _json({"endpoints": found})
@@ -387,14 +387,6 @@ def _parse(raw: dict[str, Any]) -> ServingEndpoint:
             f"endpoint '{name}' as stored does not parse ({'; '.join(format_errors(exc))}); "
             "is the server older than the CRD?",
         ) from None
-
-
-def _parse_or_none(raw: dict[str, Any]) -> ServingEndpoint | None:
-    try:
-        return ServingEndpoint.parse(raw)
-    except ValidationError:
-        log.warning("skipping endpoint %s: it does not parse", raw.get("metadata", {}).get("name"))
-        return None
 
 
 def _running(pod: dict[str, Any]) -> bool:

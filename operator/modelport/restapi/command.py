@@ -11,8 +11,9 @@ import argparse
 import os
 from typing import Any
 
-# flag, help; the variable is MODELPORT_API_<FLAG in upper case with _>.
-_API_FLAGS = (
+# flag, help; the variable is MODELPORT_API_<FLAG in upper case with _>. The console
+# (modelport.console.command) takes those it shares under its own prefix.
+API_FLAGS = (
     ("--host", "address to listen on (default 0.0.0.0)"),
     ("--port", "port to listen on (default 8080)"),
     (
@@ -55,7 +56,7 @@ def add_parsers(sub: Any) -> None:
         "for the databricks-sdk, MLflow and Terraform; endpoints are ServingEndpoints, one "
         "namespace per workspace, callers are checked with Kubernetes RBAC.",
     )
-    for flag, text in _API_FLAGS:
+    for flag, text in API_FLAGS:
         api.add_argument(
             flag, default=os.environ.get(env_name(flag)), help=f"{text} ({env_name(flag)})"
         )

@@ -56,14 +56,28 @@ class Invocations:
         return f"{base.rstrip('/')}/serving-endpoints/{endpoint}/invocations"
 
     async def forward(
-        self, request: web.Request, namespace: str, endpoint: str
+        self,
+        request: web.Request,
+        namespace: str,
+        endpoint: str,
+        *,
+        authorization: str | None = None,
+        body: bytes | None = None,
     ) -> web.StreamResponse:
-        """Send ``request`` to the gateway and stream its answer back."""
+        """Send ``request`` to the gateway and stream its answer back. The console passes
+        the signed-in user's ``authorization`` (its browser sends a session cookie, not
+        the token) and the ``body`` it made; the REST API forwards the request as it is."""
         url = self.url(namespace, endpoint)
         headers = {h: v for h in _REQUEST_HEADERS if (v := request.headers.get(h)) is not None}
+        if authorization is not None:
+            headers["authorization"] = authorization
+        if body is not None:
+            headers["content-type"] = "application/json"
         session = self._open()
         try:
-            upstream = await session.post(url, data=request.content, headers=headers)
+            upstream = await session.post(
+                url, data=request.content if body is None else body, headers=headers
+            )
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("gateway of %s/%s unreachable: %s", namespace, endpoint, type(exc).__name__)
             raise ApiError(

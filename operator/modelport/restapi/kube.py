@@ -112,6 +112,23 @@ class Kube:
         items: list[dict[str, Any]] = listing.get("items", [])
         return items
 
+    async def list_all_endpoints(self) -> list[dict[str, Any]]:
+        """Every endpoint of every namespace (needs list rights cluster-wide)."""
+        listing = await self._json("GET", f"/apis/{GROUP}/{VERSION}/{PLURAL}")
+        items: list[dict[str, Any]] = listing.get("items", [])
+        return items
+
+    async def endpoint_events(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        """The events about endpoint ``name`` (the operator's: rollouts, problems)."""
+        selector = f"involvedObject.kind=ServingEndpoint,involvedObject.name={name}"
+        listing = await self._json(
+            "GET",
+            f"/api/v1/namespaces/{quote(namespace)}/events",
+            query={"fieldSelector": selector},
+        )
+        items: list[dict[str, Any]] = listing.get("items", [])
+        return items
+
     async def create_endpoint(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         """Create an endpoint; its body as the apiserver stored it."""
         return await self._json("POST", _endpoints_path(namespace), body=body)

@@ -12,8 +12,11 @@ before anything happened (the SDK's waiters do exactly that).
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any
+
+from pydantic import ValidationError
 
 from modelport.api.v1alpha1 import (
     ConfigUpdateState,
@@ -22,6 +25,18 @@ from modelport.api.v1alpha1 import (
     ServingEndpoint,
 )
 from modelport.restapi.mapping import CREATOR_ANNOTATION, kept_fields, model_to_reference
+
+log = logging.getLogger("modelport.restapi")
+
+
+def parse_or_none(raw: dict[str, Any]) -> ServingEndpoint | None:
+    """An endpoint as the apiserver returned it, or None (logged) when it does not parse:
+    one endpoint a newer CRD wrote must not break a listing of all of them."""
+    try:
+        return ServingEndpoint.parse(raw)
+    except ValidationError:
+        log.warning("skipping endpoint %s: it does not parse", raw.get("metadata", {}).get("name"))
+        return None
 
 
 def state_of(endpoint: ServingEndpoint) -> tuple[ReadyState, ConfigUpdateState]:

@@ -51,6 +51,7 @@ def usage(request_id: str, *, requester: str = "alice", age_days: float = 0, **o
         "time_to_first_token_ms": 12.5,
         "duration_ms": 30.0,
         "fallback_attempts": 0,
+        "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
     }
     values.update(over)
     return tuple(values[c.name] for c in schema.USAGE_COLUMNS)
@@ -63,8 +64,11 @@ async def test_replicas_migrate_once_and_write_side_by_side(database: str) -> No
     await asyncio.gather(*(t.write([usage(f"r{i}")]) for i, t in enumerate(targets)))
     for t in targets:
         await t.close()
-    assert await fetch(database, "SELECT table_name, version FROM modelport_schema_migrations") == [
-        {"table_name": "modelport_usage", "version": 1}
+    assert await fetch(
+        database, "SELECT table_name, version FROM modelport_schema_migrations ORDER BY version"
+    ) == [
+        {"table_name": "modelport_usage", "version": 1},
+        {"table_name": "modelport_usage", "version": 2},
     ]
     assert len(await fetch(database, "SELECT 1 FROM modelport_usage")) == 4
 
@@ -104,6 +108,23 @@ async def test_a_dropped_table_is_made_again(database: str) -> None:
     await target.write([usage("b")])
     await target.close()
     assert await fetch(database, "SELECT request_id FROM modelport_usage") == [{"request_id": "b"}]
+
+
+@asynchronous
+async def test_a_table_of_an_older_gateway_gets_the_trace_id_column(database: str) -> None:
+    first = schema.migrations(usage_table())[0].replace(',\n  "trace_id" text', "")
+    assert "trace_id" not in first
+    conn = await asyncpg.connect(database)
+    await conn.execute(schema.MIGRATIONS_DDL)
+    await conn.execute(first)
+    await conn.execute(schema.RECORD_SQL, "modelport_usage", 1)
+    await conn.close()
+    target = PostgresTarget(usage_table(), lambda: database)
+    await target.write([usage("traced")])
+    await target.close()
+    assert await fetch(database, "SELECT trace_id FROM modelport_usage") == [
+        {"trace_id": "4bf92f3577b34da6a3ce929d0e0e4736"}
+    ]
 
 
 @asynchronous

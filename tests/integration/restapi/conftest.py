@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Cluster
-from tests.integration.gateway.fakes import FakeProvider, RunningGateway, endpoint, start_gateway
-from tests.integration.gateway.kubeauth import api_server, grant_tokenreview, mint
+from tests.integration.gateway.fakes import FakeProvider, RunningGateway
+from tests.integration.gateway.kubeauth import mint
 from tests.integration.gateway.openai_fake import serve_openai
 from tests.integration.operator.conftest import make_namespace
 from tests.integration.operator.support import (
@@ -22,11 +22,18 @@ from tests.integration.operator.support import (
     install_crd,
     install_tokenreview_binding,
 )
-from tests.integration.restapi.support import AUDIENCE, RunningApi, bind, chart_rbac, start_api
+from tests.integration.restapi.support import (
+    AUDIENCE,
+    UPSTREAM_MODEL,
+    RunningApi,
+    bind,
+    chart_rbac,
+    start_api,
+    tokenreview_gateway,
+)
 
 QUERIED = "chat"
 """The endpoint whose invocations reach the loopback gateway."""
-UPSTREAM_MODEL = "gpt-4o"
 
 
 @dataclass(frozen=True)
@@ -98,29 +105,7 @@ def gateway(
     """What the operator runs for endpoint ``chat``, on loopback: its gateway verifies
     callers' ServiceAccount tokens with TokenReviews and allows the namespace's."""
     root = tmp_path_factory.mktemp("gateway")
-    ns = workspace.namespace
-    crd.kubectl("-n", ns, "create", "serviceaccount", "gateway")
-    revoke = grant_tokenreview(crd, ns, "gateway")
-    url, ca_file = api_server(crd, root)
-    token_file = root / "gateway.token"
-    token_file.write_text(mint(crd, ns, "gateway"))
-    entity = {
-        "name": "gpt",
-        "task": "llm/v1/chat",
-        "provider": "openai",
-        "modelName": UPSTREAM_MODEL,
-        "baseUrl": upstream.url + "/v1",
-        "credentials": {"apiKey": "keys/openai"},
-    }
-    auth = {
-        "serviceAccountTokens": {
-            "audiences": [AUDIENCE], "apiServer": url, "caFile": str(ca_file),
-            "tokenFile": str(token_file),
-        },
-        "allow": {"serviceAccounts": [f"{ns}/*"]},
-    }  # fmt: skip
-    doc = endpoint(entity, name=QUERIED, aiGateway={"auth": auth})
-    gw = start_gateway(root, doc, {"keys/openai": "test-key-not-real-api"})
+    gw, revoke = tokenreview_gateway(crd, workspace.namespace, upstream.url, QUERIED, "gpt", root)
     yield gw
     gw.stop()
     revoke()

@@ -8,22 +8,23 @@ import asyncio
 import subprocess
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 from aiohttp import web
 
-from modelport.restapi.app import RestApi
 from modelport.restapi.server import Settings, build
 from tests.conftest import ROOT, Cluster
-from tests.integration.gateway.kubeauth import api_server, mint
+from tests.integration.gateway.fakes import RunningGateway, endpoint, start_gateway
+from tests.integration.gateway.kubeauth import api_server, grant_tokenreview, mint
 from tests.support import eventually
 
 CHART = ROOT / "charts" / "modelport"
 AUDIENCE = "modelport"
+UPSTREAM_MODEL = "gpt-4o"
 RBAC_KINDS = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
 USER_ROLES = ("-endpoint-viewer", "-endpoint-querier", "-endpoint-editor")
 
@@ -92,10 +93,17 @@ def bind(cluster: Cluster, namespace: str, account: str, cluster_role: str) -> N
     )  # fmt: skip
 
 
-class RunningApi:
-    """A :class:`RestApi` served on a loopback port from a thread of its own."""
+class Servable(Protocol):
+    """An aiohttp server's parts: the REST API's, or the console's."""
 
-    def __init__(self, api: RestApi) -> None:
+    def application(self) -> web.Application: ...
+
+
+class RunningApi:
+    """A :class:`RestApi` (or the console) served on a loopback port from a thread of
+    its own."""
+
+    def __init__(self, api: Servable) -> None:
         self.api = api
         self.loop = asyncio.new_event_loop()
         self._runner: web.AppRunner | None = None
@@ -148,3 +156,34 @@ def start_api(
         **settings,
     }
     return RunningApi(build(Settings(**values))).start()
+
+
+def tokenreview_gateway(
+    cluster: Cluster, namespace: str, upstream_url: str, name: str, entity: str, root: Path
+) -> tuple[RunningGateway, Callable[[], None]]:
+    """What the operator runs for endpoint ``name``, on loopback: one OpenAI entity at
+    ``upstream_url``, callers' ServiceAccount tokens verified with TokenReviews (as the
+    ServiceAccount ``gateway`` of ``namespace``), the namespace's ServiceAccounts allowed.
+    Returns the gateway and the function that revokes its TokenReview right."""
+    cluster.kubectl("-n", namespace, "create", "serviceaccount", "gateway")
+    revoke = grant_tokenreview(cluster, namespace, "gateway")
+    url, ca_file = api_server(cluster, root)
+    token_file = root / "gateway.token"
+    token_file.write_text(mint(cluster, namespace, "gateway"))
+    config = {
+        "name": entity,
+        "task": "llm/v1/chat",
+        "provider": "openai",
+        "modelName": UPSTREAM_MODEL,
+        "baseUrl": upstream_url + "/v1",
+        "credentials": {"apiKey": "keys/openai"},
+    }
+    auth = {
+        "serviceAccountTokens": {
+            "audiences": [AUDIENCE], "apiServer": url, "caFile": str(ca_file),
+            "tokenFile": str(token_file),
+        },
+        "allow": {"serviceAccounts": [f"{namespace}/*"]},
+    }  # fmt: skip
+    doc = endpoint(config, name=name, aiGateway={"auth": auth})
+    return start_gateway(root, doc, {"keys/openai": "test-key-not-real-api"}), revoke

@@ -249,6 +249,7 @@ def test_a_usage_row_has_every_column() -> None:
         "time_to_first_token_ms": 250.0,
         "duration_ms": 500.0,
         "fallback_attempts": 1,
+        "trace_id": None,
     }
 
 
@@ -308,8 +309,11 @@ def test_one_insert_statement_takes_a_whole_batch() -> None:
     assert f"${len(schema.INFERENCE_COLUMNS)}::" in sql
     assert f"${len(schema.INFERENCE_COLUMNS) + 1}" not in sql
     assert sql.endswith("ON CONFLICT (request_id) DO NOTHING")
-    (step,) = schema.migrations(schema.usage_table())
+    step, trace_id = schema.migrations(schema.usage_table())
     assert "modelport_usage_requester_time" in step and "CREATE TABLE IF NOT EXISTS" in step
+    # A table made before the trace id gets the column; a new one has it already.
+    assert '"trace_id" text' in step
+    assert trace_id.endswith("ADD COLUMN IF NOT EXISTS trace_id text")
 
 
 @pytest.mark.parametrize(

@@ -237,3 +237,43 @@ def test_rate_limiting_errors_name_the_setting_and_the_fix(value: str, needle: s
         from_env({"MODELPORT_RATE_LIMITING": value})
     assert needle in str(caught.value)
     assert "pw@" not in str(caught.value)
+
+
+def test_tracing_and_the_access_log_reach_every_gateway_config() -> None:
+    from modelport.render import render
+    from tests.unit.operator.helpers import endpoint, external, parse
+
+    settings = from_env(
+        {
+            "MODELPORT_TRACING": json.dumps(
+                {"endpoint": "http://otel.monitoring:4318/", "sampleRatio": 0.25}
+            ),
+            "MODELPORT_GATEWAY_ACCESS_LOG": "true",
+        }
+    )
+    assert settings.tracing is not None and settings.gateway_access_log
+    config = render(parse(endpoint(external()).to_body()), settings).config
+    assert config.tracing is not None
+    assert (config.tracing.endpoint, config.tracing.sample_ratio) == (
+        "http://otel.monitoring:4318",
+        0.25,
+    )
+    assert config.access_log
+    # Unset, or a value with no endpoint (the chart's default): no tracing at all.
+    assert from_env({"MODELPORT_TRACING": '{"endpoint": ""}'}).tracing is None
+    plain = render(parse(endpoint(external()).to_body()), from_env({})).config
+    assert plain.tracing is None and not plain.access_log
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"MODELPORT_TRACING": '{"endpoint": "otel:4318"}'}, "http://"),
+        ({"MODELPORT_TRACING": '{"endpoint": "http://o", "sampleRatio": 2}'}, "sampleRatio"),
+        ({"MODELPORT_TRACING": "[]"}, "MODELPORT_TRACING"),
+        ({"MODELPORT_GATEWAY_ACCESS_LOG": "maybe"}, "true or false"),
+    ],
+)
+def test_tracing_errors_name_the_setting(env: dict[str, str], needle: str) -> None:
+    with pytest.raises(SettingsError, match=needle):
+        from_env(env)

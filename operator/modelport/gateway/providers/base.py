@@ -52,6 +52,9 @@ class Call:
     created: int = field(default_factory=lambda: int(time.time()))
     fetched: dict[str, Fetched] = field(default_factory=dict)
     """Image links fetched by the I/O layer for a provider that needs bytes, by URL."""
+    traceparent: str | None = None
+    """A W3C ``traceparent`` for the upstream request (the tracing stage sets it for
+    in-cluster entities when tracing is configured); None: none is sent."""
 
     def chat(self) -> ChatRequest:
         """The request as a chat, for providers whose completions go through chat."""

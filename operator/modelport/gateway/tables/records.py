@@ -54,6 +54,7 @@ def usage_row(ctx: RequestContext, namespace: str) -> Row:
         _ms(ctx.time_to_first_byte),
         _ms(ctx.duration) or 0.0,
         max(0, len(ctx.attempts) - 1),
+        ctx.trace.trace_id if ctx.trace is not None else None,
     )
 
 
@@ -132,6 +133,7 @@ class InferenceRows:
             usage.estimated if usage else False,
             _ms(ctx.time_to_first_byte),
             _ms(ctx.duration) or 0.0,
+            ctx.trace.trace_id if ctx.trace is not None else None,
         )
 
     def _response(self, ctx: RequestContext) -> tuple[bytes | None, int]:

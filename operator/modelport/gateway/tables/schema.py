@@ -86,12 +86,13 @@ USAGE_COLUMNS: tuple[Column, ...] = (
     _c("time_to_first_token_ms", "double precision", "float8[]"),
     _c("duration_ms", "double precision NOT NULL", "float8[]"),
     _c("fallback_attempts", "integer NOT NULL", "int4[]"),
+    _c("trace_id", "text"),
 )
 """The reference service's usage table (``system.serving.endpoint_usage``: request ids,
 requester, status, tokens, characters, streaming, usage context) plus our extensions:
 the requester's kind, the endpoint's namespace, the task and error code, whether token
-counts are estimated, time to first token, duration and fallback attempts (attempts
-after the first)."""
+counts are estimated, time to first token, duration, fallback attempts (attempts after
+the first) and the request's trace id (NULL when tracing is off)."""
 
 INFERENCE_COLUMNS: tuple[Column, ...] = (
     *COMMON_COLUMNS,
@@ -108,11 +109,12 @@ INFERENCE_COLUMNS: tuple[Column, ...] = (
     _c("token_counts_estimated", "boolean NOT NULL", "bool[]"),
     _c("time_to_first_token_ms", "double precision", "float8[]"),
     _c("execution_duration_ms", "double precision NOT NULL", "float8[]"),
+    _c("trace_id", "text"),
 )
 """The reference service's AI-gateway inference table (request ids, time, status,
 sampling fraction, execution duration, request and response JSON, served entity,
-logging error codes, requester), plus the namespace, error code, token counts and time
-to first token. ``request`` and ``response`` are JSON text (``::jsonb`` to query into
+logging error codes, requester), plus the namespace, error code, token counts, time
+to first token and trace id. ``request`` and ``response`` are JSON text (``::jsonb`` to query into
 them); NULL with ``MAX_REQUEST_SIZE_EXCEEDED`` / ``MAX_RESPONSE_SIZE_EXCEEDED`` in
 ``logging_error_codes`` when over the payload limit."""
 
@@ -186,7 +188,9 @@ def migrations(table: Table) -> list[str]:
             f"CREATE INDEX IF NOT EXISTS {quote(prefix + '_requester_time')} "
             f"ON {q} (requester, request_time)"
         )
-    return ["; ".join(create + indexes)]
+    # Version 2: the trace id (a table made at version 1 lacks it; a new one has it).
+    trace_id = f"ALTER TABLE {q} ADD COLUMN IF NOT EXISTS trace_id text"
+    return ["; ".join(create + indexes), trace_id]
 
 
 MIGRATIONS_DDL = (
