@@ -841,6 +841,59 @@ def leftovers(node: Node) -> list[str]:
     return found
 
 
+def _holders(data_dir: Path) -> set[int]:
+    """Processes that belong to the node kept in `data_dir`: inside its network
+    namespace, or naming its directory on their command line (its daemons)."""
+    try:
+        ns = (data_dir / "netns").stat()
+    except OSError:
+        ns = None
+    needle = str(data_dir).encode()
+    pids = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if ns is not None:
+                mine = (proc / "ns" / "net").stat()
+                if (mine.st_dev, mine.st_ino) == (ns.st_dev, ns.st_ino):
+                    pids.add(int(proc.name))
+                    continue
+            if needle in (proc / "cmdline").read_bytes():
+                pids.add(int(proc.name))
+    return pids
+
+
+def reclaim_abandoned(keep: str, min_age: float = 120) -> list[str]:
+    """Remove real nodes whose every process is gone but whose network namespace,
+    host link and routes remain (a machine whose processes were killed without
+    `hack/cluster down`). Their routes to the Service and pod ranges would
+    otherwise keep a new node from adding its own. Returns the ids removed."""
+    removed = []
+    root = Path("/var/lib/modelport")
+    for data_dir in sorted(root.glob("*")) if root.is_dir() else []:
+        nid = data_dir.name
+        if nid == keep or not data_dir.is_dir():
+            continue
+        with contextlib.suppress(OSError):
+            # A node that `up` is setting up right now has no process for a moment.
+            if time.time() - data_dir.stat().st_mtime < min_age:
+                continue
+        if _holders(data_dir):
+            continue
+        ghost = Node(state=data_dir / "no-state", name="abandoned", id=nid, data=str(data_dir),
+                     host_veth=f"mph{nid[:8]}", host_ip="", node_ip="", link_prefix=30,
+                     pod_cidr="", service_cidr="", kubelet_port=0, kubelet_healthz_port=0,
+                     proxy_healthz_port=0, proxy_metrics_port=0)  # fmt: skip
+        if _cgroup_pids(ghost):
+            continue
+        left = teardown(ghost)
+        log(f"real node: removed an abandoned node {nid} (its processes were gone)"
+            + (f"; left behind: {'; '.join(left)}" if left else ""))  # fmt: skip
+        removed.append(nid)
+    return removed
+
+
 def teardown(node: Node) -> list[str]:
     """Stop the node and remove all of it from the host; returns what could not be removed."""
     # The node's daemons first, so that nothing restarts what is killed next.
