@@ -723,7 +723,19 @@ def _boolean(where: str, value: Any) -> bool:
 
 
 def _parse_tracking_uri(raw: str) -> str:
-    """MODELPORT_MLFLOW_TRACKING_URI: an http(s) URL of the tracking server, or empty."""
+    """MODELPORT_MLFLOW_TRACKING_URI: an http(s) URL of the tracking server, or empty.
+
+    The URL reaches every custom model's pod spec as plain text, so it must not hold
+    credentials (`https://user:password@host`); and an error about it must not repeat
+    them in the operator's log either."""
+    authority = raw.split("://", 1)[-1].split("/", 1)[0]
+    if "@" in authority:
+        raise SettingsError(
+            f"{ENV_PREFIX}MLFLOW_TRACKING_URI holds credentials (user:password@host), which "
+            "would be written into every model pod's spec; give the address alone, and the "
+            "credentials to the model as environmentVars MLFLOW_TRACKING_USERNAME and "
+            "MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) from a Secret"
+        )
     if raw and not re.match(r"^https?://[^\s/]+", raw):
         raise SettingsError(
             f"{ENV_PREFIX}MLFLOW_TRACKING_URI={raw!r} is not an http(s) URL; give the tracking "

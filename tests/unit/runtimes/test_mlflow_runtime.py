@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from modelport import gatewayconfig as gc
 from modelport.api import ServingEndpoint
 from modelport.render import RenderError, render
-from modelport.settings import from_env
+from modelport.settings import SettingsError, from_env
 from tests.unit.operator.helpers import endpoint
 from tests.unit.runtimes.test_runtimes import container_of, flag, pod_of
 
@@ -204,3 +204,39 @@ def test_effective_task_of_a_custom_model() -> None:
     spec = endpoint(custom(entityName="runs:/abc/model")).spec
     assert spec.task == "ml/v1/predict"
     assert ServingEndpoint.model_json_schema()  # the schema still builds
+
+
+TRACKING_URIS = [
+    ("http://mlflow.mlflow.svc:5000/", "http://mlflow.mlflow.svc:5000"),
+    ("https://mlflow.example.com/prefix", "https://mlflow.example.com/prefix"),
+    ("", ""),
+]
+
+
+@pytest.mark.parametrize(("raw", "kept"), TRACKING_URIS)
+def test_tracking_uri_setting(raw: str, kept: str) -> None:
+    assert from_env({"MODELPORT_MLFLOW_TRACKING_URI": raw}).mlflow_tracking_uri == kept
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "https://admin:s3cr3t-pw@mlflow.example.com",
+        "admin:s3cr3t-pw@mlflow:5000",
+        "http://s3cr3t-pw@h/",
+    ],
+)
+def test_tracking_uri_with_credentials_is_refused_without_repeating_them(raw: str) -> None:
+    with pytest.raises(SettingsError) as refused:
+        from_env({"MODELPORT_MLFLOW_TRACKING_URI": raw})
+    message = str(refused.value)
+    assert "s3cr3t-pw" not in message
+    for word in ("MODELPORT_MLFLOW_TRACKING_URI", "credentials", "MLFLOW_TRACKING_PASSWORD"):
+        assert word in message
+
+
+def test_tracking_uri_that_is_not_a_url_names_the_fix() -> None:
+    with pytest.raises(SettingsError) as refused:
+        from_env({"MODELPORT_MLFLOW_TRACKING_URI": "mlflow.mlflow.svc:5000"})
+    assert "not an http(s) URL" in str(refused.value)
+    assert "http://mlflow.mlflow.svc:5000" in str(refused.value)
