@@ -9,9 +9,10 @@
 # (libgomp1, the OpenMP runtime XGBoost links against, which Debian's minimal base
 # lacks). No index and no registry are used inside the build.
 #
-# The operator runs `mlflow models serve --model-uri ... --env-manager local --host
-# 0.0.0.0 --port 8000` (operator/modelport/runtimes/mlflow.py): MLflow execs uvicorn
-# through bash, both from the venv first on PATH. A model needing more packages: build
+# The operator runs MLflow's scoring app under uvicorn (what `mlflow models serve
+# --env-manager local` runs, without its wrapper: see operator/modelport/runtimes/mlflow.py)
+# and, for registered and s3:// models, `mlflow artifacts download` in an init container;
+# both commands come from the venv first on PATH. A model needing more packages: build
 # FROM this image and `pip install` them into /opt/mlflow.
 ARG BASE_IMAGE=modelport.local/debian-python:bookworm
 

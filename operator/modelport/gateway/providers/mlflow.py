@@ -1,11 +1,12 @@
 """Custom models: the in-cluster Service of an MLflow scoring server.
 
-The scoring server (``mlflow models serve``, rendered by ``modelport.runtimes.mlflow``)
-answers ``POST /invocations`` with the reference service's formats and returns
-``{"predictions": ...}``; the gateway relays both bodies as they are (less its own
-``client_request_id`` / ``usage_context``). A body that does not fit the model's
-signature gets the server's 400, whose message names the column; it reaches the client
-as ``BAD_REQUEST``. No credentials cross the cluster network, and nothing streams.
+MLflow's scoring server (the app ``mlflow models serve`` runs, rendered by
+``modelport.runtimes.mlflow``) answers ``POST /invocations`` with the reference
+service's formats and returns ``{"predictions": ...}``; the gateway relays both bodies
+as they are (less its own ``client_request_id`` / ``usage_context``). A body that does
+not fit the model's signature gets the server's 400, whose message names the column; it
+reaches the client as ``BAD_REQUEST``. No credentials cross the cluster network, and
+nothing streams.
 """
 
 from __future__ import annotations
