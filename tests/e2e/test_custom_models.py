@@ -124,8 +124,24 @@ def ready_or_explain(cluster: Cluster, namespace: str, name: str) -> None:
         status = (endpoint(cluster, namespace, name) or {}).get("status")
         described = cluster.kubectl("-n", namespace, "describe", "pods", check=False).stdout
         raise AssertionError(
-            f"{name} never READY: {json.dumps(status)[-3000:]}\n{described[-4000:]}"
+            f"{name} never READY: {crd_replaced(cluster)}{json.dumps(status)[-3000:]}\n"
+            f"{described[-4000:]}"
         ) from None
+
+
+def crd_replaced(cluster: Cluster) -> str:
+    """Why status can stop moving on a cluster shared with other checkouts: one of them
+    applied its own CRD, without the mlflow engine, so every status write is refused."""
+    crd = cluster.kubectl(
+        "get", "crd", "servingendpoints.serving.modelport.io", "-o", "json", check=False
+    ).stdout
+    if '"mlflow"' in crd:
+        return ""
+    return (
+        "the cluster's ServingEndpoint CRD no longer accepts runtime.engine mlflow (another "
+        "checkout sharing this cluster applied its own during the test, and the operator's "
+        "status writes are refused); rerun when the cluster is idle. "
+    )
 
 
 def custom(name: str, source: str, **extra: Any) -> dict[str, Any]:
