@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import subprocess
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 T = TypeVar("T")
@@ -53,3 +54,15 @@ def asynchronous(test: Callable[P, Coroutine[Any, Any, None]]) -> Callable[P, No
         asyncio.run(test(*args, **kwargs))
 
     return run
+
+
+def stop_processes(procs: Sequence[subprocess.Popen[bytes]], grace: float = 10) -> None:
+    """Terminate every process, then wait for each, killing those that outlive `grace`."""
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -45,6 +45,8 @@ Example (``gateway.json``; YAML shown for readability, the file is JSON)::
         provider: self-hosted
         modelName: llama-8b                 # the runtime's --served-model-name
         baseUrl: http://chat-llama-8b.team-a.svc.cluster.local:8000/v1
+      # (a custom model's endpoint instead has entities of task ml/v1/predict, provider
+      # mlflow, baseUrl http://<svc>:8000: the scoring server's /invocations)
     routes:
       - {servedEntityName: gpt-4o, trafficPercentage: 80}
       - {servedEntityName: llama-8b, trafficPercentage: 20}
@@ -113,6 +115,13 @@ class Task(StrEnum):
     CHAT = "llm/v1/chat"
     COMPLETIONS = "llm/v1/completions"
     EMBEDDINGS = "llm/v1/embeddings"
+    CUSTOM = "ml/v1/predict"
+    """A custom (MLflow) model, queried at ``/serving-endpoints/<ep>/invocations`` with
+    the reference service's input formats; token usage does not apply."""
+
+
+LLM_TASKS = frozenset({Task.CHAT, Task.COMPLETIONS, Task.EMBEDDINGS})
+"""The OpenAI-format tasks: everything but a custom model's."""
 
 
 class ProviderName(StrEnum):
@@ -128,6 +137,8 @@ class ProviderName(StrEnum):
     CUSTOM = "custom"
     SELF_HOSTED = "self-hosted"
     """An in-cluster inference Service (vLLM and friends) speaking the OpenAI API."""
+    MLFLOW = "mlflow"
+    """An in-cluster MLflow scoring server (a custom model) answering ``/invocations``."""
 
 
 class _Strict(BaseModel):
@@ -312,6 +323,9 @@ def _missing_for_provider(entity: EntityConfig) -> str | None:
         case p.SELF_HOSTED:
             if not entity.base_url:
                 return "baseUrl (the in-cluster Service URL, ending in /v1) is required"
+        case p.MLFLOW:
+            if not entity.base_url:
+                return "baseUrl (the in-cluster Service URL of the scoring server) is required"
     return None
 
 

@@ -10,6 +10,7 @@ a Deployment that does not serve is explained by its pods (`with_pods`).
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -113,7 +114,7 @@ def progress_of(pods: Iterable[PodObservation]) -> tuple[str, ...]:
     for pod in pods:
         if not pod.deleting and pod.stage is not None:
             stages[pod.stage] = stages.get(pod.stage, 0) + 1
-    order = [WAITING_FOR_NODE, PULLING, LOADING]
+    order = [WAITING_FOR_NODE, PULLING, INITIALISING, LOADING]
     ranked = sorted(stages, key=lambda stage: (order.index(stage.split(":")[0]), stage))
     return tuple(f"{stages[s]} pod{'s' if stages[s] > 1 else ''} {s}" for s in ranked)
 
@@ -131,17 +132,47 @@ def _problems(pod: dict[str, Any]) -> tuple[str, ...]:
             found.append(
                 f"pods unschedulable, waiting for a {node}: {condition.get('message', '')}"
             )
-    for container in status.get("containerStatuses") or []:
-        waiting = (container.get("state") or {}).get("waiting") or {}
-        reason = waiting.get("reason")
-        if reason in _STUCK:
-            detail = waiting.get("message") or reason
-            found.append(f"container {container.get('name')}: {_STUCK[reason]} ({detail})")
+    for kind, key in (
+        ("init container", "initContainerStatuses"),
+        ("container", "containerStatuses"),
+    ):
+        for container in status.get(key) or []:
+            waiting = (container.get("state") or {}).get("waiting") or {}
+            reason = waiting.get("reason")
+            if reason in _STUCK:
+                detail = _runtime_reason(container) or waiting.get("message") or reason
+                found.append(f"{kind} {container.get('name')}: {_STUCK[reason]} ({detail})")
     return tuple(found)
+
+
+# The line of a Python traceback that names the exception: `ModuleNotFoundError: …`,
+# `mlflow.exceptions.RestException: RESOURCE_DOES_NOT_EXIST: …`.
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b.*:")
+_REASON_CHARS = 500
+
+
+def _runtime_reason(container: dict[str, Any]) -> str | None:
+    """Why a restarting container last failed, from its termination message: the
+    exception line of a Python traceback (the server's own reason: a missing package, a
+    model not in the registry), else the message's last line; with the exit code. The
+    message is the log's tail for containers with `FallbackToLogsOnError`, so this is
+    stable across restarts where the back-off message ("back-off 40s …") is not, and an
+    unchanged failure observes equal (no status write)."""
+    terminated = (container.get("lastState") or {}).get("terminated") or {}
+    message = str(terminated.get("message") or "")
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    if not lines:
+        return None
+    reason = next((line for line in reversed(lines) if _EXCEPTION_LINE.match(line)), lines[-1])
+    if len(reason) > _REASON_CHARS:
+        reason = reason[: _REASON_CHARS - 1] + "…"
+    code = terminated.get("exitCode")
+    return f"exit code {code}: {reason}" if code is not None else reason
 
 
 WAITING_FOR_NODE = "waiting for a node"
 PULLING = "pulling the image"
+INITIALISING = "running init container"
 LOADING = "loading weights"
 
 
@@ -154,6 +185,10 @@ def _stage(pod: dict[str, Any]) -> str | None:
         (conditions.get("PodScheduled") or {}).get("reason") != "Unschedulable"
     ):
         return WAITING_FOR_NODE  # unschedulable pods are a problem, reported apart
+    for container in status.get("initContainerStatuses") or []:
+        if "running" in (container.get("state") or {}):
+            # e.g. fetch-model: a custom model downloading from its registry.
+            return f"{INITIALISING}: {container.get('name', '')}".rstrip(": ")
     for container in status.get("containerStatuses") or []:
         state = container.get("state") or {}
         waiting = state.get("waiting") or {}

@@ -12,6 +12,8 @@ Each line: environment variable, `modelport operator` flag, default.
 - MODELPORT_VLLM_IMAGE, --vllm-image: vllm/vllm-openai:v0.11.0
 - MODELPORT_SGLANG_IMAGE, --sglang-image: lmsysorg/sglang:v0.5.3-cu126
 - MODELPORT_LLAMACPP_IMAGE, --llamacpp-image: ghcr.io/abetlen/llama-cpp-python:v0.3.36
+- MODELPORT_MLFLOW_IMAGE, --mlflow-image: ghcr.io/mlflow/mlflow:v3.17.2
+- MODELPORT_MLFLOW_TRACKING_URI, --mlflow-tracking-uri (http(s) URL): none
 - MODELPORT_CATALOG, --catalog (YAML/JSON list of entries, or @file): none
 - MODELPORT_STARTUP_SECONDS, --startup-seconds: 1800
 - MODELPORT_GPU_PROFILES, --gpu-profiles (JSON, or @file): the built-in table
@@ -81,6 +83,11 @@ ClusterRole that may create TokenReviews) whose subjects the operator keeps equa
 the gateways that verify ServiceAccount tokens; the chart creates both. Unset, or
 when the binding does not exist, gateways cannot verify ServiceAccount tokens and
 the endpoints that use them say so in their Degraded condition.
+`MODELPORT_MLFLOW_TRACKING_URI` is the MLflow tracking server custom models are
+loaded from when their `entityName` is a registered model (`models:/…`, `runs:/…`, or
+a name with `entityVersion`); the model pods get it as `MLFLOW_TRACKING_URI` (its
+credentials, if any, come from the entity's `environmentVars`, e.g.
+`MLFLOW_TRACKING_TOKEN` from a Secret).
 `MODELPORT_GATEWAY_READINESS_ROLE` names a role that may get, list and watch
 `endpointslices` (the chart creates it): ``ClusterRole/<name>``, or ``Role/<name>`` for
 a Role of that name in each watched namespace; for an endpoint with fallback on and a
@@ -172,6 +179,9 @@ DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.11.0"
 # the build machines, so a cluster admin confirms them (or overrides them) on install.
 DEFAULT_SGLANG_IMAGE = "lmsysorg/sglang:v0.5.3-cu126"
 DEFAULT_LLAMACPP_IMAGE = "ghcr.io/abetlen/llama-cpp-python:v0.3.36"
+# MLflow's own image: its scoring server and scikit-learn; docker/mlflow.Dockerfile builds
+# one that also carries XGBoost (see modelport.runtimes.mlflow).
+DEFAULT_MLFLOW_IMAGE = "ghcr.io/mlflow/mlflow:v3.17.2"
 DEFAULT_LIVENESS = "http://0.0.0.0:8081/healthz"
 DEFAULT_GATEWAY_RESOURCES: Mapping[str, Mapping[str, str]] = {
     "requests": {"cpu": "100m", "memory": "128Mi"},
@@ -272,6 +282,8 @@ class Settings:
     vllm_image: str = DEFAULT_VLLM_IMAGE
     sglang_image: str = DEFAULT_SGLANG_IMAGE
     llamacpp_image: str = DEFAULT_LLAMACPP_IMAGE
+    mlflow_image: str = DEFAULT_MLFLOW_IMAGE
+    mlflow_tracking_uri: str = ""
     gpu_profiles: Mapping[str, GpuProfile] = field(default_factory=dict)
     catalog: Catalog = field(default_factory=_builtin_catalog, compare=False)
     startup_seconds: int = 1800
@@ -344,6 +356,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         vllm_image=get("VLLM_IMAGE", DEFAULT_VLLM_IMAGE),
         sglang_image=get("SGLANG_IMAGE", DEFAULT_SGLANG_IMAGE),
         llamacpp_image=get("LLAMACPP_IMAGE", DEFAULT_LLAMACPP_IMAGE),
+        mlflow_image=get("MLFLOW_IMAGE", DEFAULT_MLFLOW_IMAGE),
+        mlflow_tracking_uri=_parse_tracking_uri(get("MLFLOW_TRACKING_URI", "")),
         gpu_profiles=profiles,
         catalog=catalog,
         startup_seconds=integer("STARTUP_SECONDS", 1800, 10),
@@ -792,6 +806,28 @@ def _boolean(where: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise SettingsError(f"{where}={value!r}: give true or false")
     return value
+
+
+def _parse_tracking_uri(raw: str) -> str:
+    """MODELPORT_MLFLOW_TRACKING_URI: an http(s) URL of the tracking server, or empty.
+
+    The URL reaches every custom model's pod spec as plain text, so it must not hold
+    credentials (`https://user:password@host`); and an error about it must not repeat
+    them in the operator's log either."""
+    authority = raw.split("://", 1)[-1].split("/", 1)[0]
+    if "@" in authority:
+        raise SettingsError(
+            f"{ENV_PREFIX}MLFLOW_TRACKING_URI holds credentials (user:password@host), which "
+            "would be written into every model pod's spec; give the address alone, and the "
+            "credentials to the model as environmentVars MLFLOW_TRACKING_USERNAME and "
+            "MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) from a Secret"
+        )
+    if raw and not re.match(r"^https?://[^\s/]+", raw):
+        raise SettingsError(
+            f"{ENV_PREFIX}MLFLOW_TRACKING_URI={raw!r} is not an http(s) URL; give the tracking "
+            "server's address as pods reach it, e.g. http://mlflow.mlflow.svc:5000"
+        )
+    return raw.rstrip("/")
 
 
 def _parse_object_name(name: str, raw: str) -> str:

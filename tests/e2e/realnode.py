@@ -24,7 +24,7 @@ import yaml
 from tests.conftest import HACK, ROOT, Cluster
 from tests.integration.gateway.fakes import FakeProvider, Seen
 from tests.integration.gateway.openai_fake import serve_openai
-from tests.integration.operator.support import apply
+from tests.integration.operator.support import claim_for
 from tests.integration.test_real_node import hack_cluster, state_dir
 
 CHART = str(ROOT / "charts" / "modelport")
@@ -78,14 +78,7 @@ def host_ip(cluster: Cluster, real_node: str) -> str:
 def image(cluster: Cluster, real_node: str) -> str:
     """The project image, built as the test set-up does (offline; quick when the
     sources are unchanged), loaded into the real node."""
-    built = subprocess.run(
-        [str(HACK / "docker"), "image"], capture_output=True, text=True, timeout=1200
-    )
-    assert built.returncode == 0, built.stderr[-4000:]
-    name = built.stdout.strip().splitlines()[-1]
-    loaded = hack_cluster(state_dir(cluster), "load-image", name)
-    assert loaded.returncode == 0, loaded.stderr
-    return name
+    return built_image(cluster, "image")
 
 
 @dataclass
@@ -157,6 +150,63 @@ def installed(
         helm(cluster, "uninstall", name, "--namespace", namespace, "--wait", timeout=120)
 
 
+@contextlib.contextmanager
+def host_path_claim(
+    cluster: Cluster, namespace: str, node: str, folder: Path, claim: str
+) -> Iterator[str]:
+    """The PVC `claim` bound to `folder` of this host, a hostPath PV on the real node
+    `node` (which shares this host's filesystem); the PV and the folder go afterwards."""
+    pv = f"{namespace}-{claim}"
+    node_affinity = {
+        "required": {
+            "nodeSelectorTerms": [
+                {
+                    "matchExpressions": [
+                        {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}
+                    ]
+                }
+            ]
+        }
+    }
+    manifests = [
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": pv},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": "",
+                "persistentVolumeReclaimPolicy": "Retain",
+                "hostPath": {"path": str(folder), "type": "Directory"},
+                "claimRef": {"namespace": namespace, "name": claim},
+                "nodeAffinity": node_affinity,
+            },
+        },
+        claim_for(namespace, claim, pv, "1Gi"),
+    ]
+    for manifest in manifests:
+        cluster.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps(manifest))
+    try:
+        yield claim
+    finally:
+        cluster.kubectl("delete", "pv", pv, "--wait=false", check=False)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def built_image(cluster: Cluster, target: str) -> str:
+    """`hack/docker <target>` (offline, quick when its inputs are unchanged), loaded into
+    the real node; returns the image's name."""
+    built = subprocess.run(
+        [str(HACK / "docker"), target], capture_output=True, text=True, timeout=1200
+    )
+    assert built.returncode == 0, built.stderr[-4000:]
+    name = built.stdout.strip().splitlines()[-1]
+    loaded = hack_cluster(state_dir(cluster), "load-image", name)
+    assert loaded.returncode == 0, loaded.stderr
+    return name
+
+
 def pods(cluster: Cluster, namespace: str, selector: str) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = json.loads(
         cluster.kubectl("-n", namespace, "get", "pods", "-l", selector, "-o", "json").stdout
@@ -191,14 +241,7 @@ MODELS_ROOT = Path("/var/lib/modelport-models/e2e")
 @pytest.fixture(scope="module")
 def llamacpp_image(cluster: Cluster, real_node: str) -> str:
     """llama.cpp's server image (hack/docker llamacpp-image), loaded into the real node."""
-    built = subprocess.run(
-        [str(HACK / "docker"), "llamacpp-image"], capture_output=True, text=True, timeout=1200
-    )
-    assert built.returncode == 0, built.stderr[-4000:]
-    name = built.stdout.strip().splitlines()[-1]
-    loaded = hack_cluster(state_dir(cluster), "load-image", name)
-    assert loaded.returncode == 0, loaded.stderr
-    return name
+    return built_image(cluster, "llamacpp-image")
 
 
 @pytest.fixture
@@ -213,52 +256,5 @@ def model_claim(cluster: Cluster, namespace: str, real_node: str) -> Iterator[st
         path.chmod(0o755)
     shutil.copyfile(gguf, folder / gguf.name)
     (folder / gguf.name).chmod(0o644)
-    pv = f"{namespace}-model-cache"
-    manifests = [
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {"name": pv},
-            "spec": {
-                "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadWriteOnce"],
-                "storageClassName": "",
-                "persistentVolumeReclaimPolicy": "Retain",
-                "hostPath": {"path": str(folder), "type": "Directory"},
-                "claimRef": {"namespace": namespace, "name": "model-cache"},
-                "nodeAffinity": {
-                    "required": {
-                        "nodeSelectorTerms": [
-                            {
-                                "matchExpressions": [
-                                    {
-                                        "key": "kubernetes.io/hostname",
-                                        "operator": "In",
-                                        "values": [real_node],
-                                    }
-                                ]
-                            }
-                        ]
-                    }
-                },
-            },
-        },
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": "model-cache", "namespace": namespace},
-            "spec": {
-                "accessModes": ["ReadWriteOnce"],
-                "storageClassName": "",
-                "volumeName": pv,
-                "resources": {"requests": {"storage": "1Gi"}},
-            },
-        },
-    ]
-    for manifest in manifests:
-        apply(cluster, namespace, manifest)
-    try:
+    with host_path_claim(cluster, namespace, real_node, folder, "model-cache"):
         yield gguf.name
-    finally:
-        cluster.kubectl("delete", "pv", pv, "--wait=false", check=False)
-        shutil.rmtree(folder, ignore_errors=True)

@@ -153,6 +153,22 @@ def test_readiness_and_the_guard_model_reach_the_operator() -> None:
     assert settings.guard_model.url == "http://llama-guard.guards.svc.cluster.local/v1"
 
 
+def test_custom_models_image_and_tracking_server_reach_the_operator() -> None:
+    from modelport.settings import from_env
+
+    env = operator_env(template())
+    assert "MODELPORT_MLFLOW_IMAGE" not in env and "MODELPORT_MLFLOW_TRACKING_URI" not in env
+    env = operator_env(
+        template(
+            "inference.mlflowImage=registry.example.com/mlflow:3",
+            "mlflow.trackingUri=http://mlflow.mlflow.svc:5000",
+        )
+    )
+    settings = from_env({k: v for k, v in env.items() if "MLFLOW" in k})
+    assert settings.mlflow_image == "registry.example.com/mlflow:3"
+    assert settings.mlflow_tracking_uri == "http://mlflow.mlflow.svc:5000"
+
+
 def test_watching_namespaces_without_token_review_needs_no_cluster_wide_rights() -> None:
     docs = template(
         "watchNamespaces={team-a,team-b}", "gatewayAuth.serviceAccountTokens.enabled=false"
@@ -336,6 +352,8 @@ def test_service_monitor_scrapes_the_gateways_when_enabled() -> None:
         ("gatewayAuth.oidc.issuer=login.example.com", "/gatewayAuth/oidc"),
         ("usageDatabase.secretName=Usage_DB", "/usageDatabase/secretName"),
         ("usageDatabase.retentionDays=-1", "/usageDatabase/retentionDays"),
+        ("mlflow.trackingUri=mlflow.mlflow.svc:5000", "/mlflow/trackingUri"),
+        ("mlflow.trackingUri=https://admin:pw@mlflow.example.com", "/mlflow/trackingUri"),
     ],
 )
 def test_values_schema_refuses_bad_values(value: str, complaint: str) -> None:

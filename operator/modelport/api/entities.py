@@ -1,11 +1,17 @@
 """Served entities: what an endpoint serves, either an external model or a
-self-hosted model run by the operator on the cluster's GPUs.
+self-hosted model run by the operator on the cluster's GPUs (or CPUs).
 
-Self-hosted fields follow the reference service (`entityName`, `workloadType`,
-`workloadSize`, provisioned concurrency and throughput, `scaleToZeroEnabled`,
-`environmentVars`); `task`, `runtime`, `modelCache`, `hfTokenSecretRef` and
-`scaleToZeroIdleSeconds` are Modelport extensions for what Kubernetes needs to know to
-run the model.
+Self-hosted fields follow the reference service (`entityName`, `entityVersion`,
+`workloadType`, `workloadSize`, provisioned concurrency and throughput,
+`scaleToZeroEnabled`, `environmentVars`); `task`, `runtime`, `modelCache`,
+`hfTokenSecretRef` and `scaleToZeroIdleSeconds` are Modelport extensions for what
+Kubernetes needs to know to run the model.
+
+A self-hosted entity is an LLM (catalog name, `hf://`, `pvc://`, `s3://` weights) or a
+*custom model* in the MLflow format (task `ml/v1/predict`, engine `mlflow`): a
+`models:/` or `runs:/` URI of the cluster's MLflow tracking server, a registered
+model's name with `entityVersion`, or an MLflow model directory at `pvc://`/`s3://`
+with `runtime.engine: mlflow`.
 """
 
 from __future__ import annotations
@@ -25,12 +31,15 @@ from modelport.api.meta import (
     cel_rules,
     list_map,
 )
-from modelport.api.providers import ExternalModel, Task
+from modelport.api.providers import ExternalModel
 
 ENTITY_NAME = r"^[A-Za-z0-9_-]+$"
-# A catalog name (system.ai.meta_llama_v3_1_8b_instruct) or a URI of the weights.
+# A catalog name (system.ai.meta_llama_v3_1_8b_instruct), a registered MLflow model's
+# name (main.default.churn), or a URI of the weights or of an MLflow model.
 ENTITY_SOURCE = (
     r"^(hf://[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)?"
+    r"|models:/[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+|@[A-Za-z0-9_-]+)"
+    r"|runs:/[A-Za-z0-9]+/[^\s]+"
     r"|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/[^\s]*)?"
     r"|s3://[a-z0-9][a-z0-9.-]*(/[^\s]*)?"
     r"|[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*)$"
@@ -42,7 +51,12 @@ WORKLOAD_TYPE = r"^[A-Z][A-Z0-9_]*$"
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 WorkloadSize = Literal["Small", "Medium", "Large"]
-Engine = Literal["vllm", "sglang", "llamacpp"]
+Engine = Literal["vllm", "sglang", "llamacpp", "mlflow"]
+CUSTOM_TASK = "ml/v1/predict"
+"""The task of a custom (MLflow) model: the reference service's invocations API."""
+EntityTask = Literal["llm/v1/chat", "llm/v1/completions", "llm/v1/embeddings", "ml/v1/predict"]
+# Sources only the MLflow runtime can load (through the cluster's tracking server).
+MLFLOW_SCHEMES = ("models:/", "runs:/")
 Quantity = Annotated[
     int | str,
     Field(
@@ -134,7 +148,10 @@ class Runtime(ApiModel):
     """Modelport extension: how the inference pods of a self-hosted entity run."""
 
     engine: Engine = Field(
-        default="vllm", description="Inference server: vllm (default), sglang or llamacpp."
+        default="vllm",
+        description="Inference server: vllm (the default for LLMs on GPUs), sglang, llamacpp "
+        "(the default for LLMs on CPU), or mlflow (MLflow's scoring server, for custom models; "
+        "the default for models:/ and runs:/ sources and task ml/v1/predict).",
     )
     image: Annotated[str, Field(max_length=NAME)] | None = Field(
         default=None,
@@ -198,6 +215,22 @@ class ServedEntity(ApiModel):
                 for field in SELF_HOSTED_FIELDS
             ),
             CelRule(
+                f"!has(self.task) || !has(self.runtime) || !has(self.runtime.engine) || "
+                f"(self.task == '{CUSTOM_TASK}') == (self.runtime.engine == 'mlflow')",
+                f"servedEntities[].task {CUSTOM_TASK} (a custom model) is served by "
+                "runtime.engine mlflow only, and mlflow serves only that task; make them agree",
+                ".task",
+            ),
+            CelRule(
+                "!has(self.entityName) || !(self.entityName.startsWith('models:/') || "
+                "self.entityName.startsWith('runs:/')) || ((!has(self.runtime) || "
+                "!has(self.runtime.engine) || self.runtime.engine == 'mlflow') && "
+                f"(!has(self.task) || self.task == '{CUSTOM_TASK}'))",
+                "servedEntities[].entityName models:/ and runs:/ are MLflow models: served by "
+                f"runtime.engine mlflow with task {CUSTOM_TASK}; remove the other engine or task",
+                ".entityName",
+            ),
+            CelRule(
                 _EXCLUSIVE_SIZING,
                 "servedEntities[].workloadSize and min/maxProvisionedConcurrency are "
                 "mutually exclusive; keep one",
@@ -245,16 +278,22 @@ class ServedEntity(ApiModel):
         default=None,
         description="The self-hosted model: a catalog name such as "
         "system.ai.meta_llama_v3_1_8b_instruct, or hf://org/model, pvc://claim/path, "
-        "s3://bucket/path. Exclusive with externalModel.",
+        "s3://bucket/path; or a custom MLflow model: models:/name/version, "
+        "models:/name@alias, runs:/run-id/path, or the name of a model registered in the "
+        "cluster's MLflow tracking server (with entityVersion). Exclusive with externalModel.",
     )
     entity_version: Annotated[str, Field(max_length=SHORT)] | None = Field(
-        default=None, description="Version of the catalog model; default: the latest."
+        default=None,
+        description="Version of the catalog model (default: the latest), or of the registered "
+        "MLflow model that entityName names (required for those).",
     )
-    task: Task | None = Field(
+    task: EntityTask | None = Field(
         default=None,
         description="Modelport extension, self-hosted only: the API the model serves "
-        "(llm/v1/chat, llm/v1/completions, llm/v1/embeddings). Unset means the catalog's "
-        "task; an unset task is compatible with any other entity's task.",
+        "(llm/v1/chat, llm/v1/completions, llm/v1/embeddings, or ml/v1/predict for a custom "
+        "model queried at /serving-endpoints/<endpoint>/invocations). Unset means the "
+        "catalog's task, or ml/v1/predict for an MLflow model; an unset task is compatible "
+        "with any other entity's task.",
     )
     workload_type: Annotated[str, Field(max_length=SHORT, pattern=WORKLOAD_TYPE)] | None = Field(
         default=None,
@@ -353,15 +392,55 @@ class ServedEntity(ApiModel):
             )
         if self.scale_to_zero_idle_seconds is not None and not self.scale_to_zero_enabled:
             raise ValueError(SCALE_TO_ZERO_IDLE_MESSAGE)
+        self._check_custom_model()
         return self
 
+    def _check_custom_model(self) -> None:
+        """A custom (MLflow) model's task, engine and source must agree (as the CEL rules)."""
+        engine = self.runtime.engine if self.runtime is not None else None
+        engine_set = self.runtime is not None and "engine" in self.runtime.model_fields_set
+        if (
+            self.task is not None
+            and engine_set
+            and (self.task == CUSTOM_TASK) != (engine == "mlflow")
+        ):
+            raise ValueError(
+                f"servedEntities[].task {CUSTOM_TASK} (a custom model) is served by "
+                "runtime.engine mlflow only, and mlflow serves only that task; make them "
+                f"agree (got task {self.task}, engine {engine})"
+            )
+        if (self.entity_name or "").startswith(MLFLOW_SCHEMES) and (
+            (engine_set and engine != "mlflow") or self.task not in (None, CUSTOM_TASK)
+        ):
+            raise ValueError(
+                "servedEntities[].entityName models:/ and runs:/ are MLflow models: served by "
+                f"runtime.engine mlflow with task {CUSTOM_TASK}; remove the other engine or task"
+            )
+
     @property
-    def effective_task(self) -> Task | None:
-        """The entity's task: the external model's, or the self-hosted `task` (None when
-        left to the catalog, which is compatible with any task)."""
+    def effective_task(self) -> EntityTask | None:
+        """The entity's task: the external model's, the self-hosted `task`, ml/v1/predict
+        for an entity that is an MLflow model by its engine or source (None when left to
+        the catalog, which is compatible with any task)."""
         if self.external_model is not None:
             return self.external_model.task
+        if self.task is None and self.is_mlflow_model:
+            return "ml/v1/predict"
         return self.task
+
+    @property
+    def is_mlflow_model(self) -> bool:
+        """True when the entity says it is a custom MLflow model: its task, its engine or a
+        models:/ or runs:/ source. (A registered model's bare name is known to be one only
+        once the catalog has no entry of that name: see the renderer.)"""
+        if self.entity_name is None:
+            return False
+        engine_set = self.runtime is not None and "engine" in self.runtime.model_fields_set
+        return (
+            self.task == CUSTOM_TASK
+            or (engine_set and self.runtime is not None and self.runtime.engine == "mlflow")
+            or self.entity_name.startswith(MLFLOW_SCHEMES)
+        )
 
     @property
     def is_self_hosted(self) -> bool:

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from modelport.api.aigateway import AiGatewayConfig
-from modelport.api.entities import ServedEntity
+from modelport.api.entities import CUSTOM_TASK, EntityTask, ServedEntity
 from modelport.api.meta import (
     NAME,
     TEXT,
@@ -26,7 +26,6 @@ from modelport.api.meta import (
     cel_rules,
     list_map,
 )
-from modelport.api.providers import Task
 
 GROUP = "serving.modelport.io"
 VERSION = "v1alpha1"
@@ -117,10 +116,16 @@ class TrafficConfig(ApiModel):
 
 
 def _task_of(var: str) -> str:
-    """CEL: the entity's task, or '' when a self-hosted entity leaves it to the catalog."""
+    """CEL: the entity's task, or '' when a self-hosted entity leaves it to the catalog
+    (an MLflow model by its engine or source is ml/v1/predict, as `effective_task`)."""
+    mlflow = (
+        f"((has({var}.runtime) && has({var}.runtime.engine) && "
+        f"{var}.runtime.engine == 'mlflow') || {var}.entityName.startsWith('models:/') || "
+        f"{var}.entityName.startsWith('runs:/'))"
+    )
     return (
         f"(has({var}.externalModel) ? {var}.externalModel.task : "
-        f"(has({var}.task) ? {var}.task : ''))"
+        f"(has({var}.task) ? {var}.task : ({mlflow} ? '{CUSTOM_TASK}' : '')))"
     )
 
 
@@ -220,7 +225,7 @@ class ServingEndpointSpec(ApiModel):
         return []
 
     @property
-    def task(self) -> Task | None:
+    def task(self) -> EntityTask | None:
         """The endpoint's task (None when every entity leaves it to the catalog)."""
         return next((t for e in self.served_entities if (t := e.effective_task)), None)
 

@@ -24,6 +24,8 @@ OPERATOR_FLAGS: list[tuple[str, str, str]] = [
     ("--vllm-image", "VLLM_IMAGE", "default image of vLLM inference pods"),
     ("--sglang-image", "SGLANG_IMAGE", "default image of SGLang inference pods"),
     ("--llamacpp-image", "LLAMACPP_IMAGE", "default image of llama.cpp inference pods"),
+    ("--mlflow-image", "MLFLOW_IMAGE", "default image of custom (MLflow) model pods"),
+    ("--mlflow-tracking-uri", "MLFLOW_TRACKING_URI", "MLflow tracking server of custom models"),
     ("--catalog", "CATALOG", "model catalog additions: YAML/JSON, or @file"),
     ("--startup-seconds", "STARTUP_SECONDS", "time an inference pod may take to load weights"),
     ("--gpu-profiles", "GPU_PROFILES", "GPU profiles: JSON, or @file holding JSON"),

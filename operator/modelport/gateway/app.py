@@ -43,6 +43,7 @@ from modelport.gateway.errors import (
     UnreachableError,
 )
 from modelport.gateway.fallback import Breakers, moves_on, retry_after_header, retry_delay
+from modelport.gateway.invocations import InvocationRequest
 from modelport.gateway.metrics import Metrics
 from modelport.gateway.pipeline import Pipeline, Tap
 from modelport.gateway.protocol import (
@@ -75,16 +76,20 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-REQUEST_MODELS: dict[Task, type[ChatRequest | CompletionRequest | EmbeddingRequest]] = {
+REQUEST_MODELS: dict[
+    Task, type[ChatRequest | CompletionRequest | EmbeddingRequest | InvocationRequest]
+] = {
     Task.CHAT: ChatRequest,
     Task.COMPLETIONS: CompletionRequest,
     Task.EMBEDDINGS: EmbeddingRequest,
+    Task.CUSTOM: InvocationRequest,
 }
 OPENAI_PATHS = {
     Task.CHAT: "/v1/chat/completions",
     Task.COMPLETIONS: "/v1/completions",
     Task.EMBEDDINGS: "/v1/embeddings",
 }
+"""The OpenAI routes; a custom model (Task.CUSTOM) has only the invocations path."""
 JSON = b"application/json"
 SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -356,15 +361,17 @@ class GatewayApp:
                 )
             else:
                 raise GatewayError(
-                    404,
-                    RESOURCE_DOES_NOT_EXIST,
-                    f"no route {method} {path}; use {OPENAI_PATHS[self.config.task]} or "
-                    f"{self._invocations}",
+                    404, RESOURCE_DOES_NOT_EXIST, f"no route {method} {path}; {self._use()}"
                 )
         except GatewayError as exc:
             await _respond(send, exc.status, exc.body(), extra=_extra_headers(exc))
         except _DisconnectedError:
             return  # nobody is left to answer
+
+    def _use(self) -> str:
+        """Where this endpoint's requests go, for error messages."""
+        path = OPENAI_PATHS.get(self.config.task)
+        return f"use {path} or {self._invocations}" if path else f"use {self._invocations}"
 
     async def _readyz(self, send: Send) -> None:
         missing = [m for e in self.config.entities for m in self.secrets.missing(e.credentials)]
@@ -426,12 +433,18 @@ class GatewayApp:
         ctx.ended = time.monotonic()
         if exchange.disconnected or not exchange.finished:
             ctx.status, ctx.outcome = 499, "disconnected"
-        if ctx.usage is None and call is not None and ctx.status == 200:
+        request = call.request if call is not None else None
+        # A custom model's usage is its rows, never tokens (ctx.tokens_apply is False).
+        if (
+            ctx.usage is None
+            and ctx.status == 200
+            and request is not None
+            and not isinstance(request, InvocationRequest)
+        ):
             if exchange.body is not None:
-                completion = estimate_completion_of_body(exchange.body)
+                ctx.usage = estimated(request, estimate_completion_of_body(exchange.body))
             else:
-                completion = exchange.chunks
-            ctx.usage = estimated(call.request, completion)
+                ctx.usage = estimated(request, exchange.chunks)
         self.metrics.request_finished(ctx)
         if self.pipeline.sinks:
             self.pipeline.finish(ctx)
@@ -443,8 +456,8 @@ class GatewayApp:
             raise GatewayError(
                 400,
                 BAD_REQUEST,
-                f"endpoint {self.config.endpoint_name!r} serves {self.config.task.value}; send "
-                f"this request to {OPENAI_PATHS[self.config.task]} or {self._invocations}",
+                f"endpoint {self.config.endpoint_name!r} serves {self.config.task.value}; "
+                f"{self._use()}",
             )
         body = await _read_body(scope, receive, self.config.max_request_bytes)
         try:
@@ -456,6 +469,8 @@ class GatewayApp:
         if CLIENT_REQUEST_ID in raw or USAGE_CONTEXT in raw:
             ctx.client_request_id, ctx.usage_context = take_client_fields(raw)
         request = validate(REQUEST_MODELS[task], raw)
+        if isinstance(request, InvocationRequest):
+            ctx.tokens_apply, ctx.rows = False, request.check().rows()
         stream = bool(getattr(request, "stream", False))
         ctx.task, ctx.model, ctx.stream = task, request.model, stream
         ctx.request, ctx.request_body = request, body
@@ -669,7 +684,7 @@ class GatewayApp:
         body, usage = await self.upstream.complete(call, provider)
         if usage is not None:
             ctx.usage = TokenUsage.reported(usage)
-        else:
+        elif ctx.tokens_apply:
             exchange.body = body
         if self.pipeline.taps:
             for tap in self.pipeline.open_taps(ctx, call):

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+from modelport.gateway.invocations import InvocationRequest
 from modelport.gateway.openai_format import Usage
 from modelport.gateway.protocol import Request
 from modelport.gatewayconfig import Task
@@ -175,11 +176,17 @@ class RequestContext:
     """What the client got (the status line), 0 until then; 499 if it went away first."""
     error_code: str | None = None
     usage: TokenUsage | None = None
+    tokens_apply: bool = True
+    """False for a custom model (task ``ml/v1/predict``): its input is a dataframe or a
+    tensor, not text, so ``usage`` stays None, is never estimated, and token limits and
+    token columns do not apply; ``rows`` is its measure instead."""
+    rows: int | None = None
+    """A custom model's request: the records (rows, instances) it asked to score."""
     outcome: Outcome = "ok"
     response_headers: list[tuple[bytes, bytes]] | None = None
     """Headers a stage adds to whatever response the request gets, success or error (the
     rate limits' ``x-ratelimit-*``); None when no stage adds any."""
-    request: Request | None = None
+    request: Request | InvocationRequest | None = None
     """The validated request (once parsed)."""
     request_body: bytes | None = None
     """The request body as received (a reference, not a copy), for payload rows."""

@@ -8,7 +8,7 @@ understand them; providers that translate read only the fields modelled here.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -310,7 +310,10 @@ def _no_nul(field: str, value: str) -> None:
         raise invalid(field, f"'{field}' must not contain a NUL character")
 
 
-def validate(model: type[Request], body: dict[str, Any]) -> Request:
+_Validated = TypeVar("_Validated", bound=BaseModel)
+
+
+def validate(model: type[_Validated], body: dict[str, Any]) -> _Validated:
     """Validate ``body``; a failure names the first offending field and what is wrong."""
     try:
         return model.model_validate(body)

@@ -25,15 +25,21 @@ from typing import Any
 import orjson
 
 from modelport.gateway.context import TokenUsage
+from modelport.gateway.invocations import InvocationRequest
 from modelport.gateway.protocol import ChatRequest, CompletionRequest, EmbeddingRequest
 
 CHARS_PER_TOKEN = 4
 
 
-def prompt_characters(request: ChatRequest | CompletionRequest | EmbeddingRequest) -> int:
+def prompt_characters(
+    request: ChatRequest | CompletionRequest | EmbeddingRequest | InvocationRequest,
+) -> int:
     """Characters of a validated request's text: message contents (text parts), the
-    prompt, or the embedding input (token ids count as :data:`CHARS_PER_TOKEN` each)."""
+    prompt, or the embedding input (token ids count as :data:`CHARS_PER_TOKEN` each); 0
+    for a custom model's dataframe or tensor, which is not text."""
     chars = 0
+    if isinstance(request, InvocationRequest):
+        return 0
     if isinstance(request, ChatRequest):
         for message in request.messages:
             content = message.content

@@ -23,7 +23,13 @@ from modelport.api.providers import PROVIDER_CONFIG_FIELDS, ExternalModel
 from modelport.render.auth import auth_config
 from modelport.render.names import entity_name
 from modelport.render.tables import inference_table, table_secrets, usage_table
-from modelport.runtimes.catalog import Catalog, CatalogEntry, CatalogError
+from modelport.runtimes.catalog import (
+    SOURCE_SCHEMES,
+    SYSTEM_PREFIX,
+    Catalog,
+    CatalogEntry,
+    CatalogError,
+)
 from modelport.settings import (
     GatewayAuthDefaults,
     GuardModelSetting,
@@ -116,6 +122,13 @@ def render_gateway_config(
         _entity_config(endpoint.metadata.name, namespace, e, spec.task, catalog)
         for e in spec.served_entities
     ]
+    if len({e.task for e in entities}) > 1:
+        tasks = ", ".join(f"{e.name}: {e.task.value}" for e in entities)
+        raise RenderError(
+            f"spec.servedEntities serve different tasks ({tasks}); an endpoint serves one "
+            "task: split them into separate endpoints (a custom model, ml/v1/predict, cannot "
+            "share an endpoint with an LLM)"
+        )
     ai = spec.ai_gateway
     rate_limits = [
         gc.RateLimit(
@@ -352,9 +365,36 @@ def _path(ref: SecretValue | SecretKeySelector | None) -> str | None:
     return gc.secret_file_path(selector.name, selector.key)
 
 
-def entity_task(entity: ServedEntity, entry: CatalogEntry | None, endpoint_task: str | None) -> str:
-    """A self-hosted entity's task: its own, the catalog's, the endpoint's, or chat."""
+def entity_task(
+    entity: ServedEntity,
+    entry: CatalogEntry | None,
+    endpoint_task: str | None,
+    mlflow: bool = False,
+) -> str:
+    """A self-hosted entity's task: its own, a custom model's, the catalog's, the
+    endpoint's, or chat."""
+    if mlflow and entity.task is None:
+        return gc.Task.CUSTOM
     return entity.task or (entry.task if entry else None) or endpoint_task or DEFAULT_TASK
+
+
+def is_mlflow_entity(entity: ServedEntity, catalog: Catalog | None) -> bool:
+    """Whether a self-hosted entity is a custom MLflow model: it says so (task, engine,
+    models:/ or runs:/), or it names a version of a model the catalog does not know,
+    which is a model registered in the cluster's MLflow tracking server (as on the
+    reference service: `entityName: main.default.churn`, `entityVersion: "3"`)."""
+    if entity.is_mlflow_model:
+        return True
+    name = entity.entity_name or ""
+    if entity.entity_version is None or name.startswith((*SOURCE_SCHEMES, SYSTEM_PREFIX)):
+        return False
+    if catalog is None:
+        return False
+    try:
+        catalog.resolve(name)
+    except CatalogError:
+        return True
+    return False
 
 
 def _entity_config(
@@ -367,6 +407,16 @@ def _entity_config(
     """One entity as the gateway sees it."""
     try:
         if entity.external_model is None:
+            host = f"{entity_name(endpoint, entity.name)}.{namespace}.svc.cluster.local"
+            if is_mlflow_entity(entity, catalog):
+                # A custom model: its scoring server's /invocations, not the OpenAI API.
+                return gc.EntityConfig(
+                    name=entity.name,
+                    task=gc.Task(entity_task(entity, None, endpoint_task, mlflow=True)),
+                    provider=gc.ProviderName.MLFLOW,
+                    modelName=entity.name,
+                    baseUrl=f"http://{host}:{INFERENCE_PORT}",
+                )
             entry = None
             if catalog is not None:
                 try:
@@ -374,7 +424,6 @@ def _entity_config(
                 except CatalogError:
                     entry = None  # reported by the entity's own rendering
             task = entity_task(entity, entry, endpoint_task)
-            host = f"{entity_name(endpoint, entity.name)}.{namespace}.svc.cluster.local"
             return gc.EntityConfig(
                 name=entity.name,
                 task=gc.Task(task),

@@ -2,7 +2,8 @@
 and the bounds within which the operator's autoscaler sets its replicas.
 
 The entity's `entityName` is resolved through the model catalog (or taken as a
-`hf://`, `pvc://` or `s3://` source), its `workloadType` through the GPU profiles,
+`hf://`, `pvc://` or `s3://` source, or, for a custom model, as an MLflow model URI:
+see `mlflow_model_uri`), its `workloadType` through the GPU profiles,
 and the runtime module (`modelport.runtimes`) renders the container around that
 `ModelPlan`. Here: which runtime, which profile, whether the model fits it, the
 resources and placement, and how many replicas.
@@ -23,7 +24,7 @@ import math
 from modelport.api.entities import ServedEntity
 from modelport.gpuprofiles import GpuProfile
 from modelport.objects import whole_units
-from modelport.render.config import INFERENCE_PORT, RenderError, entity_task
+from modelport.render.config import INFERENCE_PORT, RenderError, entity_task, is_mlflow_entity
 from modelport.render.manifest import Manifest, OwnerRef, metadata
 from modelport.render.names import (
     COMPONENT_LABEL,
@@ -36,6 +37,7 @@ from modelport.render.profiles import UnknownProfileError, resolve, smallest_fit
 from modelport.runtimes import RUNTIMES, InferenceRuntime
 from modelport.runtimes.base import MODELS_DIR, ModelPlan, UnsupportedModelError, pod_parts
 from modelport.runtimes.catalog import CatalogEntry, CatalogError
+from modelport.runtimes.mlflow import REGISTRY_SCHEMES, registered_model_uri
 from modelport.scaling import ScaleTarget
 from modelport.settings import Settings
 
@@ -44,6 +46,9 @@ CONCURRENCY_PER_REPLICA = 4
 WORKLOAD_SIZE_CONCURRENCY = {"Small": 4, "Medium": 16, "Large": 64}
 # Allowance for pulling an inference image (often 10+ GB) before the startup probe runs.
 IMAGE_PULL_SECONDS = 600
+# Where a custom model runs when the entity names no workloadType (as on the reference
+# service: classic ML on CPU).
+CUSTOM_MODEL_WORKLOAD_TYPE = "CPU"
 
 
 def entity_children(
@@ -106,7 +111,10 @@ def entity_scale_target(
 
 
 def catalog_entry(index: int, entity: ServedEntity, settings: Settings) -> CatalogEntry | None:
-    """The catalog entry of the entity (None for a weights source such as hf://)."""
+    """The catalog entry of the entity (None for a weights source such as hf:// and for a
+    custom MLflow model)."""
+    if is_mlflow_entity(entity, settings.catalog):
+        return None
     try:
         return settings.catalog.resolve(entity.entity_name or "")
     except CatalogError as exc:
@@ -208,8 +216,11 @@ def _check_fit(
     )
 
 
-def _runtime(entity: ServedEntity, profile: GpuProfile) -> InferenceRuntime:
-    """The entity's engine; unset, llama.cpp for a CPU profile and vLLM otherwise."""
+def _runtime(entity: ServedEntity, profile: GpuProfile, mlflow: bool) -> InferenceRuntime:
+    """The entity's engine; unset, MLflow's server for a custom model, llama.cpp for a
+    CPU profile and vLLM otherwise."""
+    if mlflow:
+        return RUNTIMES["mlflow"]
     runtime = entity.runtime
     if runtime is not None and "engine" in runtime.model_fields_set:
         return RUNTIMES[runtime.engine]
@@ -224,7 +235,38 @@ def _image(runtime: InferenceRuntime, entity: ServedEntity, settings: Settings) 
         "vllm": settings.vllm_image,
         "sglang": settings.sglang_image,
         "llamacpp": settings.llamacpp_image,
+        "mlflow": settings.mlflow_image,
     }[runtime.engine]
+
+
+def mlflow_model_uri(where: str, entity: ServedEntity, settings: Settings) -> str:
+    """What the scoring server loads: `models:/` and `runs:/` URIs as they are (through
+    the tracking server), a registered model's name and `entityVersion` as
+    `models:/<name>/<version>`, and `pvc://` / `s3://` directories (the PVC's mounted at
+    MODELS_DIR; see `_plan`)."""
+    source = entity.entity_name or ""
+    if source.startswith(("pvc://", "s3://")):
+        return source
+    if not source.startswith(REGISTRY_SCHEMES):
+        if entity.entity_version is None:
+            raise RenderError(
+                f"{where}.entityVersion is required for the registered MLflow model "
+                f'{source!r}; set the version to serve (e.g. "1"), or write entityName '
+                f"models:/{source}@<alias>"
+            )
+        source = registered_model_uri(source, entity.entity_version)
+    tracking = settings.mlflow_tracking_uri or any(
+        var.name == "MLFLOW_TRACKING_URI" for var in entity.environment_vars or []
+    )
+    if not tracking:
+        raise RenderError(
+            f"{where}.entityName {entity.entity_name!r} is a model of an MLflow tracking "
+            "server, and this cluster names none; ask the admin to set the Helm value "
+            "mlflow.trackingUri (MODELPORT_MLFLOW_TRACKING_URI), or set environmentVars "
+            "MLFLOW_TRACKING_URI on the entity, or serve the model directory from "
+            "pvc://claim/path"
+        )
+    return source
 
 
 def _plan(
@@ -234,12 +276,15 @@ def _plan(
     runtime: InferenceRuntime,
     gpus: int,
     task: str,
+    settings: Settings,
 ) -> ModelPlan:
     """What to serve: weights source, served name and the model's arguments."""
     source = entity.entity_name or ""
     local = False
     model_claim = None
     gguf_file = entry.gguf_file if entry is not None else None
+    if runtime.engine == "mlflow":
+        source = mlflow_model_uri(where, entity, settings)
     if source.startswith("hf://"):
         source = source.removeprefix("hf://")
     elif source.startswith("pvc://"):
@@ -283,6 +328,7 @@ def _plan(
         cache_claim=cache.claim_name if cache is not None else None,
         cache_sub_path=cache.sub_path if cache is not None else None,
         hf_token=(hf.name, hf.key) if hf is not None else None,
+        tracking_uri=(settings.mlflow_tracking_uri or None) if runtime.engine == "mlflow" else None,
     )
 
 
@@ -298,16 +344,18 @@ def _deployment(
     settings: Settings,
     endpoint_task: str | None,
 ) -> Manifest:
+    mlflow = is_mlflow_entity(entity, settings.catalog)
     workload_type = (
         entity.workload_type
         or (entry.default_workload_type if entry is not None else None)
-        or settings.default_workload_type
+        or (CUSTOM_MODEL_WORKLOAD_TYPE if mlflow else settings.default_workload_type)
     )
     profile = _profile(where, workload_type, settings)
     resources, gpus = _resources(entity, profile)
     _check_fit(where, entity, entry, workload_type, profile, gpus, settings)
-    runtime = _runtime(entity, profile)
-    plan = _plan(where, entity, entry, runtime, gpus, entity_task(entity, entry, endpoint_task))
+    runtime = _runtime(entity, profile, mlflow)
+    task = entity_task(entity, entry, endpoint_task, mlflow)
+    plan = _plan(where, entity, entry, runtime, gpus, task, settings)
     try:
         parts = pod_parts(
             runtime, plan, _image(runtime, entity, settings), resources, settings.startup_seconds
@@ -338,6 +386,8 @@ def _deployment(
         "containers": [parts.container],
         "volumes": parts.volumes,
     }
+    if parts.init_containers:
+        pod_spec["initContainers"] = parts.init_containers
     if node_selector:
         pod_spec["nodeSelector"] = dict(sorted(node_selector.items()))
     if tolerations:

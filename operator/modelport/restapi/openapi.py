@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelport.api.providers import Task
+from modelport.api.entities import CUSTOM_TASK, EntityTask
+from modelport.gateway.invocations import InvocationRequest
 from modelport.gateway.protocol import ChatRequest, CompletionRequest, EmbeddingRequest
 
 _MODELS: dict[str, type[ChatRequest | CompletionRequest | EmbeddingRequest]] = {
@@ -16,17 +17,19 @@ _MODELS: dict[str, type[ChatRequest | CompletionRequest | EmbeddingRequest]] = {
     "llm/v1/completions": CompletionRequest,
     "llm/v1/embeddings": EmbeddingRequest,
 }
+"""The LLM tasks: documented together when the catalog decides an endpoint's task."""
 _REF = "#/components/schemas/{model}"
 
 
-def document(endpoint: str, task: Task | None) -> dict[str, Any]:
+def document(endpoint: str, task: EntityTask | None) -> dict[str, Any]:
     """The OpenAPI document of ``endpoint``; a self-hosted endpoint whose task comes from
-    the catalog (``task`` None) documents every task's request."""
+    the catalog (``task`` None) documents every LLM task's request; a custom model's
+    (ml/v1/predict) documents its invocation formats."""
     tasks = [task] if task is not None else list(_MODELS)
     schemas: dict[str, Any] = {}
     refs = []
     for name in tasks:
-        model = _MODELS[name]
+        model = InvocationRequest if name == CUSTOM_TASK else _MODELS[name]
         schema = model.model_json_schema(ref_template=_REF)
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema

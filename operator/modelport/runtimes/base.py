@@ -1,6 +1,6 @@
 """The interface every inference runtime implements, and the parts all of them share.
 
-A runtime (`vllm`, `sglang`, `llamacpp`) knows only its own server: image, command
+A runtime (`vllm`, `sglang`, `llamacpp`, `mlflow`) knows only its own server: image, command
 line, health and metrics routes. Everything else about the pod is common and built
 here from a `ModelPlan`: probes, volumes (/dev/shm, the model cache PVC, `pvc://`
 weights, the Hugging Face token file), environment, Prometheus annotations and the
@@ -67,6 +67,8 @@ class ModelPlan:
     cache_sub_path: str | None = None
     hf_token: tuple[str, str] | None = None
     """(Secret name, key) of the Hugging Face token."""
+    tracking_uri: str | None = None
+    """mlflow: the cluster's MLflow tracking server (models:/ and runs:/ sources)."""
 
     @property
     def embeddings(self) -> bool:
@@ -82,6 +84,9 @@ class InferenceRuntime(ABC):
     health_path: ClassVar[str]
     metrics_path: ClassVar[str | None] = None
     supports_s3: ClassVar[bool] = False
+    termination_from_logs: ClassVar[bool] = False
+    """The server states why it failed only in its log: the container's termination
+    message is the log's tail (which status reports) when it writes none itself."""
 
     @abstractmethod
     def command(self, plan: ModelPlan) -> list[str]:
@@ -94,6 +99,17 @@ class InferenceRuntime(ABC):
     def env(self, plan: ModelPlan) -> list[Manifest]:
         """Runtime-specific environment variables."""
         del plan
+        return []
+
+    def model_volumes(self, plan: ModelPlan) -> list[tuple[Manifest, Manifest]]:
+        """Runtime-specific (volume, mount) pairs, mounted in every container of the pod."""
+        del plan
+        return []
+
+    def init_containers(self, plan: ModelPlan, template: Manifest) -> list[Manifest]:
+        """Containers that run before the server (e.g. to fetch the model). `template`
+        holds what they share with the server: image, env, mounts, resources, security."""
+        del plan, template
         return []
 
     def full_args(self, plan: ModelPlan) -> list[str]:
@@ -111,6 +127,7 @@ class PodParts:
     volumes: list[Manifest] = field(default_factory=list)
     annotations: dict[str, str] = field(default_factory=dict)
     pod_security: Manifest = field(default_factory=dict)
+    init_containers: list[Manifest] = field(default_factory=list)
 
 
 def pod_parts(
@@ -161,6 +178,9 @@ def pod_parts(
         )
         mounts.append({"name": "hf-token", "mountPath": HF_TOKEN_DIR, "readOnly": True})
         env.append({"name": "HF_TOKEN_PATH", "value": f"{HF_TOKEN_DIR}/{HF_TOKEN_FILE}"})
+    for volume, mount in runtime.model_volumes(plan):
+        volumes.append(volume)
+        mounts.append(mount)
     env += runtime.env(plan)
     env += plan.env
 
@@ -189,6 +209,10 @@ def pod_parts(
         },
         "volumeMounts": mounts,
     }
+    if runtime.termination_from_logs:
+        container["terminationMessagePolicy"] = "FallbackToLogsOnError"
+    shared = {k: container[k] for k in ("image", "env", "resources", "securityContext")}
+    init_containers = runtime.init_containers(plan, {**shared, "volumeMounts": mounts})
     annotations: dict[str, str] = {}
     if runtime.metrics_path is not None:
         annotations = {
@@ -205,7 +229,7 @@ def pod_parts(
         "fsGroup": RUN_AS,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
-    return PodParts(container, volumes, annotations, pod_security)
+    return PodParts(container, volumes, annotations, pod_security, init_containers)
 
 
 def flags_of(args: Sequence[str]) -> set[str]:

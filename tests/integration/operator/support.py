@@ -270,21 +270,22 @@ def bound_pvc(cluster: Cluster, namespace: str, claim: str) -> None:
             },
         },
     )
-    apply(
-        cluster,
-        namespace,
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": claim, "namespace": namespace},
-            "spec": {
-                "accessModes": ["ReadWriteOnce"],
-                "storageClassName": "",
-                "volumeName": pv,
-                "resources": {"requests": {"storage": "10Gi"}},
-            },
+    apply(cluster, namespace, claim_for(namespace, claim, pv, "10Gi"))
+
+
+def claim_for(namespace: str, claim: str, pv: str, size: str) -> dict[str, Any]:
+    """A PVC bound to the PersistentVolume `pv` (made by the caller, claimRef'd to it)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": claim, "namespace": namespace},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": "",
+            "volumeName": pv,
+            "resources": {"requests": {"storage": size}},
         },
-    )
+    }
 
 
 class StateRecorder:

@@ -247,3 +247,44 @@ def test_mixed_endpoint_becomes_ready(crd: Cluster, op_namespace: str, operator:
         assert not hpas["items"]
     finally:
         _delete(crd, ns, name)
+
+
+def test_gpu_profile_custom_model_lands_on_a_gpu_node_with_its_resources(
+    crd: Cluster, op_namespace: str, operator: Operator
+) -> None:
+    """A custom (MLflow) model on a GPU profile: the scoring server's pod gets the
+    profile's GPU, CPU and memory and lands on a kwok GPU node; its model is fetched by
+    the init container first (no real GPU or model needed for the placement)."""
+    ns, name = op_namespace, "custom-gpu"
+    body = _body(
+        name,
+        {
+            "name": "vision",
+            "entityName": "s3://models/vision/3",
+            "runtime": {"engine": "mlflow"},
+            "workloadType": "GPU_MEDIUM_2",
+        },
+    )
+    apply(crd, ns, body)
+    try:
+        wait_ready(crd, ns, name, timeout=90)
+        (pod,) = _pods(crd, ns, name, "vision")
+        node = pod["spec"]["nodeName"]
+        assert node.startswith("kwok-gpu-"), node
+        assert _node(crd, node)["metadata"]["labels"]["nvidia.com/gpu.present"] == "true"
+        (fetch,) = pod["spec"]["initContainers"]
+        container = pod["spec"]["containers"][0]
+        assert (fetch["name"], container["name"]) == ("fetch-model", "mlflow")
+        profile = resolve("GPU_MEDIUM_2", SETTINGS.gpu_profiles)
+        assert container["resources"] == {
+            "limits": {"memory": profile.memory, "nvidia.com/gpu": "2"},
+            "requests": {"cpu": profile.cpu, "memory": profile.memory, "nvidia.com/gpu": "2"},
+        }
+        status = (endpoint(crd, ns, name) or {})["status"]
+        assert status["state"] == {"ready": "READY", "configUpdate": "NOT_UPDATING"}
+        # The gateway serves it at the invocations route only (task ml/v1/predict).
+        config = kubectl_json(crd, "-n", ns, "get", "configmap", f"{name}-gateway")
+        assert '"task": "ml/v1/predict"' in config["data"]["gateway.json"]
+    finally:
+        _delete(crd, ns, name)
+    operator.assert_alive()

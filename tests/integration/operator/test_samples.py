@@ -38,6 +38,7 @@ pytestmark = pytest.mark.cluster
 SAMPLE_NAMES = sorted(p.stem for p in SAMPLES.glob("*.yaml"))
 WAKES = {"self-hosted-gpu"}
 SELF_HOSTED = {
+    "custom-model": ["sklearn", "xgboost"],
     "embeddings": ["bge-large"],
     "mixed-traffic-fallback": ["llama-8b"],
     "local-llamacpp": ["smollm2"],

@@ -30,6 +30,7 @@ from modelport.render import render
 from modelport.runtimes.base import MODELS_DIR
 from modelport.settings import from_env
 from tests.integration.runtimes.llamacpp_env import GGUF_FILE, LlamaCppEnv, prepare
+from tests.support import stop_processes
 from tests.unit.operator.helpers import endpoint
 
 SETTINGS = from_env({})
@@ -192,14 +193,7 @@ def serve(llamacpp: LlamaCppEnv, tmp_path_factory: pytest.TempPathFactory) -> It
     try:
         yield start
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_processes(procs)
 
 
 def client(served: Served) -> openai.OpenAI:

@@ -176,3 +176,65 @@ def test_progress_reaches_the_entity_message() -> None:
     view = deployment_view(obs, "entity llama")
     assert view.state == "DEPLOYMENT_CREATING"
     assert view.message.endswith("; 1 pod loading weights"), view.message
+
+
+# A custom model that fails to load: uvicorn's traceback ends the log, and the kubelet keeps
+# its tail (FallbackToLogsOnError) as the termination message.
+LOAD_FAILURE = """Traceback (most recent call last):
+  File "/opt/mlflow/lib/python3.11/site-packages/mlflow/pyfunc/model.py", line 951, in load
+    return cloudpickle.load(f)
+           ^^^^^^^^^^^^^^^^^^^
+ModuleNotFoundError: No module named 'lightgbm'
+"""
+NOT_IN_REGISTRY = (
+    '  File "/opt/mlflow/lib/python3.11/site-packages/mlflow/utils/rest_utils.py"\n'
+    "    raise RestException(json.loads(response.text))\n"
+    "mlflow.exceptions.RestException: RESOURCE_DOES_NOT_EXIST: Registered Model with "
+    "name=churn not found\n"
+)
+
+
+def _crash_looping(name: str, message: str, code: int = 1) -> dict[str, Any]:
+    return {
+        "name": name,
+        "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s restarting"}},
+        "lastState": {"terminated": {"exitCode": code, "reason": "Error", "message": message}},
+    }
+
+
+def test_the_runtimes_own_reason_for_failing_to_load() -> None:
+    pods = [
+        _pod("a", containerStatuses=[_crash_looping("mlflow", LOAD_FAILURE)]),
+        _pod(
+            "b",
+            initContainerStatuses=[_crash_looping("fetch-model", NOT_IN_REGISTRY)],
+            containerStatuses=[
+                {"name": "mlflow", "state": {"waiting": {"reason": "PodInitializing"}}}
+            ],
+        ),
+        # No message (the server wrote none and logged nothing): the back-off, as before.
+        _pod("c", containerStatuses=[_crash_looping("vllm", "")]),
+    ]
+    assert pod_problems(pods) == (
+        "container mlflow: crash looping (exit code 1: ModuleNotFoundError: No module named "
+        "'lightgbm')",
+        "init container fetch-model: crash looping (exit code 1: "
+        "mlflow.exceptions.RestException: RESOURCE_DOES_NOT_EXIST: Registered Model with "
+        "name=churn not found)",
+        "container vllm: crash looping (back-off 40s restarting)",
+    )
+
+
+def test_a_message_without_a_traceback_gives_its_last_line() -> None:
+    pod = _pod("a", containerStatuses=[_crash_looping("m", "loading\nout of memory\n", 137)])
+    assert pod_problems([pod]) == ("container m: crash looping (exit code 137: out of memory)",)
+
+
+def test_an_init_container_at_work_is_where_the_pod_is() -> None:
+    pod = _pod(
+        "a",
+        initContainerStatuses=[{"name": "fetch-model", "state": {"running": {}}}],
+        containerStatuses=[{"name": "mlflow", "state": {"waiting": {"reason": "PodInitializing"}}}],
+    )
+    pod["spec"] = {"nodeName": "node-1"}
+    assert pod_progress([pod]) == ("1 pod running init container: fetch-model",)

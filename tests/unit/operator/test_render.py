@@ -30,6 +30,7 @@ def _by_key(children: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, A
         ("embeddings", ["bge-large"], False),
         ("mixed-traffic-fallback", ["llama-8b"], False),
         ("self-hosted-gpu", ["llama-8b"], True),
+        ("custom-model", ["sklearn", "xgboost"], False),
     ],
 )
 def test_children_of_samples(sample_name: str, entities: list[str], wakes: bool) -> None:

@@ -9,6 +9,7 @@ from modelport.gateway.providers.bedrock import BedrockProvider
 from modelport.gateway.providers.cohere import CohereProvider
 from modelport.gateway.providers.custom import CustomProvider
 from modelport.gateway.providers.databricks import DatabricksModelServingProvider
+from modelport.gateway.providers.mlflow import MlflowProvider
 from modelport.gateway.providers.openai import OpenAIProvider
 from modelport.gateway.providers.selfhosted import SelfHostedProvider
 from modelport.gateway.providers.vertex import VertexProvider
@@ -24,6 +25,7 @@ REGISTRY: dict[ProviderName, Provider] = {
     ProviderName.DATABRICKS_MODEL_SERVING: DatabricksModelServingProvider(),
     ProviderName.CUSTOM: CustomProvider(),
     ProviderName.SELF_HOSTED: SelfHostedProvider(),
+    ProviderName.MLFLOW: MlflowProvider(),
 }
 """Every provider; a missing entry is a bug caught by the registry test."""
 

@@ -29,6 +29,7 @@ import orjson
 from modelport.gateway.context import new_request_id
 from modelport.gateway.errors import BAD_REQUEST, GatewayError
 from modelport.gateway.framing import Event
+from modelport.gateway.invocations import InvocationRequest
 from modelport.gateway.media import Fetched, Image
 from modelport.gateway.openai_format import ChunkWriter, Usage
 from modelport.gateway.protocol import ChatRequest, CompletionRequest, EmbeddingRequest
@@ -43,7 +44,7 @@ class Call:
     task: Task
     raw: dict[str, Any]
     """The validated body as the client sent it (what OpenAI-compatible upstreams get)."""
-    request: ChatRequest | CompletionRequest | EmbeddingRequest
+    request: ChatRequest | CompletionRequest | EmbeddingRequest | InvocationRequest
     stream: bool = False
     include_usage: bool = False
     # Unique, not secret: the request-id scheme (a tenth of a uuid4's cost per request).

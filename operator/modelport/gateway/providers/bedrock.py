@@ -67,7 +67,7 @@ from modelport.gateway.providers.reasoning import (
     thinking_budget,
 )
 from modelport.gateway.providers.structured import forced_tool
-from modelport.gatewayconfig import EntityConfig, Task
+from modelport.gatewayconfig import LLM_TASKS, EntityConfig, Task
 
 NAME = "amazon-bedrock"
 SERVICE = "bedrock"
@@ -93,7 +93,7 @@ class BedrockProvider(Provider):
     """Chat and completions via Converse; embeddings via InvokeModel (Titan, Cohere)."""
 
     name = NAME
-    tasks = frozenset(Task)
+    tasks = LLM_TASKS
     framing = "eventstream"
 
     def base_url(self, entity: EntityConfig) -> str:

@@ -44,7 +44,7 @@ from modelport.gateway.providers.base import (
 )
 from modelport.gateway.providers.reasoning import thinking_budget
 from modelport.gateway.providers.structured import json_output
-from modelport.gatewayconfig import Task
+from modelport.gatewayconfig import LLM_TASKS, Task
 
 NAME = "cohere"
 
@@ -62,7 +62,7 @@ class CohereProvider(Provider):
     """Chat, completions through chat, and embeddings."""
 
     name = NAME
-    tasks = frozenset(Task)
+    tasks = LLM_TASKS
     default_base_url = "https://api.cohere.com"
 
     def build_request(self, call: Call, auth: Auth) -> UpstreamRequest:

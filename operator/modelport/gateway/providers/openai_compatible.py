@@ -51,7 +51,7 @@ TASK_PATHS = {
 class OpenAICompatible(Provider):
     """Relays OpenAI-format requests; subclasses say where and how to authenticate."""
 
-    tasks = frozenset(Task)
+    tasks = frozenset(TASK_PATHS)
     asks_stream_usage: bool = True
     """Whether the upstream accepts ``stream_options.include_usage`` (OpenAI's API)."""
 

@@ -55,7 +55,7 @@ from modelport.gateway.providers.base import (
 )
 from modelport.gateway.providers.reasoning import thinking_budget
 from modelport.gateway.providers.structured import json_output
-from modelport.gatewayconfig import EntityConfig, Task, VertexSettings
+from modelport.gatewayconfig import LLM_TASKS, EntityConfig, Task, VertexSettings
 
 NAME = "google-cloud-vertex-ai"
 
@@ -77,7 +77,7 @@ class VertexProvider(Provider):
     """Gemini chat (completions through chat) and text embeddings."""
 
     name = NAME
-    tasks = frozenset(Task)
+    tasks = LLM_TASKS
 
     def base_url(self, entity: EntityConfig) -> str:
         """The regional API host unless overridden."""

@@ -40,6 +40,7 @@ from modelport.gateway.errors import (
     TEMPORARILY_UNAVAILABLE,
     GatewayError,
 )
+from modelport.gateway.invocations import InvocationRequest
 from modelport.gateway.metrics import Metrics
 from modelport.gateway.protocol import ChatRequest, CompletionRequest
 from modelport.gateway.providers.base import Call
@@ -139,7 +140,10 @@ class RateLimiter:
             return
         prompt = allowance = reserve = 0
         if plan.tokens:
-            prompt, allowance = self._reservation(plan, call)
+            # A custom model's request has no tokens (ctx.tokens_apply): its calls count,
+            # token budgets take nothing.
+            if ctx.tokens_apply:
+                prompt, allowance = self._reservation(plan, call)
             reserve = prompt + allowance
             amounts: Sequence[int] = [1 if b.dimension == "calls" else reserve for b in budgets]
         else:
@@ -168,13 +172,15 @@ class RateLimiter:
             self._count(tuple(dict.fromkeys(b.kind for b in refused)), "limited")
             raise _refusal(refused, decision, reserve)
         self._count(plan.kinds, "admitted")
-        if plan.tokens:
+        if plan.tokens and ctx.tokens_apply:
             step = allowance or self._reserve
             self._grants[ctx.request_id] = _Grant(plan.tokens, reserve, prompt, allowance, step)
 
     def _reservation(self, plan: Plan, call: Call) -> tuple[int, int]:
         """(prompt tokens, completion allowance) of a request under a token limit."""
         request = call.request
+        if isinstance(request, InvocationRequest):
+            return 0, 0  # not reached: admit skips custom models (no tokens)
         prompt = self._counter.count(call.entity.model_name, request)
         choices = 1
         asked: int | None = None
