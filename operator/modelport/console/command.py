@@ -5,10 +5,9 @@ the console's dependencies. Every flag has an environment variable
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Any
 
-from modelport.restapi.command import API_FLAGS
+from modelport.restapi.command import API_FLAGS, add_env_flags
 
 _SHARED = {
     "--host", "--port", "--audiences", "--oidc", "--oidc-username-prefix",
@@ -28,11 +27,6 @@ _FLAGS = (
 )
 
 
-def env_name(flag: str) -> str:
-    """The environment variable of a ``console`` flag."""
-    return "MODELPORT_CONSOLE_" + flag.removeprefix("--").replace("-", "_").upper()
-
-
 def add_parser(sub: Any) -> None:
     """Register ``console`` on the CLI's subparsers."""
     cmd = sub.add_parser(
@@ -42,10 +36,7 @@ def add_parser(sub: Any) -> None:
         "token; Kubernetes RBAC decides which namespaces' endpoints they see and which they "
         "may call from the playground (as themselves).",
     )
-    for flag, text in _FLAGS:
-        cmd.add_argument(
-            flag, default=os.environ.get(env_name(flag)), help=f"{text} ({env_name(flag)})"
-        )
+    add_env_flags(cmd, _FLAGS, "MODELPORT_CONSOLE_")
     cmd.set_defaults(run=_run)
 
 

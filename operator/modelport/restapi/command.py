@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Iterable
 from typing import Any
 
 # flag, help; the variable is MODELPORT_API_<FLAG in upper case with _>. The console
@@ -42,9 +43,16 @@ API_FLAGS = (
 )
 
 
-def env_name(flag: str) -> str:
-    """The environment variable of an ``api`` flag."""
-    return "MODELPORT_API_" + flag.removeprefix("--").replace("-", "_").upper()
+def env_name(flag: str, prefix: str = "MODELPORT_API_") -> str:
+    """The environment variable of a flag: ``prefix`` + the flag in upper case with _."""
+    return prefix + flag.removeprefix("--").replace("-", "_").upper()
+
+
+def add_env_flags(parser: Any, flags: Iterable[tuple[str, str]], prefix: str) -> None:
+    """Each ``(flag, help)`` of ``flags``, defaulting to its environment variable."""
+    for flag, text in flags:
+        name = env_name(flag, prefix)
+        parser.add_argument(flag, default=os.environ.get(name), help=f"{text} ({name})")
 
 
 def add_parsers(sub: Any) -> None:
@@ -56,10 +64,7 @@ def add_parsers(sub: Any) -> None:
         "for the databricks-sdk, MLflow and Terraform; endpoints are ServingEndpoints, one "
         "namespace per workspace, callers are checked with Kubernetes RBAC.",
     )
-    for flag, text in API_FLAGS:
-        api.add_argument(
-            flag, default=os.environ.get(env_name(flag)), help=f"{text} ({env_name(flag)})"
-        )
+    add_env_flags(api, API_FLAGS, "MODELPORT_API_")
     api.set_defaults(run=_run_api)
 
     imp = sub.add_parser(
