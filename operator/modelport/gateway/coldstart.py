@@ -164,14 +164,12 @@ class ColdStarts:
             return False
         if self._readiness is None or self._readiness.ready(entity):
             return False
-        self._cold_since.setdefault(entity, self._clock())
         self.wake(entity)
         return True
 
     def refused(self, entity: str) -> None:
         """A connection to ``entity`` could not be made: it may have just gone to zero (or
         have no pod yet that kube-proxy knows of); wake it."""
-        self._cold_since.setdefault(entity, self._clock())
         self.wake(entity)
 
     def spilled(self, entity: str) -> None:
@@ -183,7 +181,9 @@ class ColdStarts:
         self._warm(entity)
 
     def wake(self, entity: str) -> None:
-        """Start waking ``entity`` unless a wake runs or one just ran."""
+        """Start waking ``entity`` unless a wake runs or one just ran; its cold start
+        counts from the first call."""
+        self._cold_since.setdefault(entity, self._clock())
         if entity in self._waking or self._clock() < self._quiet_until.get(entity, 0.0):
             return
         task = asyncio.get_running_loop().create_task(self._wake(entity), name=f"wake-{entity}")
@@ -249,7 +249,6 @@ class ColdStarts:
             log.info("entity %s has a ready replica: cold start took %.1f s", entity, took)
 
     async def _wake(self, entity: str) -> None:
-        self._cold_since.setdefault(entity, self._clock())
         try:
             result = await self._waker.wake(entity, self._deployments[entity])
         except Exception:  # a bug must not leave the entity asleep silently
