@@ -769,18 +769,26 @@ def _cgroup_pids(node: Node) -> set[int]:
     return pids
 
 
+def _pids_where(match: Callable[[Path], bool]) -> set[int]:
+    """The processes whose /proc directory `match` accepts (gone ones skipped)."""
+    pids = set()
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError):
+                if match(proc):
+                    pids.add(int(proc.name))
+    return pids
+
+
 def _shim_pids(node: Node) -> set[int]:
     """containerd shims of this node (they leave containerd's process group)."""
-    pids = set()
     needle = str(node.sock).encode()
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            cmdline = (proc / "cmdline").read_bytes()
-            if b"containerd-shim" in cmdline and needle in cmdline:
-                pids.add(int(proc.name))
-    return pids
+
+    def shim(proc: Path) -> bool:
+        cmdline = (proc / "cmdline").read_bytes()
+        return b"containerd-shim" in cmdline and needle in cmdline
+
+    return _pids_where(shim)
 
 
 def _shim_sockets(node: Node) -> list[Path]:
@@ -849,19 +857,15 @@ def _holders(data_dir: Path) -> set[int]:
     except OSError:
         ns = None
     needle = str(data_dir).encode()
-    pids = set()
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            if ns is not None:
-                mine = (proc / "ns" / "net").stat()
-                if (mine.st_dev, mine.st_ino) == (ns.st_dev, ns.st_ino):
-                    pids.add(int(proc.name))
-                    continue
-            if needle in (proc / "cmdline").read_bytes():
-                pids.add(int(proc.name))
-    return pids
+
+    def belongs(proc: Path) -> bool:
+        if ns is not None:
+            mine = (proc / "ns" / "net").stat()
+            if (mine.st_dev, mine.st_ino) == (ns.st_dev, ns.st_ino):
+                return True
+        return needle in (proc / "cmdline").read_bytes()
+
+    return _pids_where(belongs)
 
 
 def reclaim_abandoned(keep: str, min_age: float = 120) -> list[str]:
