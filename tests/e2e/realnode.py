@@ -234,6 +234,8 @@ def secret(cluster: Cluster, namespace: str, value: str) -> None:
 
 # --- a self-hosted llama.cpp model on CPU, the sample hack/up serves -------------------
 
+# What hack/up sets for the llama.cpp sample: the CPU profile's pods on the real node.
+LLAMA_CPU_PROFILE: dict[str, Any] = {"gpus": 0, "cpu": "1", "memory": "1Gi", **ON_REAL_NODE}
 # Outside /root: the model pod's non-root user must be able to reach the file.
 MODELS_ROOT = Path("/var/lib/modelport-models/e2e")
 

@@ -31,9 +31,9 @@ from tests.e2e.realnode import (
     AUDIENCE,
     ENDPOINT,
     GATEWAY_PODS,
+    LLAMA_CPU_PROFILE,
     LLAMA_ENDPOINT,
     LLAMA_SAMPLE,
-    ON_REAL_NODE,
     Upstream,
     installed,
     pods,
@@ -176,11 +176,10 @@ def test_llamacpp_endpoint_serves_a_small_model_on_the_real_node(
     entity = body["spec"]["servedEntities"][0]
     assert entity["entityName"] == f"pvc://model-cache/{model_claim}"
     # What hack/up sets: the image, and the CPU profile's pods on the real node.
-    cpu_on_real_node = {"gpus": 0, "cpu": "1", "memory": "1Gi", **ON_REAL_NODE}
     with installed(
         cluster, namespace, image, tmp_path,
         inference={"llamacppImage": llamacpp_image},
-        gpuProfiles={"CPU": cpu_on_real_node},
+        gpuProfiles={"CPU": LLAMA_CPU_PROFILE},
     ):  # fmt: skip
         apply(cluster, namespace, body)
         try:

@@ -28,9 +28,9 @@ import requests
 from tests.conftest import Cluster
 from tests.e2e.realnode import (
     AUDIENCE,
+    LLAMA_CPU_PROFILE,
     LLAMA_ENDPOINT,
     LLAMA_SAMPLE,
-    ON_REAL_NODE,
     installed,
     pods,
     running_ready,
@@ -97,11 +97,10 @@ def test_llamacpp_sample_scales_to_zero_and_answers_every_request_held_while_it_
     entity_pods = (
         f"serving.modelport.io/endpoint={LLAMA_ENDPOINT},serving.modelport.io/entity={name}"
     )
-    cpu_on_real_node = {"gpus": 0, "cpu": "1", "memory": "1Gi", **ON_REAL_NODE}
     with installed(
         cluster, namespace, image, tmp_path,
         inference={"llamacppImage": llamacpp_image},
-        gpuProfiles={"CPU": cpu_on_real_node},
+        gpuProfiles={"CPU": LLAMA_CPU_PROFILE},
         autoscaling=AUTOSCALING,
     ):  # fmt: skip
         apply(cluster, namespace, body)
